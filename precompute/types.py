@@ -1,0 +1,93 @@
+"""Plain data passed between readers, maskers, priors and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class SamaugError(Exception):
+    """A problem the user can fix: the message names the file or value and what to do.
+
+    The CLI turns it into a one-line message and exit code 1.
+    """
+
+
+class InputError(SamaugError):
+    """An input file (image or annotation) that cannot be read or is malformed."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one image (and its annotation) lives, before it is read.
+
+    image_id: stable, unique within the dataset, safe as a zarr key.
+    split: e.g. "train", "test", "testA".
+    image_path / label_path: files on disk; label_path None when unannotated.
+    """
+
+    image_id: str
+    split: str
+    image_path: str
+    label_path: str | None = None
+
+
+@dataclass
+class Record:
+    """One decoded image.
+
+    image: HxWx3 uint8 RGB. label: HxW int32 instance label map (0 = background) or None.
+    """
+
+    image_id: str
+    split: str
+    image: np.ndarray
+    label: np.ndarray | None
+    source: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class MaskSet:
+    """The masks one masker produced for one image, all in the image's pixel frame.
+
+    masks: (N, H, W) bool.
+    stability_score: (N,) float32 in [0, 1] (0 for a mask whose low-threshold union is empty).
+    predicted_iou: (N,) float32, the masker's own quality estimate.
+    box: (N, 4) int32 XYXY, inclusive pixel indices (x0, y0, x1, y1) as SAM's
+        ``batched_mask_to_box``; all zeros for an empty mask.
+    point: (N, 2) float32 XY pixel coordinates of the prompt that produced the mask
+        (the region centroid for maskers without prompts).
+    area: (N,) int64 pixel count.
+    """
+
+    masks: np.ndarray
+    stability_score: np.ndarray
+    predicted_iou: np.ndarray
+    box: np.ndarray
+    point: np.ndarray
+    area: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    @staticmethod
+    def empty(height: int, width: int) -> MaskSet:
+        return MaskSet(
+            masks=np.zeros((0, height, width), bool),
+            stability_score=np.zeros(0, np.float32),
+            predicted_iou=np.zeros(0, np.float32),
+            box=np.zeros((0, 4), np.int32),
+            point=np.zeros((0, 2), np.float32),
+            area=np.zeros(0, np.int64),
+        )
+
+    def per_mask(self) -> dict[str, np.ndarray]:
+        """The per-mask arrays by their store names."""
+        return {
+            "stability_score": self.stability_score,
+            "predicted_iou": self.predicted_iou,
+            "box": self.box,
+            "point": self.point,
+            "area": self.area,
+        }
