@@ -6,9 +6,7 @@ import numpy as np
 from skimage.draw import ellipse, polygon
 
 
-def random_masks(
-    height: int, width: int, n: int, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def random_masks(height: int, width: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(N, H, W) bool masks and (N,) float32 scores.
 
     A mix of ellipses and polygons of many sizes (some cut by the image border), a few
@@ -28,8 +26,14 @@ def random_masks(
         elif kind < 7:
             r = rng.uniform(2, max(min(height, width) / (4 if kind < 3 else 12), 3))
             cy, cx = rng.uniform(-r / 2, height + r / 2), rng.uniform(-r / 2, width + r / 2)
-            rr, cc = ellipse(cy, cx, r, r * rng.uniform(0.4, 1.6), (height, width),
-                             rotation=rng.uniform(0, np.pi))
+            rr, cc = ellipse(
+                cy,
+                cx,
+                r,
+                r * rng.uniform(0.4, 1.6),
+                (height, width),
+                rotation=rng.uniform(0, np.pi),
+            )
             masks[i, rr, cc] = True
         else:
             k = rng.integers(3, 9)

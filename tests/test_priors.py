@@ -1,13 +1,15 @@
 import numpy as np
 import pytest
+from masks_synth import random_masks
 from skimage.segmentation import find_boundaries
 
-from masks_synth import random_masks
 from precompute.priors import boxes_from_masks, compute_priors, reference_priors
 
 
-@pytest.mark.parametrize("shape,n,seed", [((522, 775), 130, 0), ((37, 53), 200, 1), ((1, 9), 5, 2),
-                                          ((64, 64), 0, 3), ((40, 30), 65, 4)])
+@pytest.mark.parametrize(
+    "shape,n,seed",
+    [((522, 775), 130, 0), ((37, 53), 200, 1), ((1, 9), 5, 2), ((64, 64), 0, 3), ((40, 30), 65, 4)],
+)
 def test_priors_equal_reference_loop(shape, n, seed):
     masks, scores = random_masks(*shape, n, seed=seed)
     seg, boundary = compute_priors(masks, scores, boxes_from_masks(masks))

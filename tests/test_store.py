@@ -1,0 +1,262 @@
+import functools
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from masks_synth import random_masks
+
+from precompute import store as st
+from precompute.priors import boxes_from_masks, compute_priors
+from precompute.report import verify
+from precompute.types import MaskSet, SamaugError
+
+DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 2, "test": 1}}
+MASKER = {"kind": "superpixel", "settings": {"scales": [1, 2], "method": "slic"}}
+
+
+def mask_set(height, width, n, seed):
+    masks, scores = random_masks(height, width, n, seed=seed)
+    rng = np.random.default_rng(seed)
+    return MaskSet(
+        masks=masks,
+        stability_score=scores,
+        predicted_iou=rng.random(n).astype(np.float32),
+        box=boxes_from_masks(masks),
+        point=(rng.random((n, 2)) * [width, height]).astype(np.float32),
+        area=masks.sum(axis=(1, 2)),
+    )
+
+
+def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    lab = rng.integers(0, 700, shape, dtype=np.int32) if label else None
+    ms = mask_set(*shape, n, seed)
+    seg, boundary = compute_priors(ms.masks, ms.stability_score, ms.box)
+    st.write_image(
+        path,
+        image_id,
+        split,
+        image,
+        lab,
+        ms,
+        seg,
+        boundary,
+        {"image": f"{image_id}.png"},
+        {"read": 0.5},
+    )
+    return image, lab, ms, seg, boundary
+
+
+@pytest.fixture
+def toy_store(tmp_path):
+    path = tmp_path / "toy.zarr"
+    assert st.prepare_store(path, st.store_root_attrs(DATASET, MASKER)) == set()
+    data = {
+        "a_1": write(path, "a_1", "train", seed=1),
+        "b_2": write(path, "b_2", "train", shape=(40, 33), n=0, seed=2, label=False),
+        "c_3": write(path, "c_3", "test", shape=(257, 513), n=70, seed=3),
+    }
+    st.set_index(path, {"a_1": "train", "b_2": "train", "c_3": "test"})
+    return path, data
+
+
+def test_round_trip_values_and_provenance(toy_store):
+    path, data = toy_store
+    store = st.open_store(path)
+    assert store.ids() == ["a_1", "b_2", "c_3"]
+    assert store.ids(split="train") == ["a_1", "b_2"]
+    assert store.splits() == {"test": 1, "train": 2}
+    assert store.attrs["schema_version"] == st.SCHEMA_VERSION
+    assert store.attrs["dataset"] == DATASET
+    assert store.attrs["masker"] == MASKER
+    assert store.attrs["priors"] == st.PRIOR_DEFINITIONS
+    for image_id, (image, label, ms, seg, boundary) in data.items():
+        np.testing.assert_array_equal(store.read(image_id, "image"), image)
+        np.testing.assert_array_equal(store.read(image_id, "seg_prior"), seg)
+        np.testing.assert_array_equal(store.read(image_id, "boundary_prior"), boundary)
+        if label is not None:
+            np.testing.assert_array_equal(store.read(image_id, "label"), label)
+        else:
+            assert not store.has(image_id, "label")
+        masks, per_mask = store.masks(image_id)
+        np.testing.assert_array_equal(masks, ms.masks)
+        for name, values in ms.per_mask().items():
+            np.testing.assert_array_equal(per_mask[name], values)
+            assert per_mask[name].dtype == st.PER_MASK_DTYPES[name]
+        attrs = store.image_attrs(image_id)
+        assert attrs["complete"] is True
+        assert attrs["shape"] == list(image.shape[:2])
+        assert attrs["mask_count"] == len(ms)
+        import hashlib
+
+        assert attrs["image_sha256"] == hashlib.sha256(image.tobytes()).hexdigest()
+
+
+def test_windows(toy_store):
+    path, data = toy_store
+    store = st.open_store(path)
+    image, _, _, seg, _ = data["c_3"]
+    np.testing.assert_array_equal(
+        store.read("c_3", "image", (1, 250, 257, 513)), image[1:257, 250:513]
+    )
+    np.testing.assert_array_equal(store.read("c_3", "seg_prior", (0, 0, 1, 1)), seg[:1, :1])
+    with pytest.raises(ValueError, match="outside image"):
+        store.read("c_3", "seg_prior", (0, 0, 258, 10))
+    with pytest.raises(KeyError, match="nope"):
+        store.read("nope", "image")
+    with pytest.raises(ValueError, match="unknown array"):
+        store.read("c_3", "masks")
+
+
+def test_chunking_follows_the_schema(toy_store):
+    import zarr
+
+    path, _ = toy_store
+    group = zarr.open_group(path, mode="r")
+    assert group["images/c_3/image"].chunks == (256, 256, 3)
+    assert group["images/c_3/seg_prior"].chunks == (256, 256)
+    assert group["images/b_2/seg_prior"].chunks == (40, 33)
+    assert group["images/c_3/masks/bits"].chunks == (64, 257, 65)
+    assert group["images/c_3/masks/bits"].shape == (70, 257, 65)
+
+
+def test_other_settings_are_refused_with_the_difference(toy_store):
+    path, _ = toy_store
+    other = {**MASKER, "settings": {**MASKER["settings"], "scales": [1, 3]}}
+    with pytest.raises(
+        SamaugError, match=r"masker\.settings\.scales: store has \[1, 2\], this run \[1, 3\]"
+    ):
+        st.prepare_store(path, st.store_root_attrs(DATASET, other))
+    # The same settings resume: the complete images are reported done.
+    assert st.prepare_store(path, st.store_root_attrs(DATASET, MASKER)) == {"a_1", "b_2", "c_3"}
+    # A moved checkpoint (same sha256) or a grown dataset still resumes.
+    grown = {**DATASET, "splits": {"train": 5, "test": 1}}
+    moved = {**MASKER, "checkpoint": "/elsewhere/sam.pth"}
+    assert len(st.prepare_store(path, st.store_root_attrs(grown, moved))) == 3
+    assert st.prepare_store(path, st.store_root_attrs(DATASET, other), overwrite=True) == set()
+    assert st.open_store(path).ids() == []
+
+
+def test_incomplete_group_is_not_complete_and_is_replaced(toy_store):
+    import zarr
+
+    path, data = toy_store
+    group = zarr.open_group(path, path="images/a_1", mode="r+")
+    group.attrs["complete"] = False  # as if killed before the marker
+    assert st.complete_ids(path) == {"b_2", "c_3"}
+    (Path(path) / "images" / "b_2" / "zarr.json").write_text("{truncated")
+    assert st.complete_ids(path) == {"c_3"}
+    write(path, "a_1", "train", seed=1)
+    assert st.complete_ids(path) == {"a_1", "c_3"}
+    np.testing.assert_array_equal(st.open_store(path).read("a_1", "image"), data["a_1"][0])
+
+
+def test_verify_passes_then_catches_a_modified_chunk(toy_store):
+    path, _ = toy_store
+    problems, checked = verify(str(path))
+    assert (problems, checked) == ([], 3)
+    chunk = Path(path) / "images" / "c_3" / "seg_prior" / "c" / "1" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    problems, _ = verify(str(path))
+    assert len(problems) == 1 and problems[0].startswith("c_3: seg_prior: cannot decode")
+
+
+def test_verify_catches_rewritten_values(toy_store):
+    import zarr
+
+    path, _ = toy_store
+    arr = zarr.open_array(path, path="images/a_1/boundary_prior", mode="r+")
+    arr[5, 5] = 1 - arr[5, 5]  # a valid chunk with a changed value: sha256 catches it
+    problems, _ = verify(str(path))
+    assert problems == [p for p in problems if p.startswith("a_1: boundary_prior: sha256")]
+    assert len(problems) == 1
+
+
+def test_verify_catches_priors_that_do_not_match_masks(toy_store):
+    import hashlib
+
+    import zarr
+
+    path, _ = toy_store
+    group = zarr.open_group(path, path="images/a_1", mode="r+")
+    seg = group["seg_prior"][...]
+    seg[0, 0] += 1.0
+    group["seg_prior"][...] = seg
+    sums = dict(group.attrs["sha256"])
+    sums["seg_prior"] = hashlib.sha256(seg.tobytes()).hexdigest()  # a consistent forgery
+    group.attrs["sha256"] = sums
+    problems, _ = verify(str(path))
+    assert problems == ["a_1: seg_prior differs from the prior recomputed from the stored masks"]
+
+
+def test_missing_store_and_wrong_schema(tmp_path, toy_store):
+    import zarr
+
+    with pytest.raises(SamaugError, match="no such store"):
+        st.open_store(tmp_path / "absent.zarr")
+    path, _ = toy_store
+    zarr.open_group(path, mode="r+").attrs["schema_version"] = 99
+    with pytest.raises(SamaugError, match="schema_version 99"):
+        st.open_store(path)
+
+
+def test_mask_bits_are_compact(toy_store):
+    path, data = toy_store
+    store = st.open_store(path)
+    raw = data["c_3"][2].masks.size  # one byte per boolean
+    assert store.stored_bytes("c_3", "masks/bits") < raw / 10
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_read_only_over_http(toy_store, http_root):
+    path, data = toy_store
+    store = st.open_store(f"{http_root}/{Path(path).name}")
+    assert store.ids() == ["a_1", "b_2", "c_3"]
+    image, _, ms, seg, _ = data["c_3"]
+    np.testing.assert_array_equal(
+        store.read("c_3", "image", (0, 256, 256, 512)), image[:256, 256:512]
+    )
+    masks, per_mask = store.masks("c_3")
+    np.testing.assert_array_equal(masks, ms.masks)
+    np.testing.assert_array_equal(per_mask["stability_score"], ms.stability_score)
+    problems, checked = verify(f"{http_root}/{Path(path).name}")
+    assert (problems, checked) == ([], 3)
+
+
+def test_store_module_imports_neither_torch_nor_sam():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, precompute.store, precompute.report; "
+        "print(json.dumps(sorted(m for m in ('torch','segment_anything') if m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "import json; " + code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert json.loads(out.stdout) == []
