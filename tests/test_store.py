@@ -1,11 +1,9 @@
-import functools
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from http_server import serve
 from masks_synth import random_masks
 
 from precompute import store as st
@@ -213,20 +211,10 @@ def test_mask_bits_are_compact(toy_store):
     assert store.stored_bytes("c_3", "masks/bits") < raw / 10
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def http_root(tmp_path):
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(tmp_path) as url:
+        yield url
 
 
 def test_read_only_over_http(toy_store, http_root):
