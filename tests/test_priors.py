@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from masks_synth import random_masks
 from skimage.segmentation import find_boundaries
 
 from precompute.priors import boxes_from_masks, compute_priors, reference_priors
+from precompute.synthetic import random_masks
 
 
 @pytest.mark.parametrize(

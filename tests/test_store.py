@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from http_server import serve
-from masks_synth import random_masks
 
 from precompute import store as st
 from precompute.priors import boxes_from_masks, compute_priors
 from precompute.report import verify
+from precompute.synthetic import random_masks
 from precompute.types import MaskSet, SamaugError
 
 DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 2, "test": 1}}
