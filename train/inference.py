@@ -1,0 +1,297 @@
+"""Whole-image inference and the SAMAug test-time strategies.
+
+``sliding_window_probs`` runs a segmentation model (``train.models``: ``(B, C, H, W)`` float in,
+``(B, K, H, W)`` raw logits out) over an image of any size by overlapping windows and returns
+per-pixel probabilities. ``combine`` and ``all_strategies`` then turn the probabilities of the
+raw input and of the SAM-augmented input into the four test-time predictions of the paper:
+
+==========  ===============================================================================
+strategy    prediction
+==========  ===============================================================================
+raw         the raw-input probabilities
+samaug      the augmented-input probabilities
+ensemble    the mean of the two probability maps
+select      per image, the more certain of the two (``image_certainty``); ties pick samaug
+==========  ===============================================================================
+
+Probability maps are float tensors ``(B, K, H, W)`` in [0, 1]. Channel conventions:
+
+- ``K == 1``: a sigmoid output; channel 0 is the foreground probability.
+- ``K >= 2``: a softmax output over classes whose channel 0 is the background; the
+  foreground probability is ``1 - p_background`` (for the 3-class instance output
+  background/interior/boundary, that is interior + boundary).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Activation = Literal["softmax", "sigmoid"]
+Blend = Literal["gaussian", "constant"]
+Strategy = Literal["raw", "samaug", "ensemble", "select"]
+Certainty = Literal["margin", "margin_minmax", "entropy"]
+
+STRATEGIES: tuple[str, ...] = ("raw", "samaug", "ensemble", "select")
+CERTAINTIES: tuple[str, ...] = ("margin", "margin_minmax", "entropy")
+
+# Floor of the Gaussian importance map relative to its peak (MONAI clamps to a small
+# positive value too): window borders still count a little, so a pixel seen only by
+# window edges (an image corner) is not divided by a weight that underflows.
+_GAUSSIAN_FLOOR = 1e-3
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows of length ``window`` covering ``[0, size)``, ``size >= window``.
+
+    Windows step by ``stride``; the last one is moved flush with the end (so it may overlap
+    its neighbour more than the others do).
+    """
+    if size < window:
+        raise ValueError(f"size {size} is smaller than the window {window}; pad the image first")
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def importance_map(
+    window: tuple[int, int], blend: Blend = "gaussian", device: torch.device | str = "cpu"
+) -> Tensor:
+    """Per-pixel weight of a window's prediction, ``(h, w)`` float32, peak 1.
+
+    ``"gaussian"`` (nnU-Net, MONAI): ``exp(-d^2 / (2 sigma^2))`` around the window centre with
+    ``sigma = size / 8`` per axis, floored at 1e-3, so a pixel's prediction comes mostly
+    from the windows that see it near their centre, where the model has the most context.
+    ``"constant"``: all ones, a plain average of the overlapping windows.
+    """
+    h, w = window
+    if blend == "constant":
+        return torch.ones(h, w, device=device)
+    if blend != "gaussian":
+        raise ValueError(f"unknown blend {blend!r}; valid: 'gaussian', 'constant'")
+
+    def axis(n: int) -> Tensor:
+        coord = torch.arange(n, dtype=torch.float64, device=device) - (n - 1) / 2
+        return torch.exp(-(coord**2) / (2 * (n / 8) ** 2))
+
+    weight = axis(h)[:, None] * axis(w)[None, :]
+    return (weight / weight.max()).clamp_min(_GAUSSIAN_FLOOR).float()
+
+
+def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def sliding_window_probs(
+    model: nn.Module,
+    x: Tensor,
+    num_classes: int,
+    window: int | tuple[int, int] = 256,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    activation: Activation = "softmax",
+    blend: Blend = "gaussian",
+) -> Tensor:
+    """Per-pixel class probabilities of a whole image from overlapping windows.
+
+    Arguments:
+      model: maps ``(N, C, h, w)`` float to ``(N, num_classes, h, w)`` raw logits. It runs
+        in eval mode under ``torch.no_grad()``; its train/eval mode is restored afterwards.
+        Windows run on the device (and in the dtype) of its first parameter, or on
+        ``x.device`` for a model without parameters.
+      x: ``(B, C, H, W)`` float image batch, any H, W, on any device.
+      num_classes: channels of the model output (K); 1 for a binary sigmoid model.
+      window: window size, int or ``(h, w)``. An image smaller than the window along an
+        axis is zero-padded at the bottom/right up to the window along that axis, and the
+        result cropped back.
+      overlap: fraction in [0, 1) by which neighbouring windows overlap; the stride is
+        ``max(1, round(window * (1 - overlap)))`` and the last window sits flush with the
+        image edge.
+      batch_size: windows per forward pass (windows of all images in ``x`` are batched
+        together).
+      activation: ``"softmax"`` over the class channel, or ``"sigmoid"`` per channel.
+      blend: how overlapping windows are weighted (``importance_map``): ``"gaussian"``
+        (default) or ``"constant"``. Each pixel is the weighted mean of the window
+        probabilities covering it: ``sum(w * p) / sum(w)``.
+
+    Returns ``(B, num_classes, H, W)`` float32 probabilities in [0, 1] on ``x.device``;
+    for a one-channel sigmoid model, ``(B, 1, H, W)`` foreground probability.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"unknown activation {activation!r}; valid: 'softmax', 'sigmoid'")
+    wh, ww = _pair(window, "window")
+    b, _, h, w = x.shape
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else x.device
+    dtype = param.dtype if param is not None and param.is_floating_point() else x.dtype
+
+    ph, pw = max(h, wh), max(w, ww)
+    padded = F.pad(x, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else x
+    ys = window_starts(ph, wh, max(1, round(wh * (1 - overlap))))
+    xs = window_starts(pw, ww, max(1, round(ww * (1 - overlap))))
+    tiles = [(i, y, x0) for i in range(b) for y in ys for x0 in xs]
+
+    weight = importance_map((wh, ww), blend, device)
+    acc = torch.zeros(b, num_classes, ph, pw, device=device)
+    norm = torch.zeros(ph, pw, device=device)
+    for y in ys:
+        for x0 in xs:
+            norm[y : y + wh, x0 : x0 + ww] += weight
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(tiles), batch_size):
+                batch = tiles[start : start + batch_size]
+                crops = torch.stack([padded[i, :, y : y + wh, x0 : x0 + ww] for i, y, x0 in batch])
+                logits = model(crops.to(device=device, dtype=dtype))
+                if logits.shape != (len(batch), num_classes, wh, ww):
+                    raise ValueError(
+                        f"model output {tuple(logits.shape)} for window input "
+                        f"{tuple(crops.shape)}; expected ({len(batch)}, {num_classes}, {wh}, "
+                        f"{ww}): check num_classes and that the model keeps the input size"
+                    )
+                logits = logits.float()
+                probs = logits.softmax(1) if activation == "softmax" else logits.sigmoid()
+                for (i, y, x0), p in zip(batch, probs, strict=True):
+                    acc[i, :, y : y + wh, x0 : x0 + ww] += p * weight
+    finally:
+        model.train(was_training)
+    return (acc / norm)[:, :, :h, :w].to(x.device)
+
+
+def foreground_probability(probs: Tensor) -> Tensor:
+    """Foreground probability ``(B, H, W)`` of a ``(B, K, H, W)`` probability map.
+
+    ``K == 1``: channel 0 (sigmoid foreground). ``K >= 2``: ``1 - p[:, 0]`` (channel 0 is the
+    background of a softmax output; for background/interior/boundary this is
+    interior + boundary).
+    """
+    _check_probs(probs, "probs")
+    return probs[:, 0] if probs.shape[1] == 1 else 1 - probs[:, 0]
+
+
+def image_certainty(probs: Tensor, certainty: Certainty = "margin") -> Tensor:
+    """Per-image certainty ``(B,)`` float64 of a ``(B, K, H, W)`` map; higher = more certain.
+
+    ``"margin"`` (the paper's released code): mean over pixels of ``|p_fg - 0.5|`` with
+    ``p_fg = foreground_probability(probs)``; in [0, 0.5].
+
+    ``"margin_minmax"``: the released polyp script exactly: ``p_fg`` is first min-max
+    normalised per image (``(p - min) / (max - min + 1e-8)``, as PraNet evaluates), then the
+    margin. It rewards a confident *ranking* of pixels rather than probabilities near 0/1.
+
+    ``"entropy"``: minus the mean over pixels of the entropy (nats) of the full class
+    distribution (for ``K == 1`` the Bernoulli ``(1 - p, p)``; for ``K >= 2`` the K softmax
+    channels); in [-log(max(K, 2)), 0].
+    """
+    _check_probs(probs, "probs")
+    if certainty in ("margin", "margin_minmax"):
+        p = foreground_probability(probs).flatten(1).double()
+        if certainty == "margin_minmax":
+            lo, hi = p.amin(1, keepdim=True), p.amax(1, keepdim=True)
+            p = (p - lo) / (hi - lo + 1e-8)
+        return (p - 0.5).abs().mean(1)
+    if certainty == "entropy":
+        p = probs.double()
+        dist = torch.cat([1 - p, p], 1) if p.shape[1] == 1 else p
+        return torch.special.xlogy(dist, dist).sum(1).flatten(1).mean(1)
+    raise ValueError(f"unknown certainty {certainty!r}; valid: {', '.join(CERTAINTIES)}")
+
+
+def select(
+    prob_raw: Tensor, prob_aug: Tensor, certainty: Certainty = "margin"
+) -> tuple[Tensor, Tensor]:
+    """Per image, the more certain of the two probability maps.
+
+    Returns ``(probs, took_samaug)``: ``probs`` ``(B, K, H, W)`` (each image taken unchanged
+    from one input) and ``took_samaug`` ``(B,)`` bool, True where the augmented-input map was
+    taken. A tie goes to samaug, as in the released code (``if raw > aug: raw else aug``).
+    """
+    _check_pair(prob_raw, prob_aug)
+    took_samaug = image_certainty(prob_aug, certainty) >= image_certainty(prob_raw, certainty)
+    probs = torch.where(took_samaug.to(prob_aug.device)[:, None, None, None], prob_aug, prob_raw)
+    return probs, took_samaug
+
+
+def combine(
+    prob_raw: Tensor, prob_aug: Tensor, strategy: Strategy, certainty: Certainty = "margin"
+) -> Tensor:
+    """The ``(B, K, H, W)`` prediction of one test-time strategy (see the module table).
+
+    ``prob_raw`` and ``prob_aug`` are ``(B, K, H, W)`` probability maps of the same shape from
+    the raw and the augmented input; ``certainty`` matters only for ``"select"``.
+    """
+    _check_pair(prob_raw, prob_aug)
+    if strategy == "raw":
+        return prob_raw
+    if strategy == "samaug":
+        return prob_aug
+    if strategy == "ensemble":
+        return (prob_raw + prob_aug) / 2
+    if strategy == "select":
+        return select(prob_raw, prob_aug, certainty)[0]
+    raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+
+
+def all_strategies(
+    prob_raw: Tensor, prob_aug: Tensor, certainty: Certainty = "margin"
+) -> tuple[dict[str, Tensor], Tensor]:
+    """All four test-time predictions at once.
+
+    Returns ``(probs, took_samaug)``: ``probs`` maps each name of ``STRATEGIES`` (``raw``,
+    ``samaug``, ``ensemble``, ``select``) to its ``(B, K, H, W)`` map; ``took_samaug`` is the
+    ``(B,)`` bool choice ``select`` made (True = the augmented-input map).
+    """
+    _check_pair(prob_raw, prob_aug)
+    selected, took_samaug = select(prob_raw, prob_aug, certainty)
+    probs = {
+        "raw": prob_raw,
+        "samaug": prob_aug,
+        "ensemble": (prob_raw + prob_aug) / 2,
+        "select": selected,
+    }
+    return probs, took_samaug
+
+
+def _check_probs(probs: Tensor, name: str) -> None:
+    if probs.ndim != 4 or probs.shape[1] < 1:
+        raise ValueError(f"{name} must be (B, K, H, W) probabilities, got {tuple(probs.shape)}")
+
+
+def _check_pair(prob_raw: Tensor, prob_aug: Tensor) -> None:
+    _check_probs(prob_raw, "prob_raw")
+    _check_probs(prob_aug, "prob_aug")
+    if prob_raw.shape != prob_aug.shape:
+        raise ValueError(
+            f"prob_raw {tuple(prob_raw.shape)} and prob_aug {tuple(prob_aug.shape)} differ in "
+            "shape; both must come from the same image batch and model"
+        )
+
+
+__all__ = [
+    "CERTAINTIES",
+    "STRATEGIES",
+    "all_strategies",
+    "combine",
+    "foreground_probability",
+    "image_certainty",
+    "importance_map",
+    "select",
+    "sliding_window_probs",
+    "window_starts",
+]
