@@ -1,0 +1,525 @@
+"""Training and evaluation data streamed from a samaug store.
+
+Everything is read through ``precompute.store``'s reader API (``open_store``, ``ids``,
+``read`` with a window, ``image_attrs``), so a random patch fetches only the chunks it
+covers, from a local path or a read-only fsspec URL (``http://...``).
+
+Conventions:
+
+- Tensors: ``image`` (3, h, w) float32 RGB in [0, 1] (uint8 / 255); ``seg_prior`` and
+  ``boundary_prior`` (1, h, w) float32 (as stored; the boundary prior becomes fractional
+  where a scale augmentation interpolates it); ``target`` (h, w) int64.
+- Targets by task: ``instance`` (glas, monuseg): 0 background, 1 object interior, 2 object
+  boundary; ``binary`` (kvasir, polyp, folder): 0 background, 1 foreground. See
+  ``instance_target`` for the boundary.
+- Padding: an image smaller than the patch is padded at the bottom and right (before the
+  flips and rotations move the padding around) with 0 in the image and both priors and
+  ``IGNORE_INDEX`` (-100, the default ``ignore_index`` of ``torch.nn.CrossEntropyLoss``) in
+  the target, so padded pixels add nothing to a loss that ignores them. A Dice-type loss
+  must mask ``target == IGNORE_INDEX`` itself.
+- Randomness: item ``i`` of epoch ``e`` draws everything (window, scale, flips, rotation,
+  jitter) from ``np.random.default_rng((seed, e, i))``, so it is the same in any worker,
+  any order, any run.
+
+DataLoader workers: zarr 3 runs an asyncio event loop in a background thread. A forked
+worker inherits that thread's locks but not the thread, and can block forever on its first
+read; so ``make_loader`` starts workers with "spawn", the datasets never pickle an open
+store (each process opens its own on first use), and the workers are persistent, so the
+spawn cost (importing torch) is paid once per run, not once per epoch. Persistent workers
+keep their own copy of the dataset, so the epoch travels with each index:
+``make_loader``'s sampler yields ``(epoch, index)`` pairs, read from ``dataset.epoch`` in
+the main process when an epoch's iteration starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from precompute.store import SamaugStore, open_store
+from precompute.types import SamaugError
+
+IGNORE_INDEX = -100
+BOUNDARY_WIDTH = 2
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def instance_target(label: np.ndarray, boundary_width: int = BOUNDARY_WIDTH) -> np.ndarray:
+    """Three-class target from an instance label map.
+
+    label: (H, W) integer instance labels, 0 = background.
+    Returns (H, W) int64: 0 background, 1 object interior, 2 object boundary.
+
+    The boundary is ``find_boundaries(label, mode="inner")`` (object pixels next to another
+    label, background included, so two touching objects are split on both sides) dilated
+    ``boundary_width - 1`` times (4-connected) and kept inside the objects: a band
+    ``boundary_width`` pixels wide. Two pixels keep nuclei of radius 3-7 px separable with
+    an interior left. The boundary stays inside objects, so classes 1 and 2 together are
+    exactly ``label > 0``. The image border is not a boundary (skimage reflects there).
+    Each pixel depends on the labels within ``boundary_width`` pixels of it, so a window
+    read with that margin gives the same target as the whole image, cropped.
+    """
+    if boundary_width < 1:
+        raise ValueError(f"boundary_width must be at least 1, not {boundary_width}")
+    foreground = label > 0
+    edge = find_boundaries(label, mode="inner")
+    if boundary_width > 1:
+        edge = ndi.binary_dilation(edge, iterations=boundary_width - 1) & foreground
+    target = foreground.astype(np.int64)
+    target[edge] = 2
+    return target
+
+
+def binary_target(label: np.ndarray, boundary_width: int = BOUNDARY_WIDTH) -> np.ndarray:
+    """(H, W) integer labels -> (H, W) int64: 1 where ``label > 0``, else 0.
+
+    ``boundary_width`` is unused; it is there so every task's target has one signature.
+    """
+    return (label > 0).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Task:
+    num_classes: int
+    target: Callable[[np.ndarray, int], np.ndarray]  # (label, boundary_width) -> target
+    needs_context: bool  # whether the target of a pixel depends on its neighbours
+
+
+_TASKS = {
+    "instance": _Task(3, instance_target, True),
+    "binary": _Task(2, binary_target, False),
+}
+_DATASET_TASKS = {
+    "glas": "instance",
+    "monuseg": "instance",
+    "kvasir": "binary",
+    "polyp": "binary",
+    "folder": "binary",
+}
+
+
+def _task(task: str) -> _Task:
+    if task not in _TASKS:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(sorted(_TASKS))}")
+    return _TASKS[task]
+
+
+def task_for_dataset(name: str) -> str:
+    """The task a dataset reader's data is trained for: "instance" or "binary"."""
+    if name not in _DATASET_TASKS:
+        raise SamaugError(
+            f"no task known for dataset {name!r}; known: {', '.join(sorted(_DATASET_TASKS))}"
+            " (or pass the task explicitly)"
+        )
+    return _DATASET_TASKS[name]
+
+
+def num_classes(task: str) -> int:
+    """Classes of the target (and channels of the model's logits): instance 3, binary 2."""
+    return _task(task).num_classes
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Random augmentation of training patches. ``AugmentSettings(enabled=False)``: none.
+
+    Geometric (the same on image, priors and target):
+      flip: horizontal and vertical flips, each with probability 0.5.
+      rotate90: rotation by k * 90 degrees, k uniform in 0..3.
+      scale: (low, high) zoom factor, log-uniform; (1, 1) turns it off. Image and priors
+        are resampled bilinearly (antialiased when shrinking), the target by nearest
+        neighbour; the window read is ``patch_size / scale`` pixels, so the patch stays
+        filled wherever the image is large enough.
+    Photometric (image channels only, never the priors), then clipped to [0, 1]:
+      color: each RGB channel multiplied by uniform(1 - color, 1 + color) (a stain/hue shift).
+      contrast: the patch scaled about its mean by uniform(1 - contrast, 1 + contrast).
+      brightness: uniform(-brightness, brightness) added.
+    """
+
+    enabled: bool = True
+    flip: bool = True
+    rotate90: bool = True
+    scale: tuple[float, float] = (0.8, 1.25)
+    brightness: float = 0.1
+    contrast: float = 0.1
+    color: float = 0.05
+
+    def __post_init__(self) -> None:
+        low, high = self.scale
+        if not 0 < low <= high:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, not {self.scale}")
+        for name in ("brightness", "contrast", "color"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), not {value}")
+
+
+def _draw_scale(rng: np.random.Generator, settings: AugmentSettings) -> float:
+    low, high = settings.scale
+    if not settings.enabled or (low == high == 1.0):
+        return 1.0
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _jitter(image: torch.Tensor, rng: np.random.Generator, settings: AugmentSettings):
+    """(3, h, w) float [0, 1] -> the same, colour-, contrast- and brightness-jittered.
+
+    All three factors are drawn even when their range is 0, so turning one off leaves every
+    other random choice of the item unchanged; a range of 0 leaves the pixels bit-exact.
+    """
+    gain = rng.uniform(1 - settings.color, 1 + settings.color, 3)
+    contrast = rng.uniform(1 - settings.contrast, 1 + settings.contrast)
+    brightness = rng.uniform(-settings.brightness, settings.brightness)
+    if settings.color:
+        image = image * torch.as_tensor(gain, dtype=image.dtype)[:, None, None]
+    if settings.contrast:
+        mean = image.mean()
+        image = (image - mean) * contrast + mean
+    if settings.brightness:
+        image = image + brightness
+    return image.clamp(0.0, 1.0)
+
+
+def _flip_rotate(tensors: list[torch.Tensor], rng: np.random.Generator, settings):
+    """The same random flips and 90-degree rotation on each (..., h, w) tensor."""
+    dims = []
+    if settings.flip:
+        dims = [d for d in (-1, -2) if rng.random() < 0.5]
+    k = int(rng.integers(4)) if settings.rotate90 else 0
+    out = []
+    for t in tensors:
+        if dims:
+            t = torch.flip(t, dims)
+        if k:
+            t = torch.rot90(t, k, dims=(-2, -1))
+        out.append(t.contiguous())
+    return out
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    """(h, w, 3) uint8 -> (3, h, w) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+
+
+def _prior_tensor(prior: np.ndarray) -> torch.Tensor:
+    """(h, w) float32 or uint8 -> (1, h, w) float32."""
+    return torch.from_numpy(np.asarray(prior, np.float32)[None])
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class _StoreDataset(Dataset):
+    """Opens the store lazily in each process and never pickles it open (see module doc)."""
+
+    def __init__(
+        self,
+        store_location: str | Path,
+        split: str | Sequence[str],
+        storage_options: dict | None,
+    ) -> None:
+        self.store_location = str(store_location)
+        self.storage_options = storage_options
+        store = open_store(self.store_location, storage_options)
+        if isinstance(split, str):
+            ids = store.ids(split)
+            if not ids:
+                raise SamaugError(
+                    f"{self.store_location}: no complete images in split {split!r}; the store "
+                    f"has {store.splits() or 'no complete images'}"
+                )
+        else:
+            ids = list(split)
+            unknown = sorted(set(ids) - set(store.ids()))
+            if unknown or not ids:
+                raise SamaugError(
+                    f"{self.store_location}: no complete image(s) {unknown or ids}; "
+                    "list them with `samaug store info`"
+                )
+        self.ids: list[str] = ids
+        self._store: SamaugStore | None = store
+        self._shapes: dict[str, tuple[int, int]] = {}
+
+    @property
+    def store(self) -> SamaugStore:
+        if self._store is None:
+            self._store = open_store(self.store_location, self.storage_options)
+        return self._store
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_store"] = None
+        return state
+
+    def shape(self, image_id: str) -> tuple[int, int]:
+        """(H, W) of an image, from its attributes (cached)."""
+        if image_id not in self._shapes:
+            height, width = self.store.image_attrs(image_id)["shape"]
+            self._shapes[image_id] = (int(height), int(width))
+        return self._shapes[image_id]
+
+    def read_label(self, image_id: str, window=None) -> np.ndarray:
+        try:
+            return self.store.read(image_id, "label", window)
+        except KeyError as err:
+            raise SamaugError(
+                f"{self.store_location}: image {image_id!r} has no label; train and evaluate "
+                "on annotated splits only"
+            ) from err
+
+
+class PatchDataset(_StoreDataset):
+    """Random, augmented training patches from a samaug store.
+
+    Arguments:
+      store_location: a store path or a read-only fsspec URL.
+      split: a split name, or a list of image IDs.
+      patch_size: side of the square patches (smaller images are padded, see module doc).
+      task: "instance" or "binary" (``task_for_dataset``).
+      augment: ``AugmentSettings``; ``AugmentSettings(enabled=False)`` for none.
+      samples_per_epoch: items per epoch (default: one per image); item ``i`` is a patch of
+        image ``ids[i % len(ids)]``.
+      seed: non-negative; with the epoch and the index it fixes every random choice.
+      storage_options: fsspec options for a URL (e.g. credentials).
+      boundary_width: width in pixels of the instance boundary class.
+
+    Items: a dict with ``image`` (3, P, P) float32 [0, 1], ``seg_prior`` and
+    ``boundary_prior`` (1, P, P) float32, ``target`` (P, P) int64, ``image_id`` (str) and
+    ``window`` (4,) int64, the (y0, x0, y1, x1) region of the image the patch was read from.
+    An index is an int (the epoch from ``set_epoch``) or an ``(epoch, index)`` pair.
+    """
+
+    def __init__(
+        self,
+        store_location: str | Path,
+        split: str | Sequence[str],
+        patch_size: int = 256,
+        task: str = "instance",
+        augment: AugmentSettings = AugmentSettings(),  # noqa: B008 (frozen, so shared safely)
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
+        storage_options: dict | None = None,
+        boundary_width: int = BOUNDARY_WIDTH,
+    ) -> None:
+        self.task = _task(task)
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be positive, not {patch_size}")
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, not {seed}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be positive, not {samples_per_epoch}")
+        if boundary_width < 1:
+            raise ValueError(f"boundary_width must be at least 1, not {boundary_width}")
+        super().__init__(store_location, split, storage_options)
+        self.task_name = task
+        self.patch_size = int(patch_size)
+        self.augment = augment
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = int(seed)
+        self.boundary_width = int(boundary_width)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch or len(self.ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the random draws of this epoch for plain int indices (and in make_loader)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        rng = np.random.default_rng((self.seed, int(epoch), int(index)))
+        return self._patch(self.ids[index % len(self.ids)], rng)
+
+    def _target(self, image_id: str, window: tuple[int, int, int, int]) -> np.ndarray:
+        """The target of ``window``, computed on the label with a margin around it."""
+        height, width = self.shape(image_id)
+        y0, x0, y1, x1 = window
+        margin = self.boundary_width if self.task.needs_context else 0
+        outer = (max(0, y0 - margin), max(0, x0 - margin))
+        outer_window = (*outer, min(height, y1 + margin), min(width, x1 + margin))
+        target = self.task.target(self.read_label(image_id, outer_window), self.boundary_width)
+        top, left = y0 - outer[0], x0 - outer[1]
+        return target[top : top + y1 - y0, left : left + x1 - x0]
+
+    def _patch(self, image_id: str, rng: np.random.Generator) -> dict:
+        size, settings = self.patch_size, self.augment
+        height, width = self.shape(image_id)
+        scale = _draw_scale(rng, settings)
+        source = math.ceil(size / scale - 1e-9)
+        src_h, src_w = min(height, source), min(width, source)
+        y0 = int(rng.integers(0, height - src_h + 1))
+        x0 = int(rng.integers(0, width - src_w + 1))
+        window = (y0, x0, y0 + src_h, x0 + src_w)
+
+        read = self.store.read
+        maps = torch.cat(
+            [
+                _image_tensor(read(image_id, "image", window)),
+                _prior_tensor(read(image_id, "seg_prior", window)),
+                _prior_tensor(read(image_id, "boundary_prior", window)),
+            ]
+        )
+        target = torch.from_numpy(self._target(image_id, window))
+
+        out_h = max(1, min(size, round(src_h * scale)))
+        out_w = max(1, min(size, round(src_w * scale)))
+        if (out_h, out_w) != (src_h, src_w):
+            maps = F.interpolate(
+                maps[None], (out_h, out_w), mode="bilinear", align_corners=False, antialias=True
+            )[0]
+            # "nearest-exact" samples at pixel centres, as bilinear with align_corners=False.
+            target = F.interpolate(
+                target[None, None].float(), (out_h, out_w), mode="nearest-exact"
+            )[0, 0].long()
+        if settings.enabled:
+            maps[:3] = _jitter(maps[:3], rng, settings)
+
+        pad = (0, size - out_w, 0, size - out_h)
+        maps = F.pad(maps, pad, value=0.0)
+        target = F.pad(target, pad, value=IGNORE_INDEX)
+        if settings.enabled:
+            maps, target = _flip_rotate([maps, target], rng, settings)
+        return {
+            "image": maps[:3],
+            "seg_prior": maps[3:4],
+            "boundary_prior": maps[4:5],
+            "target": target,
+            "image_id": image_id,
+            "window": torch.tensor(window, dtype=torch.int64),
+        }
+
+
+class WholeImageDataset(_StoreDataset):
+    """Whole images with their priors and labels, for evaluation (no augmentation).
+
+    Items: ``image`` (3, H, W) float32 [0, 1], ``seg_prior`` and ``boundary_prior``
+    (1, H, W) float32, ``image_id``, and for an annotated image ``label`` (H, W) int64
+    instance labels (0 = background, what the metrics take) and, when ``task`` is given,
+    ``target`` (H, W) int64 as in ``PatchDataset``. Sizes differ: use batch size 1.
+    """
+
+    def __init__(
+        self,
+        store_location: str | Path,
+        split: str | Sequence[str],
+        task: str | None = None,
+        storage_options: dict | None = None,
+        boundary_width: int = BOUNDARY_WIDTH,
+    ) -> None:
+        self.task = _task(task) if task is not None else None
+        super().__init__(store_location, split, storage_options)
+        self.boundary_width = int(boundary_width)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        image_id = self.ids[index]
+        store = self.store
+        item = {
+            "image": _image_tensor(store.read(image_id, "image")),
+            "seg_prior": _prior_tensor(store.read(image_id, "seg_prior")),
+            "boundary_prior": _prior_tensor(store.read(image_id, "boundary_prior")),
+            "image_id": image_id,
+        }
+        if store.has(image_id, "label"):
+            label = store.read(image_id, "label")
+            item["label"] = torch.from_numpy(label.astype(np.int64))
+            if self.task is not None:
+                item["target"] = torch.from_numpy(self.task.target(label, self.boundary_width))
+        return item
+
+
+def iter_images(
+    store_location: str | Path,
+    split: str | Sequence[str],
+    task: str | None = None,
+    storage_options: dict | None = None,
+) -> Iterator[dict]:
+    """Yield the items of ``WholeImageDataset`` one image at a time, in ID order."""
+    dataset = WholeImageDataset(store_location, split, task, storage_options)
+    for index in range(len(dataset)):
+        yield dataset[index]
+
+
+# --------------------------------------------------------------------------- loader
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` pairs for a dataset with an ``epoch`` attribute.
+
+    The epoch is read from the dataset (in the main process) when iteration starts, so
+    ``dataset.set_epoch(e)`` reaches persistent workers. With ``shuffle`` the order is a
+    permutation drawn from ``(seed, epoch)``.
+    """
+
+    def __init__(self, dataset: Dataset, shuffle: bool, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.shuffle = shuffle
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = int(getattr(self.dataset, "epoch", 0))
+        order = np.arange(len(self.dataset))
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, epoch)).permutation(order)
+        return iter([(epoch, int(i)) for i in order])
+
+
+def _init_worker(worker_id: int) -> None:
+    # Each worker is one of several processes: one intra-op thread avoids oversubscription.
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: PatchDataset,
+    batch_size: int,
+    workers: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    prefetch_factor: int = 2,
+    context: str = "spawn",
+) -> DataLoader:
+    """A DataLoader over a ``PatchDataset`` that is safe with zarr and reproducible.
+
+    Workers (``workers > 0``) are started with ``context`` ("spawn" or "forkserver", never
+    "fork": zarr's event-loop thread, see the module doc) and persist across epochs. Call
+    ``dataset.set_epoch(e)`` before iterating epoch ``e``; batches depend only on the
+    dataset's seed, the epoch and the batch size, not on ``workers``.
+    """
+    if context == "fork":
+        raise ValueError("context 'fork' can deadlock on zarr's event-loop thread; use 'spawn'")
+    parallel = workers > 0
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(dataset, shuffle, getattr(dataset, "seed", 0)),
+        num_workers=workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=parallel,
+        multiprocessing_context=context if parallel else None,
+        worker_init_fn=_init_worker if parallel else None,
+        prefetch_factor=prefetch_factor if parallel else None,
+    )
