@@ -1,0 +1,476 @@
+"""Dataset readers: list a dataset in its original layout, then decode one image at a time.
+
+``get_reader(name, root, **options)`` builds a reader from the registry ``READERS``. A reader
+lists ``refs()`` without decoding pixels and ``load(ref)`` gives a ``Record``: the image as
+HxWx3 uint8 RGB and the annotation as an HxW int32 instance label map (0 = background,
+1..N objects) or None. Pixel conversion follows ``precompute/imageio.py``.
+
+Image IDs are file stems with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``
+(and a leading ``.`` by ``_``), so they are safe as Zarr keys; ``polyp`` prefixes them with
+the split (``Kvasir__cju0qk...``) because PraNet's test sets reuse names. IDs are unique
+ignoring case, so a store also works on a case-insensitive file system; two files mapping to
+one ID are a SamaugError naming both. Hidden files and folders (names starting with ``.``,
+such as macOS ``._x.png``) are skipped. ``refs()`` is sorted by split, then by ID in natural
+order (``train_2`` before ``train_10``).
+
+Datasets (layouts under the data root):
+
+- ``glas``: one flat folder of ``{train,testA,testB}_N.bmp`` with ``<stem>_anno.bmp`` (an
+  instance label map read as stored); ``Grade.csv`` is not read.
+- ``monuseg``: ``**/Tissue Images/<id>.tif`` with ``**/Annotations/<id>.xml``, or the flat
+  test layout ``<folder>/<id>.{tif,xml}``. The split is ``test`` under a folder whose name
+  contains "Test" and ``train`` under one containing "Train" (the deepest such folder counts),
+  unless the ``split`` option is given. Each Aperio ``<Region>`` polygon (``<Vertex X= Y=>``,
+  x right, y down, in pixels) is one instance, numbered in document order. Polygons with
+  fewer than 3 vertices are skipped. Vertices may be non-integer and outside the image: the
+  polygon is rasterised exactly (``skimage.draw.polygon``: pixel centres inside it) and cut at
+  the image border. Where polygons overlap, the LATER region in the document wins. Regions
+  that end up with no pixel (fully covered by later ones, or too small) get no label, and the
+  rest are renumbered 1..N keeping document order, so the label map has no gaps.
+- ``kvasir``: ``images/<id>.jpg`` with ``masks/<id>.jpg`` (the root, or its ``Kvasir-SEG/``
+  subfolder). Masks are 3-channel JPEGs with noise: channel 0 >= 128 -> 1 (polyp), else 0.
+  Split ``train`` unless the ``split`` option is given.
+- ``polyp``: PraNet's ``TrainDataset/{image,mask}/*.png`` (split ``train``) and
+  ``TestDataset/<name>/{images,masks}/*.png`` (split ``<name>``); masks thresholded like
+  Kvasir's (anti-aliased 0/255). IDs are ``<split>__<stem>``.
+- ``folder``: the image files directly in the root (png, jpg, jpeg, bmp, tif, tiff); option
+  ``masks`` names a folder (relative paths are taken from the root) of masks matched by stem.
+  A single-channel mask with more than 2 distinct values is read as labels as stored; any
+  other mask is binarised, 1 where any channel is > 0. Images without a mask have label None;
+  a mask without an image is an error. Split from the ``split`` option (default ``train``).
+
+Images of the fixed datasets must all be annotated: a missing annotation is a SamaugError.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from skimage.draw import polygon as draw_polygon
+
+from .imageio import (
+    IMAGE_SUFFIXES,
+    TIFF_SUFFIXES,
+    labels_from_pixels,
+    read_image,
+    read_label,
+    read_mask,
+    read_pixels,
+)
+from .types import ImageRef, InputError, Record, SamaugError
+
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)
+
+
+def safe_id(name: str) -> str:
+    """``name`` with characters outside ``[A-Za-z0-9._-]`` and a leading ``.`` replaced by ``_``."""
+    image_id = _UNSAFE_ID_CHARS.sub("_", name)
+    return "_" + image_id[1:] if image_id.startswith(".") else image_id
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders digit runs by value: ``train_2`` before ``train_10``."""
+    parts = _DIGIT_RUNS.split(text)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), text
+
+
+# --------------------------------------------------------------------------- registry
+
+READERS: dict[str, type[Reader]] = {}
+
+
+def register_reader(name: str):
+    """Class decorator: add a Reader subclass to ``READERS`` under ``name``."""
+
+    def add(cls: type[Reader]) -> type[Reader]:
+        cls.name = name
+        READERS[name] = cls
+        return cls
+
+    return add
+
+
+def list_readers() -> list[str]:
+    return sorted(READERS)
+
+
+def get_reader(name: str, root: str | Path, **options) -> Reader:
+    """The reader registered as ``name`` for the dataset at ``root``.
+
+    Raises SamaugError for an unknown name or option (listing the valid ones) and for a root
+    that does not exist.
+    """
+    if name not in READERS:
+        raise SamaugError(f"unknown dataset {name!r}; valid names: {', '.join(list_readers())}")
+    cls = READERS[name]
+    valid = cls.option_names()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise SamaugError(
+            f"dataset {name!r} has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(valid) or 'none'}"
+        )
+    return cls(root, **options)
+
+
+def iter_records(reader: Reader, split: str | None = None) -> Iterator[Record]:
+    """Every record of ``reader`` (or of one split) in ``refs()`` order, decoded one at a time."""
+    for ref in reader.refs():
+        if split is None or ref.split == split:
+            yield reader.load(ref)
+
+
+# --------------------------------------------------------------------------- base
+
+
+class Reader:
+    """Lists a dataset (``refs``) and decodes one image with its annotation (``load``)."""
+
+    name: ClassVar[str] = ""
+    layout: ClassVar[str] = ""  # the expected layout, for error messages
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SamaugError(
+                f"data root {self.root} does not exist or is not a folder; "
+                f"the {self.name} reader expects {self.layout}"
+            )
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    def refs(self) -> list[ImageRef]:
+        """Every image, sorted by split then natural ID order; no pixels are decoded."""
+        raise NotImplementedError
+
+    def splits(self) -> list[str]:
+        return sorted({ref.split for ref in self.refs()})
+
+    def load(self, ref: ImageRef) -> Record:
+        """Decode ``ref``: image HxWx3 uint8 RGB, label HxW int32 or None.
+
+        Raises InputError naming the file for an unreadable image or annotation, or an
+        annotation whose shape differs from the image's.
+        """
+        image_path = Path(ref.image_path)
+        image = read_image(image_path)
+        source = {"image": self._relative(image_path)}
+        label = None
+        if ref.label_path is not None:
+            label_path = Path(ref.label_path)
+            label = self._read_label(label_path, image.shape[:2])
+            if label.shape != image.shape[:2]:
+                raise InputError(
+                    f"{label_path}: annotation is {label.shape[0]}x{label.shape[1]} but image "
+                    f"{image_path} is {image.shape[0]}x{image.shape[1]} (HxW)"
+                )
+            source["label"] = self._relative(label_path)
+        return Record(ref.image_id, ref.split, image, label, source)
+
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
+        """HxW int32 annotation; ``shape`` is the image's (H, W) for formats that need it."""
+        return read_label(path)
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:  # a ref built by hand, outside the root
+            return str(path)
+
+    def _folder(self, path: Path) -> Path:
+        if not path.is_dir():
+            raise SamaugError(
+                f"{path}: folder not found; the {self.name} reader expects {self.layout}"
+            )
+        return path
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_split(split: object) -> str | None:
+    if split is not None and (not isinstance(split, str) or not split.strip()):
+        raise SamaugError(f"the split option must be a non-empty name, got {split!r}")
+    return split
+
+
+def _image_files(folder: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[Path]:
+    suffixes = tuple(suffixes)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+    )
+
+
+def _by_stem(files: Iterable[Path]) -> dict[str, Path]:
+    """{stem: path}; two files with one stem (``a.png``, ``a.jpg``) are a SamaugError."""
+    out: dict[str, Path] = {}
+    for path in files:
+        if path.stem in out:
+            raise SamaugError(
+                f"{out[path.stem]} and {path} have the same name stem {path.stem!r}; "
+                "keep one of them"
+            )
+        out[path.stem] = path
+    return out
+
+
+def _pair(
+    images: dict[str, Path],
+    labels: dict[str, Path],
+    label_dir: Path,
+    required: bool,
+    label_name: str = "{stem}.*",
+) -> dict[str, tuple[Path, Path | None]]:
+    """{stem: (image, label)}. A label without an image is an error, and so is an image
+    without a label when ``required`` (the message shows ``label_dir / label_name``)."""
+    orphans = sorted(set(labels) - set(images))
+    if orphans:
+        raise SamaugError(
+            f"{labels[orphans[0]]} has no matching image ({len(orphans)} such annotations)"
+        )
+    pairs = {}
+    for stem, image in images.items():
+        label = labels.get(stem)
+        if label is None and required:
+            expected = label_dir / label_name.format(stem=stem)
+            raise SamaugError(f"{image} has no annotation {expected}")
+        pairs[stem] = (image, label)
+    return pairs
+
+
+def make_refs(entries: Iterable[tuple[str, str, Path, Path | None]]) -> list[ImageRef]:
+    """Refs from (name, split, image, label) entries: IDs from ``safe_id``, checked unique
+    ignoring case (the error names both files), sorted by split then natural ID order."""
+    refs: list[ImageRef] = []
+    seen: dict[str, Path] = {}
+    for name, split, image, label in entries:
+        image_id = safe_id(name)
+        other = seen.setdefault(image_id.lower(), image)
+        if other != image:
+            raise SamaugError(
+                f"{other} and {image} both map to image ID {image_id!r} (IDs are file names "
+                "with characters outside [A-Za-z0-9._-] replaced by '_', compared ignoring "
+                "case); rename one of them"
+            )
+        refs.append(ImageRef(image_id, split, str(image), None if label is None else str(label)))
+    return sorted(refs, key=lambda r: (r.split, natural_key(r.image_id)))
+
+
+# --------------------------------------------------------------------------- readers
+
+
+@register_reader("glas")
+class GlasReader(Reader):
+    layout = (
+        "one flat folder of train_N.bmp, testA_N.bmp, testB_N.bmp, each with <name>_anno.bmp "
+        "(and Grade.csv)"
+    )
+    _NAME = re.compile(r"(train|testA|testB)_\d+(_anno)?")
+
+    def refs(self) -> list[ImageRef]:
+        images: list[Path] = []
+        annos: list[Path] = []
+        for path in _image_files(self.root, (".bmp",)):
+            match = self._NAME.fullmatch(path.stem)
+            if match:
+                (annos if match.group(2) else images).append(path)
+        if not images:
+            raise SamaugError(f"{self.root}: no GlaS images; expected {self.layout}")
+        anno_by_image = {stem.removesuffix("_anno"): p for stem, p in _by_stem(annos).items()}
+        pairs = _pair(
+            _by_stem(images), anno_by_image, self.root, required=True, label_name="{stem}_anno.bmp"
+        )
+        return make_refs(
+            (stem, self._NAME.fullmatch(stem).group(1), image, anno)
+            for stem, (image, anno) in pairs.items()
+        )
+
+
+@register_reader("monuseg")
+class MonusegReader(Reader):
+    layout = (
+        "MoNuSeg 2018: '<folder>/Tissue Images/<id>.tif' with '<folder>/Annotations/<id>.xml' "
+        "(training zip), or '<folder>/<id>.tif' with '<folder>/<id>.xml' (test zip)"
+    )
+    _TEST = re.compile(r"Test|(?<![A-Za-z])test")
+    _TRAIN = re.compile(r"Train|(?<![A-Za-z])train")
+
+    def __init__(self, root: str | Path, *, split: str | None = None) -> None:
+        super().__init__(root)
+        self.split = _check_split(split)
+
+    def refs(self) -> list[ImageRef]:
+        entries = []
+        for tif in sorted(self.root.rglob("*")):
+            relative = tif.relative_to(self.root)
+            if tif.suffix.lower() not in TIFF_SUFFIXES or not tif.is_file():
+                continue
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            folder = tif.parent
+            if folder.name.lower().replace("_", " ") == "tissue images":
+                xml = folder.parent / "Annotations" / f"{tif.stem}.xml"
+            else:
+                xml = folder / f"{tif.stem}.xml"
+            if not xml.is_file():
+                raise SamaugError(f"{tif} has no annotation {xml}; expected {self.layout}")
+            entries.append((tif.stem, self.split or self._split_of(tif), tif, xml))
+        if not entries:
+            raise SamaugError(f"{self.root}: no .tif images found; expected {self.layout}")
+        return make_refs(entries)
+
+    def _split_of(self, tif: Path) -> str:
+        folders = [self.root.resolve().name, *tif.relative_to(self.root).parts[:-1]]
+        for folder in reversed(folders):
+            if self._TEST.search(folder):
+                return "test"
+            if self._TRAIN.search(folder):
+                return "train"
+        raise SamaugError(
+            f"{tif}: no folder above it names the split ('Training' or 'Test'); "
+            "give it with the split option (--reader-option split=train)"
+        )
+
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
+        return rasterise_polygons(read_aperio_polygons(path), shape)
+
+
+def read_aperio_polygons(path: str | Path) -> list[np.ndarray]:
+    """Every ``<Region>`` of an Aperio ImageScope XML in document order, each a (K, 2) float64
+    array of XY vertices (x right, y down, pixels). Raises InputError naming the file."""
+    path = Path(path)
+    try:
+        document = ET.parse(path)
+    except (ET.ParseError, OSError) as err:
+        raise InputError(f"{path}: cannot read annotation XML ({err})") from err
+    polygons = []
+    for region in document.getroot().iter("Region"):
+        try:
+            xy = [(float(v.attrib["X"]), float(v.attrib["Y"])) for v in region.iter("Vertex")]
+        except (KeyError, ValueError) as err:
+            raise InputError(
+                f"{path}: Region Id={region.get('Id')} has a vertex without a numeric X/Y ({err})"
+            ) from err
+        vertices = np.array(xy, dtype=np.float64).reshape(-1, 2)
+        if not np.isfinite(vertices).all():
+            raise InputError(f"{path}: Region Id={region.get('Id')} has a non-finite vertex")
+        polygons.append(vertices)
+    return polygons
+
+
+def rasterise_polygons(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """HxW int32 instance labels from XY polygons, by the MoNuSeg rules in the module doc:
+    fewer than 3 vertices skipped, later polygons win, visible ones renumbered 1..N in order."""
+    label = np.zeros(shape, np.int32)
+    number = 0
+    for vertices in polygons:
+        if len(vertices) < 3:
+            continue
+        number += 1
+        rows, cols = draw_polygon(vertices[:, 1], vertices[:, 0], shape)
+        label[rows, cols] = number
+    visible = np.unique(label)
+    visible = visible[visible > 0]
+    renumber = np.zeros(number + 1, np.int32)
+    renumber[visible] = np.arange(1, len(visible) + 1, dtype=np.int32)
+    return renumber[label]
+
+
+@register_reader("kvasir")
+class KvasirReader(Reader):
+    layout = "Kvasir-SEG: images/<id>.jpg with masks/<id>.jpg, in the root or in root/Kvasir-SEG/"
+
+    def __init__(self, root: str | Path, *, split: str = "train") -> None:
+        super().__init__(root)
+        self.split = _check_split(split)
+
+    def refs(self) -> list[ImageRef]:
+        base = self.root
+        if not (base / "images").is_dir() and (base / "Kvasir-SEG" / "images").is_dir():
+            base = base / "Kvasir-SEG"
+        images = _by_stem(_image_files(self._folder(base / "images")))
+        masks_dir = self._folder(base / "masks")
+        pairs = _pair(images, _by_stem(_image_files(masks_dir)), masks_dir, required=True)
+        return make_refs((stem, self.split, im, mask) for stem, (im, mask) in pairs.items())
+
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
+        return read_mask(path, threshold=128)
+
+
+@register_reader("polyp")
+class PolypReader(Reader):
+    layout = (
+        "PraNet: TrainDataset/{image,mask}/*.png and/or TestDataset/<name>/{images,masks}/*.png"
+    )
+
+    def refs(self) -> list[ImageRef]:
+        train, test = self.root / "TrainDataset", self.root / "TestDataset"
+        if not train.is_dir() and not test.is_dir():
+            raise SamaugError(
+                f"{self.root}: no TrainDataset/ or TestDataset/; expected {self.layout}"
+            )
+        sets = [("train", train)] if train.is_dir() else []
+        if test.is_dir():
+            sets += [
+                (p.name, p)
+                for p in sorted(test.iterdir())
+                if p.is_dir() and not p.name.startswith(".")
+            ]
+        entries = []
+        for split, folder in sets:
+            images = _by_stem(_image_files(self._either(folder, "image", "images")))
+            masks_dir = self._either(folder, "mask", "masks")
+            pairs = _pair(images, _by_stem(_image_files(masks_dir)), masks_dir, required=True)
+            entries += [(f"{split}__{stem}", split, im, mask) for stem, (im, mask) in pairs.items()]
+        return make_refs(entries)
+
+    def _either(self, folder: Path, singular: str, plural: str) -> Path:
+        # PraNet names them image/mask in TrainDataset and images/masks in TestDataset.
+        return folder / singular if (folder / singular).is_dir() else self._folder(folder / plural)
+
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
+        return read_mask(path, threshold=128)
+
+
+@register_reader("folder")
+class FolderReader(Reader):
+    layout = (
+        "a folder of images (png, jpg, jpeg, bmp, tif, tiff), with masks matched by file stem "
+        "in the folder given by the masks option"
+    )
+
+    def __init__(self, root: str | Path, *, masks: str | None = None, split: str = "train") -> None:
+        super().__init__(root)
+        self.split = _check_split(split)
+        self.masks = None if masks is None else self.root / masks  # absolute stays absolute
+
+    def refs(self) -> list[ImageRef]:
+        images = _by_stem(_image_files(self.root))
+        if not images:
+            raise SamaugError(f"{self.root}: no image files; expected {self.layout}")
+        masks = {} if self.masks is None else _by_stem(_image_files(self._folder(self.masks)))
+        pairs = _pair(images, masks, self.masks or self.root, required=False)
+        return make_refs((stem, self.split, im, mask) for stem, (im, mask) in pairs.items())
+
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
+        pixels = read_pixels(path, expand_palette=False)
+        if pixels.ndim == 3 and pixels.shape[2] <= 2:  # gray, or gray + alpha
+            pixels = pixels[..., 0]
+        if pixels.ndim == 2:
+            if len(np.unique(pixels)) > 2:
+                return labels_from_pixels(pixels, path)
+            return (pixels > 0).astype(np.int32)
+        # Colour: foreground where any of R, G, B is set; alpha is not foreground.
+        return (pixels[..., :3] > 0).any(axis=2).astype(np.int32)
