@@ -1,0 +1,397 @@
+"""Dataset readers and image decoding: the real MoNuSeg/Kvasir subsets, and tiny files written
+in each dataset's exact layout."""
+
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from skimage.draw import polygon as draw_polygon
+
+from precompute.datasets import READERS, get_reader, iter_records, safe_id
+from precompute.imageio import read_image, read_label
+from precompute.types import InputError, SamaugError
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MONUSEG_TRAIN = DATA / "monuseg" / "MoNuSeg 2018 Training Data"
+RNG = np.random.default_rng(0)
+
+
+def data(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"the real data subset is not here ({path})")
+    return path
+
+
+def rgb(height: int, width: int) -> np.ndarray:
+    return RNG.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
+    image.save(path)
+    return path
+
+
+def aperio_xml(path: Path, polygons: list[list[tuple[float, float]]]) -> Path:
+    regions = "".join(
+        f'<Region Id="{i}" Type="0"><Vertices>'
+        + "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in vertices)
+        + "</Vertices></Region>"
+        for i, vertices in enumerate(polygons, 1)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f'<Annotations><Annotation Id="1" Type="4"><Regions>{regions}</Regions>'
+        "</Annotation></Annotations>"
+    )
+    return path
+
+
+def square(x0: float, y0: float, x1: float, y1: float) -> list[tuple[float, float]]:
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+# --------------------------------------------------------------------------- MoNuSeg (real)
+
+
+@pytest.fixture(scope="module")
+def monuseg():
+    reader = get_reader("monuseg", data(DATA / "monuseg"))
+    return reader, list(iter_records(reader))
+
+
+def test_monuseg_reads_three_tiles_with_ids_above_255(monuseg):
+    reader, records = monuseg
+    assert [r.image_id for r in records] == [
+        "TCGA-B0-5710-01Z-00-DX1",
+        "TCGA-CH-5767-01Z-00-DX1",
+        "TCGA-NH-A8F7-01A-01-TS1",
+    ]
+    assert reader.splits() == ["train"]
+    for record in records:
+        assert record.image.shape == (1000, 1000, 3) and record.image.dtype == np.uint8
+        assert record.label.shape == (1000, 1000) and record.label.dtype == np.int32
+        assert record.label.max() > 255
+        assert record.source == {
+            "image": f"MoNuSeg 2018 Training Data/Tissue Images/{record.image_id}.tif",
+            "label": f"MoNuSeg 2018 Training Data/Annotations/{record.image_id}.xml",
+        }
+    # Pillow decodes these LZW tiles too: both decoders agree.
+    first = np.asarray(Image.open(MONUSEG_TRAIN / "Tissue Images" / f"{records[0].image_id}.tif"))
+    np.testing.assert_array_equal(records[0].image, first)
+
+
+def expected_from_xml(path: Path, shape: tuple[int, int]):
+    """Independent rasterisation: walk regions from the last one back, each claiming the pixels
+    no later region has claimed. Returns the label map, the visible count, overlap pixels."""
+    regions = []
+    for region in ET.parse(path).getroot().iter("Region"):
+        xy = [(float(v.get("X")), float(v.get("Y"))) for v in region.iter("Vertex")]
+        if len(xy) >= 3:
+            regions.append(np.array(xy))
+    owner = np.full(shape, -1)
+    count = np.zeros(shape, int)
+    for index in reversed(range(len(regions))):
+        rows, cols = draw_polygon(regions[index][:, 1], regions[index][:, 0], shape)
+        count[rows, cols] += 1
+        free = owner[rows, cols] == -1
+        owner[rows[free], cols[free]] = index
+    visible = np.unique(owner[owner >= 0])  # regions not fully hidden by later ones
+    rank = np.zeros(len(regions) + 1, np.int32)
+    rank[visible + 1] = np.arange(1, len(visible) + 1)
+    return rank[owner + 1], len(visible), count
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_monuseg_instances_follow_the_xml_later_region_wins(monuseg, index):
+    _, records = monuseg
+    record = records[index]
+    expected, visible, count = expected_from_xml(
+        DATA / "monuseg" / record.source["label"], (1000, 1000)
+    )
+    labels = np.unique(record.label)
+    np.testing.assert_array_equal(labels, np.arange(visible + 1))  # 0 and 1..N, no gaps
+    np.testing.assert_array_equal(record.label, expected)
+    # Overlapping pixels: the counts the data README gives, each owned by the later region.
+    assert int((count >= 2).sum()) == [1524, 1741, 31][index]
+    row, col = np.argwhere(count >= 2)[0]
+    assert record.label[row, col] == expected[row, col] > 0
+
+
+def test_monuseg_split_from_test_folder_or_option(tmp_path):
+    tile = data(MONUSEG_TRAIN) / "Tissue Images" / "TCGA-NH-A8F7-01A-01-TS1.tif"
+    flat = tmp_path / "MoNuSegTestData"
+    flat.mkdir()
+    shutil.copy(tile, flat / tile.name)
+    aperio_xml(flat / f"{tile.stem}.xml", [square(10.5, 20.5, 30.5, 40.5)])
+    assert [(r.image_id, r.split) for r in get_reader("monuseg", tmp_path).refs()] == [
+        (tile.stem, "test")
+    ]
+    assert get_reader("monuseg", tmp_path, split="val").splits() == ["val"]
+    record = get_reader("monuseg", flat).load(get_reader("monuseg", flat).refs()[0])
+    assert record.label.sum() == 20 * 20 and record.split == "test"
+    plain = tmp_path / "tiles"
+    shutil.copytree(flat, plain)
+    with pytest.raises(SamaugError, match="split option"):
+        get_reader("monuseg", plain).refs()
+
+
+def test_monuseg_rasterisation_rules_on_hand_made_polygons(tmp_path):
+    folder = tmp_path / "MoNuSegTestData"
+    save(folder / "t.tif", rgb(10, 12))
+    aperio_xml(
+        folder / "t.xml",
+        [
+            square(0.5, 0.5, 3.5, 3.5),  # A: rows/cols 1..3
+            [(1.0, 1.0), (8.0, 8.0)],  # 2 vertices: skipped
+            square(3.5, 3.5, 4.5, 4.5),  # pixel (4, 4) only, hidden by the next one
+            square(2.5, 2.5, 5.5, 5.5),  # C: rows/cols 3..5, over A at (3, 3)
+            square(-3.5, 6.5, 2.5, 12.7),  # D: outside the image on two sides
+        ],
+    )
+    reader = get_reader("monuseg", tmp_path)
+    label = reader.load(reader.refs()[0]).label
+    expected = np.zeros((10, 12), np.int32)
+    expected[1:4, 1:4] = 1
+    expected[3:6, 3:6] = 2
+    expected[7:10, 0:3] = 3
+    np.testing.assert_array_equal(label, expected)
+
+
+def test_monuseg_bad_xml_and_missing_xml(tmp_path):
+    folder = tmp_path / "MoNuSegTestData"
+    save(folder / "t.tif", rgb(10, 12))
+    (folder / "t.xml").write_text("<Annotations><Region><Vertices><Vertex X='1' ")
+    reader = get_reader("monuseg", tmp_path)
+    with pytest.raises(InputError, match=r"t\.xml: cannot read annotation XML"):
+        reader.load(reader.refs()[0])
+    aperio_xml(folder / "t.xml", [[(1, 1), (2, "x"), (3, 1)]])
+    with pytest.raises(InputError, match=r"t\.xml: Region Id=1 has a vertex"):
+        reader.load(reader.refs()[0])
+    (folder / "t.xml").unlink()
+    with pytest.raises(SamaugError, match=r"t\.tif has no annotation .*t\.xml"):
+        reader.refs()
+
+
+# --------------------------------------------------------------------------- Kvasir (real)
+
+
+def test_kvasir_twenty_binary_masks():
+    root = data(DATA / "kvasir-seg")
+    records = list(iter_records(get_reader("kvasir", root)))
+    assert len(records) == 20 and {r.split for r in records} == {"train"}
+    assert records[0].image_id == "cju0qkwl35piu0993l0dewei2"
+    fractions = []
+    for record in records:
+        assert record.image.dtype == np.uint8 and record.image.shape[2] == 3
+        assert set(np.unique(record.label)) == {0, 1}
+        fractions.append(record.label.mean())
+    # Per image the polyp covers 0.5% to 34% here; over the set, 15%.
+    assert 0.05 < np.mean(fractions) < 0.35 and max(fractions) < 0.35
+    assert records[0].source == {
+        "image": "Kvasir-SEG/images/cju0qkwl35piu0993l0dewei2.jpg",
+        "label": "Kvasir-SEG/masks/cju0qkwl35piu0993l0dewei2.jpg",
+    }
+    inner = get_reader("kvasir", root / "Kvasir-SEG", split="test").refs()
+    assert len(inner) == 20 and inner[0].split == "test"
+
+
+# --------------------------------------------------------------------------- GlaS, PraNet, folder
+
+
+def test_glas_ids_splits_natural_order_and_labels(tmp_path):
+    labels = {}
+    for name in ["train_10", "train_2", "train_1", "testB_3", "testA_1"]:
+        save(tmp_path / f"{name}.bmp", rgb(6, 8))
+        labels[name] = RNG.integers(0, 40, (6, 8)).astype(np.uint8)
+    save(tmp_path / "train_1_anno.bmp", labels["train_1"])  # 8-bit grayscale
+    palette = Image.fromarray(labels["train_2"], mode="L").convert("P")
+    palette.putpalette(RNG.integers(0, 256, 768, dtype=np.uint8).tobytes())  # not gray
+    palette.save(tmp_path / "train_2_anno.bmp")
+    save(tmp_path / "train_10_anno.bmp", np.repeat(labels["train_10"][..., None], 3, axis=2))
+    save(tmp_path / "testA_1_anno.bmp", labels["testA_1"])
+    save(tmp_path / "testB_3_anno.bmp", labels["testB_3"])
+    (tmp_path / "Grade.csv").write_text("name,grade\n")
+    reader = get_reader("glas", tmp_path)
+    refs = reader.refs()
+    assert [(r.image_id, r.split) for r in refs] == [
+        ("testA_1", "testA"),
+        ("testB_3", "testB"),
+        ("train_1", "train"),
+        ("train_2", "train"),
+        ("train_10", "train"),
+    ]
+    assert reader.splits() == ["testA", "testB", "train"]
+    for ref in refs:
+        record = reader.load(ref)
+        assert record.label.dtype == np.int32
+        np.testing.assert_array_equal(record.label, labels[ref.image_id])
+        np.testing.assert_array_equal(
+            record.image, np.asarray(Image.open(tmp_path / f"{ref.image_id}.bmp"))
+        )
+        assert record.source == {
+            "image": f"{ref.image_id}.bmp",
+            "label": f"{ref.image_id}_anno.bmp",
+        }
+
+
+def test_glas_missing_or_colour_annotation(tmp_path):
+    save(tmp_path / "train_1.bmp", rgb(6, 8))
+    with pytest.raises(SamaugError, match=r"train_1\.bmp has no annotation .*train_1_anno\.bmp"):
+        get_reader("glas", tmp_path).refs()
+    save(tmp_path / "train_1_anno.bmp", rgb(6, 8))
+    reader = get_reader("glas", tmp_path)
+    with pytest.raises(InputError, match=r"train_1_anno\.bmp: annotation is a colour image"):
+        reader.load(reader.refs()[0])
+
+
+def test_polyp_ids_prefixed_by_split_and_masks_thresholded(tmp_path):
+    mask = np.array([[0, 100, 127, 128], [200, 255, 0, 0]], np.uint8)  # anti-aliased edges
+    for folder in ["TrainDataset/image", "TestDataset/Kvasir/images", "TestDataset/CVC-300/images"]:
+        save(tmp_path / folder / "case 1.png", rgb(2, 4))
+        save(tmp_path / folder.replace("image", "mask") / "case 1.png", mask)
+    reader = get_reader("polyp", tmp_path)
+    assert [(r.image_id, r.split) for r in reader.refs()] == [
+        ("CVC-300__case_1", "CVC-300"),
+        ("Kvasir__case_1", "Kvasir"),
+        ("train__case_1", "train"),
+    ]
+    for record in iter_records(reader, split="Kvasir"):
+        np.testing.assert_array_equal(record.label, [[0, 0, 0, 1], [1, 1, 0, 0]])
+        assert record.source["label"] == "TestDataset/Kvasir/masks/case 1.png"
+
+
+def test_folder_masks_labels_binary_colour_and_missing(tmp_path):
+    for name in ["img_1", "img_2", "img_3", "img_10"]:
+        save(tmp_path / f"{name}.png", rgb(3, 4))
+    labels = np.array([[0, 1, 2, 3], [300, 300, 0, 7], [0, 0, 0, 1]], np.uint16)
+    save(tmp_path / "m" / "img_1.png", labels)  # 16-bit, > 2 values: labels as stored
+    save(tmp_path / "m" / "img_2.png", (labels > 2).astype(np.uint8) * 255)  # binary
+    colour = np.zeros((3, 4, 3), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    colour[2, 3] = (0, 0, 9)
+    save(tmp_path / "m" / "img_3.tif", colour)  # colour, matched by stem
+    reader = get_reader("folder", tmp_path, masks="m", split="val")
+    refs = reader.refs()
+    assert [r.image_id for r in refs] == ["img_1", "img_2", "img_3", "img_10"]
+    assert reader.splits() == ["val"]
+    records = [reader.load(ref) for ref in refs]
+    np.testing.assert_array_equal(records[0].label, labels.astype(np.int32))
+    np.testing.assert_array_equal(records[1].label, (labels > 2).astype(np.int32))
+    np.testing.assert_array_equal(records[2].label, [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]])
+    assert records[3].label is None and records[3].source == {"image": "img_10.png"}
+    save(tmp_path / "m" / "other.png", labels)
+    with pytest.raises(SamaugError, match=r"other\.png has no matching image"):
+        reader.refs()
+
+
+def test_ids_are_sanitised_and_collisions_name_both_files(tmp_path):
+    assert safe_id("my scan (1)") == "my_scan__1_" and safe_id(".x") == "_x"
+    save(tmp_path / "a.png", rgb(2, 2))
+    save(tmp_path / "a.jpg", rgb(2, 2))
+    with pytest.raises(SamaugError, match=r"a\.(png|jpg) and .*a\.(png|jpg)"):
+        get_reader("folder", tmp_path).refs()
+    (tmp_path / "a.jpg").unlink()
+    save(tmp_path / "A b.png", rgb(2, 2))
+    save(tmp_path / "a_b.png", rgb(2, 2))
+    with pytest.raises(SamaugError, match=r"A b\.png and .*a_b\.png both map to image ID"):
+        get_reader("folder", tmp_path).refs()
+    (tmp_path / "a_b.png").unlink()
+    save(tmp_path / "._hidden.png", rgb(2, 2))  # macOS resource fork: skipped
+    ids = [r.image_id for r in get_reader("folder", tmp_path).refs()]
+    assert ids == ["A_b", "a"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_every_reader_names_a_missing_root_and_its_layout(tmp_path, name):
+    with pytest.raises(SamaugError, match=rf"{tmp_path / 'nope'} does not exist.*expects"):
+        get_reader(name, tmp_path / "nope")
+
+
+def test_unknown_reader_or_option_lists_the_valid_ones(tmp_path):
+    with pytest.raises(SamaugError, match="valid names: folder, glas, kvasir, monuseg, polyp"):
+        get_reader("glass", tmp_path)
+    with pytest.raises(SamaugError, match="no option mask; its options: masks, split"):
+        get_reader("folder", tmp_path, mask="m")
+
+
+def test_kvasir_missing_subfolder_names_the_layout(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(SamaugError, match=r"masks: folder not found.*Kvasir-SEG: images"):
+        get_reader("kvasir", tmp_path).refs()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
+@pytest.mark.parametrize("damage", ["random", "truncated"])
+def test_corrupt_image_is_an_input_error_naming_the_file(tmp_path, suffix, damage):
+    path = save(tmp_path / f"x{suffix}", rgb(64, 64))
+    raw = path.read_bytes()
+    path.write_bytes(RNG.bytes(300) if damage == "random" else raw[: len(raw) // 2])
+    reader = get_reader("folder", tmp_path)
+    with pytest.raises(InputError, match=rf"{path}: cannot decode image \(.+\)"):
+        reader.load(reader.refs()[0])
+
+
+def test_label_shape_mismatch_names_both_files(tmp_path):
+    save(tmp_path / "a.png", rgb(4, 5))
+    save(tmp_path / "m" / "a.png", np.zeros((5, 4), np.uint8))
+    reader = get_reader("folder", tmp_path, masks="m")
+    with pytest.raises(InputError, match=r"m/a\.png: annotation is 5x4 but image .*a\.png is 4x5"):
+        reader.load(reader.refs()[0])
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def test_grayscale_rgba_palette_and_bool_to_rgb(tmp_path):
+    gray = RNG.integers(0, 256, (3, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(read_image(save(tmp_path / "g.png", gray)), np.dstack([gray] * 3))
+    rgba = RNG.integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    rgba[0, 0, 3] = 0  # fully transparent: its colour is kept, not composited
+    np.testing.assert_array_equal(read_image(save(tmp_path / "a.png", rgba)), rgba[..., :3])
+    indices = RNG.integers(0, 4, (3, 4), dtype=np.uint8)
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], np.uint8)
+    palette = Image.fromarray(indices, mode="L").convert("P")
+    palette.putpalette(colours.tobytes())
+    palette.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), colours[indices])
+    np.testing.assert_array_equal(read_label(tmp_path / "p.png"), indices)  # labels: indices
+    bits = RNG.integers(0, 2, (3, 4)).astype(bool)
+    np.testing.assert_array_equal(
+        read_image(save(tmp_path / "b.png", bits)), np.dstack([bits * 255] * 3)
+    )
+
+
+def test_sixteen_bit_is_scaled_by_257_in_every_container(tmp_path):
+    values = np.array([[0, 128, 129, 385], [2500, 40000, 65406, 65535]], np.uint16)
+    expected = np.round(values / 257).astype(np.uint8)
+    assert expected.tolist() == [[0, 0, 1, 1], [10, 156, 254, 255]]
+    np.testing.assert_array_equal(read_image(save(tmp_path / "g.png", values))[..., 0], expected)
+    colour = np.dstack([values, values[::-1], values])
+    (tmp_path / "c.png").write_bytes(imagecodecs.png_encode(colour))  # Pillow would cut it
+    np.testing.assert_array_equal(read_image(tmp_path / "c.png"), np.round(colour / 257))
+    tifffile.imwrite(tmp_path / "c.tif", colour, photometric="rgb", compression="lzw")
+    np.testing.assert_array_equal(read_image(tmp_path / "c.tif"), np.round(colour / 257))
+    planar = np.moveaxis(colour, -1, 0)
+    tifffile.imwrite(tmp_path / "s.tif", planar, photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(read_image(tmp_path / "s.tif"), np.round(colour / 257))
+
+
+def test_float_images_in_unit_range_only(tmp_path):
+    unit = np.array([[0.0, 0.5, 1 / 255, 1.0]], np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", unit)
+    np.testing.assert_array_equal(read_image(tmp_path / "f.tif")[..., 1], [[0, 128, 1, 255]])
+    tifffile.imwrite(tmp_path / "big.tif", unit * 2)
+    with pytest.raises(InputError, match=r"big\.tif: cannot decode image \(float pixels"):
+        read_image(tmp_path / "big.tif")
+    with pytest.raises(InputError, match=r"f\.tif: annotation has float32 values"):
+        read_label(tmp_path / "f.tif")
