@@ -1,0 +1,230 @@
+"""The ``samaug`` command. Commands parse arguments and call the library; nothing else."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .types import SamaugError
+
+app = typer.Typer(
+    help="SAMAug: Segment Anything priors, precomputed once into a Zarr store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+store_app = typer.Typer(help="Inspect, check and share a store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, object]:
+    """KEY=VALUE options -> dict, values parsed as JSON when they are JSON (numbers, lists)."""
+    import json
+
+    out: dict[str, object] = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SamaugError(f"{what} {item!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+class _Progress:
+    """One status line on a terminal (rate, ETA); a line every ~5% in a log file."""
+
+    def __init__(self) -> None:
+        self.start, self.failed = time.perf_counter(), 0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, finished: int, total: int, outcome) -> None:
+        from .pipeline import Failure
+
+        if isinstance(outcome, Failure):
+            self.failed += 1
+            self._write(f"failed: {outcome}", newline=True)
+        elapsed = time.perf_counter() - self.start
+        rate = finished / elapsed if elapsed > 0 else 0.0
+        eta = (total - finished) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * finished / max(total, 1))
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{total} images "
+            f"{rate:.2f} img/s  ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}"
+            + (f"  failed {self.failed}" if self.failed else "")
+        )
+        if self.tty:
+            self._write(line, newline=finished == total)
+        elif finished % max(1, total // 20) == 0 or finished == total:
+            self._write(line, newline=True)
+
+    def _write(self, text: str, newline: bool) -> None:
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text + ("\n" if newline else ""))
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+@app.command()
+def priors(
+    dataset: Annotated[str, typer.Argument(help="Reader: glas, monuseg, kvasir, polyp, folder.")],
+    data_root: Annotated[Path, typer.Option(help="The dataset in its original layout.")],
+    store: Annotated[Path, typer.Option(help="Zarr store to create or resume.")],
+    masker: Annotated[str, typer.Option(help="sam or superpixel.")] = "sam",
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="SAM checkpoint (.pth); any SAM architecture.")
+    ] = None,
+    points_per_side: Annotated[int | None, typer.Option(help="SAM grid: N x N points.")] = None,
+    points_per_batch: Annotated[int | None, typer.Option(help="Prompts per decoder call.")] = None,
+    pred_iou_thresh: Annotated[float | None, typer.Option()] = None,
+    stability_score_thresh: Annotated[float | None, typer.Option()] = None,
+    stability_score_offset: Annotated[float | None, typer.Option()] = None,
+    box_nms_thresh: Annotated[float | None, typer.Option()] = None,
+    crop_n_layers: Annotated[int | None, typer.Option()] = None,
+    crop_nms_thresh: Annotated[float | None, typer.Option()] = None,
+    masker_option: Annotated[
+        list[str] | None, typer.Option(help="Any masker setting as KEY=VALUE (repeatable).")
+    ] = None,
+    reader_option: Annotated[
+        list[str] | None,
+        typer.Option(help="Reader option as KEY=VALUE, e.g. split=test (repeatable)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Dask worker processes [default: 1 on CPU, one per GPU on CUDA]; 0 = no Dask."
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a running Dask scheduler (SLURM, dask-cuda).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:K.")] = "cpu",
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads per worker (default: cores / workers).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a store made with other settings.")
+    ] = False,
+) -> None:
+    """Generate masks and priors for every image of DATASET into --store (resumable)."""
+    import os
+
+    from .pipeline import PriorsConfig, run
+
+    settings = {
+        k: v
+        for k, v in {
+            "points_per_side": points_per_side,
+            "points_per_batch": points_per_batch,
+            "pred_iou_thresh": pred_iou_thresh,
+            "stability_score_thresh": stability_score_thresh,
+            "stability_score_offset": stability_score_offset,
+            "box_nms_thresh": box_nms_thresh,
+            "crop_n_layers": crop_n_layers,
+            "crop_nms_thresh": crop_nms_thresh,
+        }.items()
+        if v is not None
+    }
+    for key, value in _pairs(masker_option, "--masker-option").items():
+        if key in settings and settings[key] != value:
+            raise SamaugError(f"{key} is given twice, as {settings[key]!r} and {value!r}")
+        settings[key] = value
+    if threads is None and device == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // max(workers or 1, 1))
+    config = PriorsConfig(
+        dataset=dataset,
+        data_root=str(data_root),
+        store=str(store),
+        masker=masker,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        masker_settings=tuple(sorted(settings.items())),
+        reader_options=tuple(sorted(_pairs(reader_option, "--reader-option").items())),
+        device=device,
+        workers=workers,
+        scheduler=scheduler,
+        torch_threads=threads,
+        overwrite=overwrite,
+    )
+    summary = run(config, on_progress=_Progress())
+    typer.echo(
+        f"{summary.done} done, {summary.skipped} skipped (already complete), "
+        f"{len(summary.failures)} failed, of {summary.total} images in {summary.seconds:.1f} s"
+    )
+    if summary.done:
+        typer.echo(
+            f"{summary.mean_masks():.1f} masks per image, "
+            f"{summary.seconds_per_image():.2f} s per image (worker time)"
+        )
+    if summary.failures:
+        typer.echo("failed:", err=True)
+        for failure in summary.failures:
+            typer.echo(f"  {failure}", err=True)
+        typer.echo(
+            "Fix these files and run the same command again: only they are redone.", err=True
+        )
+        raise typer.Exit(1)
+
+
+@store_app.command("info")
+def store_info(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> None:
+    """Print what a store holds and how it was made."""
+    from .report import info_lines
+
+    for line in info_lines(store):
+        typer.echo(line)
+
+
+@store_app.command("verify")
+def store_verify(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> None:
+    """Check every image: completion, checksums, shapes, priors recomputed from the masks."""
+    from .report import verify
+
+    problems, checked = verify(store)
+    for problem in problems:
+        typer.echo(problem)
+    typer.echo(f"{checked} images checked, {len(problems)} problems")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def weights(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="vit_b, vit_l, vit_h [default: all three].")
+    ] = None,
+    directory: Annotated[Path, typer.Option("--dir", help="Where to put them.")] = Path(
+        "checkpoints"
+    ),
+    base_url: Annotated[str, typer.Option(help="Mirror of Meta's checkpoint folder.")] = (
+        "https://dl.fbaipublicfiles.com/segment_anything"
+    ),
+) -> None:
+    """Download the official SAM checkpoints and check their sha256."""
+    from .weights import CHECKPOINTS, download_checkpoints
+
+    def show(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{done / 1e6:8.1f} / {total / 1e6:.1f} MB")
+
+    for path in download_checkpoints(names or list(CHECKPOINTS), directory, base_url, show):
+        typer.echo(f"\n{path}: sha256 ok" if sys.stderr.isatty() else f"{path}: sha256 ok")
+
+
+def main() -> None:
+    try:
+        app()
+    except SamaugError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""The precompute job end to end: real tiny SAM, real Dask LocalCluster, real Zarr on disk."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_SAM_SETTINGS
+
+from precompute.datasets import get_reader
+from precompute.pipeline import PriorsConfig, process_image, run
+from precompute.priors import compute_priors
+from precompute.report import verify
+from precompute.store import complete_ids, open_store
+from precompute.synthetic import write_glas_like
+from precompute.weights import sha256_file
+
+SAMAUG = [sys.executable, "-m", "precompute.cli"]
+
+
+def config(data_root, store, checkpoint, workers=0, **settings) -> PriorsConfig:
+    return PriorsConfig(
+        dataset="glas",
+        data_root=str(data_root),
+        store=str(store),
+        masker="sam",
+        checkpoint=str(checkpoint),
+        masker_settings=tuple(sorted({**TINY_SAM_SETTINGS, **settings}.items())),
+        workers=workers,
+        torch_threads=1,
+    )
+
+
+def store_contents(path) -> dict:
+    """Everything that must be equal between two runs: per image, attrs (minus timings)."""
+    store = open_store(path)
+    out = {}
+    for image_id in store.ids():
+        attrs = store.image_attrs(image_id)
+        attrs.pop("seconds")
+        out[image_id] = attrs
+    return out
+
+
+@pytest.fixture
+def glas(tmp_path):
+    return write_glas_like(tmp_path / "glas", {"train": 3, "testA": 2, "testB": 1}, size=(70, 90))
+
+
+def test_process_image_writes_what_the_masker_and_priors_give(glas, tmp_path, tiny_sam_checkpoint):
+    from precompute.masker_sam import SamMasker, SamMaskerSettings
+    from precompute.pipeline import store_attrs
+    from precompute.store import prepare_store
+
+    cfg = config(glas, tmp_path / "s.zarr", tiny_sam_checkpoint)
+    reader = get_reader("glas", glas)
+    refs = reader.refs()
+    prepare_store(cfg.store, store_attrs(cfg, refs))
+    result = process_image(refs[0], cfg)
+    record = reader.load(refs[0])
+    masks = SamMasker.from_checkpoint(
+        str(tiny_sam_checkpoint), SamMaskerSettings(**TINY_SAM_SETTINGS), "cpu"
+    ).generate(record.image)
+    assert result.mask_count == len(masks) > 20
+    assert complete_ids(cfg.store) == {refs[0].image_id}
+    from precompute.store import set_index
+
+    set_index(cfg.store, {refs[0].image_id: refs[0].split})
+    store = open_store(cfg.store)
+    stored_masks, per_mask = store.masks(refs[0].image_id)
+    np.testing.assert_array_equal(stored_masks, masks.masks)
+    np.testing.assert_array_equal(per_mask["stability_score"], masks.stability_score)
+    seg, boundary = compute_priors(masks.masks, masks.stability_score)
+    np.testing.assert_array_equal(store.read(refs[0].image_id, "seg_prior"), seg)
+    np.testing.assert_array_equal(store.read(refs[0].image_id, "boundary_prior"), boundary)
+    np.testing.assert_array_equal(store.read(refs[0].image_id, "image"), record.image)
+    np.testing.assert_array_equal(store.read(refs[0].image_id, "label"), record.label)
+
+
+def test_cluster_run_equals_in_process_run(glas, tmp_path, tiny_sam_checkpoint):
+    here = run(config(glas, tmp_path / "here.zarr", tiny_sam_checkpoint, workers=0))
+    assert (here.done, here.skipped, here.failures) == (6, 0, [])
+    cluster = run(config(glas, tmp_path / "dask.zarr", tiny_sam_checkpoint, workers=2))
+    assert (cluster.done, cluster.skipped, cluster.failures) == (6, 0, [])
+    assert store_contents(tmp_path / "here.zarr") == store_contents(tmp_path / "dask.zarr")
+    # SAM is loaded once per worker: no worker ever counted a second load.
+    workers = {r.worker for r in cluster.results}
+    assert 1 <= len(workers) <= 2
+    assert {r.masker_loads for r in cluster.results} == {1}
+
+    store = open_store(tmp_path / "dask.zarr")
+    assert store.ids(split="testA") == ["testA_1", "testA_2"]
+    assert store.attrs["dataset"]["splits"] == {"testA": 2, "testB": 1, "train": 3}
+    masker = store.attrs["masker"]
+    assert masker["kind"] == "sam"
+    assert masker["checkpoint_sha256"] == sha256_file(tiny_sam_checkpoint)
+    assert masker["settings"]["points_per_side"] == 8
+    assert masker["settings"]["crop_nms_thresh"] == 0.5  # the paper's default, recorded
+    assert verify(str(tmp_path / "dask.zarr")) == ([], 6)
+    # Resuming a complete store does nothing.
+    again = run(config(glas, tmp_path / "dask.zarr", tiny_sam_checkpoint, workers=0))
+    assert (again.done, again.skipped) == (0, 6)
+
+
+def test_corrupt_image_is_reported_others_finish_rerun_redoes_only_it(
+    glas, tmp_path, tiny_sam_checkpoint
+):
+    bad = glas / "train_2.bmp"
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(good_bytes[: len(good_bytes) // 3])  # truncated
+    store = tmp_path / "s.zarr"
+    args = [
+        *SAMAUG,
+        "priors",
+        "glas",
+        "--data-root",
+        str(glas),
+        "--store",
+        str(store),
+        "--checkpoint",
+        str(tiny_sam_checkpoint),
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+    ]
+    args += [f"--masker-option={k}={v}" for k, v in TINY_SAM_SETTINGS.items()]
+    first = subprocess.run(args, capture_output=True, text=True)
+    assert first.returncode == 1
+    assert "5 done, 0 skipped (already complete), 1 failed, of 6 images" in first.stdout
+    assert str(bad) in first.stderr
+    assert sorted(open_store(store).ids()) == sorted(
+        ["testA_1", "testA_2", "testB_1", "train_1", "train_3"]
+    )
+    bad.write_bytes(good_bytes)
+    args[args.index("--workers") + 1] = "0"  # the rerun in-process: quicker, same store
+    second = subprocess.run(args, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert "1 done, 5 skipped (already complete), 0 failed, of 6 images" in second.stdout
+    assert len(open_store(store).ids()) == 6
+
+
+def test_other_settings_are_refused_naming_the_setting(glas, tmp_path, tiny_sam_checkpoint):
+    run(config(glas, tmp_path / "s.zarr", tiny_sam_checkpoint, workers=0))
+    args = [
+        *SAMAUG,
+        "priors",
+        "glas",
+        "--data-root",
+        str(glas),
+        "--store",
+        str(tmp_path / "s.zarr"),
+        "--checkpoint",
+        str(tiny_sam_checkpoint),
+        "--workers",
+        "0",
+    ]
+    args += [f"--masker-option={k}={v}" for k, v in TINY_SAM_SETTINGS.items()]
+    twice = subprocess.run([*args, "--points-per-side", "4"], capture_output=True, text=True)
+    assert twice.returncode == 1 and "points_per_side is given twice, as 4 and 8" in twice.stderr
+    args = [a for a in args if "points_per_side" not in a]
+    refused = subprocess.run([*args, "--points-per-side", "4"], capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert "masker.settings.points_per_side: store has 8, this run 4" in refused.stderr
+    replaced = subprocess.run(
+        [*args, "--points-per-side", "4", "--overwrite"], capture_output=True, text=True
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert open_store(tmp_path / "s.zarr").attrs["masker"]["settings"]["points_per_side"] == 4
+
+
+def test_missing_checkpoint_says_how_to_get_one(glas, tmp_path):
+    out = subprocess.run(
+        [
+            *SAMAUG,
+            "priors",
+            "glas",
+            "--data-root",
+            str(glas),
+            "--store",
+            str(tmp_path / "s.zarr"),
+            "--checkpoint",
+            str(tmp_path / "nope.pth"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert "nope.pth" in out.stderr and "make weights" in out.stderr
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, tiny_sam_checkpoint):
+    data = write_glas_like(tmp_path / "glas", {"train": 10}, size=(120, 150), seed=3)
+
+    def args(store, workers):
+        return [
+            *SAMAUG,
+            "priors",
+            "glas",
+            "--data-root",
+            str(data),
+            "--store",
+            str(store),
+            "--checkpoint",
+            str(tiny_sam_checkpoint),
+            "--workers",
+            str(workers),
+            "--threads",
+            "1",
+            *[f"--masker-option={k}={v}" for k, v in TINY_SAM_SETTINGS.items()],
+        ]
+
+    killed_store = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(
+        args(killed_store, 2),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        images = killed_store / "images"
+        if images.is_dir() and len(complete_ids(killed_store)) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Dask workers, mid-write
+    proc.wait()
+    partial = complete_ids(killed_store)
+    assert 3 <= len(partial) < 10, "the kill should land mid-run"
+
+    resumed = subprocess.run(args(killed_store, 0), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{10 - len(partial)} done, {len(partial)} skipped" in resumed.stdout
+    clean = subprocess.run(args(tmp_path / "clean.zarr", 0), capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    assert store_contents(killed_store) == store_contents(tmp_path / "clean.zarr")
+    assert verify(str(killed_store)) == ([], 10)
+
+
+def test_monuseg_subset_on_a_two_worker_cluster(shared_data, tmp_path, tiny_sam_checkpoint):
+    cfg = PriorsConfig(
+        dataset="monuseg",
+        data_root=str(shared_data / "monuseg"),
+        store=str(tmp_path / "monuseg.zarr"),
+        checkpoint=str(tiny_sam_checkpoint),
+        masker_settings=tuple(sorted({**TINY_SAM_SETTINGS, "points_per_side": 4}.items())),
+        workers=2,
+        torch_threads=1,
+    )
+    summary = run(cfg)
+    assert (summary.done, summary.failures) == (3, [])
+    store = open_store(cfg.store)
+    assert store.ids(split="train") == sorted(r.image_id for r in summary.results)
+    reader = get_reader("monuseg", shared_data / "monuseg")
+    for ref in reader.refs():
+        record = reader.load(ref)
+        np.testing.assert_array_equal(store.read(ref.image_id, "label"), record.label)
+        assert store.read(ref.image_id, "label").max() > 255
+        assert store.read(ref.image_id, "seg_prior").shape == (1000, 1000)
+    assert verify(cfg.store) == ([], 3)
+
+
+def test_store_info_prints_the_provenance(glas, tmp_path, tiny_sam_checkpoint):
+    run(config(glas, tmp_path / "s.zarr", tiny_sam_checkpoint, workers=0))
+    out = subprocess.run(
+        [*SAMAUG, "store", "info", str(tmp_path / "s.zarr")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "dataset    glas" in out
+    assert "train        3 of 3 complete" in out
+    assert sha256_file(tiny_sam_checkpoint)[:16] in out
+    verified = subprocess.run(
+        [*SAMAUG, "store", "verify", str(tmp_path / "s.zarr")], capture_output=True, text=True
+    )
+    assert verified.returncode == 0 and "6 images checked, 0 problems" in verified.stdout
+
+
+def test_superpixel_masker_end_to_end(glas, tmp_path):
+    cfg = PriorsConfig(
+        dataset="glas",
+        data_root=str(glas),
+        store=str(tmp_path / "sp.zarr"),
+        masker="superpixel",
+        workers=0,
+    )
+    summary = run(cfg)
+    assert (summary.done, summary.failures) == (6, [])
+    store = open_store(cfg.store)
+    assert store.attrs["masker"]["kind"] == "superpixel"
+    assert verify(cfg.store) == ([], 6)
+    image_id = store.ids()[0]
+    masks, per_mask = store.masks(image_id)
+    seg, _ = compute_priors(masks, per_mask["stability_score"])
+    np.testing.assert_array_equal(store.read(image_id, "seg_prior"), seg)
+    assert Path(cfg.store).is_dir()
