@@ -195,6 +195,34 @@ def store_verify(store: Annotated[str, typer.Argument(help="Store path or URL.")
         raise typer.Exit(1)
 
 
+@store_app.command("strip")
+def store_strip(
+    src: Annotated[Path, typer.Argument(help="Store to copy.")],
+    dst: Annotated[Path, typer.Argument(help="New store without the images.")],
+) -> None:
+    """Copy a store without its images (priors, masks, labels and hashes stay)."""
+    from .store import strip_images
+
+    strip_images(src, dst)
+    typer.echo(f"{dst}: written without images; receivers run `samaug store attach`")
+
+
+@store_app.command("attach")
+def store_attach(
+    store: Annotated[Path, typer.Argument(help="A store made by `samaug store strip`.")],
+    data_root: Annotated[Path, typer.Option(help="Your copy of the dataset, original layout.")],
+) -> None:
+    """Put your own copy of the images into a stripped store, checked pixel by pixel (sha256)."""
+    from .report import attach_images
+
+    attached, problems = attach_images(store, data_root)
+    for problem in problems:
+        typer.echo(problem, err=True)
+    typer.echo(f"{attached} images attached, {len(problems)} problems")
+    if problems:
+        raise typer.Exit(1)
+
+
 @app.command()
 def weights(
     names: Annotated[

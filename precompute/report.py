@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import store as store_module
+from .datasets import get_reader
 from .priors import compute_priors
 from .store import open_store
+from .types import SamaugError
 
 
 def info_lines(location: str) -> list[str]:
@@ -88,3 +91,26 @@ def _verify_image(store, image_id: str) -> list[str]:
     if not np.array_equal(per_mask["area"], masks.sum(axis=(1, 2))):
         problems.append("area differs from the stored masks' pixel counts")
     return problems
+
+
+def attach_images(location, data_root) -> tuple[int, list[str]]:
+    """Read the user's copy of the dataset and attach every image whose pixels match."""
+    store = open_store(location)
+    dataset = store.attrs["dataset"]
+    reader = get_reader(dataset["name"], data_root, **dataset.get("reader_options", {}))
+    refs = {ref.image_id: ref for ref in reader.refs()}
+    attached, problems = 0, []
+    for image_id in store.ids():
+        if image_id not in refs:
+            problems.append(f"{image_id}: not found under {data_root}")
+            continue
+        try:
+            image = reader.load(refs[image_id]).image
+            store_module.attach_image(location, image_id, image)
+        except SamaugError as err:
+            problems.append(str(err))
+            continue
+        attached += 1
+    if not problems:
+        store_module.mark_images_attached(location)
+    return attached, problems

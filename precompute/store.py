@@ -243,6 +243,50 @@ def write_image(
     group.attrs["complete"] = True
 
 
+def strip_images(src: str | Path, dst: str | Path) -> None:
+    """Copy a store without its ``image`` arrays, for sharing where images may not be.
+
+    Everything else stays, ``image_sha256`` included, so the receiver can attach their own
+    copy of the images and prove they are the same pixels.
+    """
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise SamaugError(f"{dst} exists; choose a new destination")
+
+    def skip(directory: str, names: list[str]) -> list[str]:
+        in_image_group = Path(directory).parent == src / "images"
+        return ["image"] if in_image_group and "image" in names else []
+
+    shutil.copytree(src, dst, ignore=skip)
+    zarr.open_group(dst, mode="r+").attrs.update({"images_stripped": True, "updated": _now()})
+
+
+def attach_image(path: str | Path, image_id: str, image: np.ndarray) -> None:
+    """Put an image back into a stripped store after checking its pixels' sha256."""
+    group = zarr.open_group(path, path=f"images/{image_id}", mode="r+")
+    expected = group.attrs["image_sha256"]
+    actual = _sha256(np.asarray(image, np.uint8))
+    if actual != expected:
+        raise SamaugError(
+            f"image {image_id}: your copy's pixels have sha256 {actual[:12]}..., the store "
+            f"expects {expected[:12]}...; it is not the image the priors were made from"
+        )
+    height, width = image.shape[:2]
+    group.create_array(
+        "image",
+        shape=image.shape,
+        dtype=np.uint8,
+        chunks=(min(TILE, height), min(TILE, width), 3),
+        compressors=_codecs("shuffle"),
+        fill_value=0,
+        overwrite=True,
+    )[...] = image
+
+
+def mark_images_attached(path: str | Path) -> None:
+    zarr.open_group(path, mode="r+").attrs.update({"images_stripped": False, "updated": _now()})
+
+
 # --------------------------------------------------------------------------- reading
 
 

@@ -300,3 +300,63 @@ def test_superpixel_masker_end_to_end(glas, tmp_path):
     seg, _ = compute_priors(masks, per_mask["stability_score"])
     np.testing.assert_array_equal(store.read(image_id, "seg_prior"), seg)
     assert Path(cfg.store).is_dir()
+
+
+def test_strip_and_attach_images_for_sharing(glas, tmp_path):
+    from PIL import Image
+
+    from precompute.types import SamaugError
+
+    cfg = PriorsConfig(
+        dataset="glas",
+        data_root=str(glas),
+        store=str(tmp_path / "full.zarr"),
+        masker="superpixel",
+        workers=0,
+    )
+    run(cfg)
+    shared = tmp_path / "shared.zarr"
+    out = subprocess.run(
+        [*SAMAUG, "store", "strip", cfg.store, str(shared)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert not list(shared.glob("images/*/image"))
+    stripped = open_store(shared)
+    assert stripped.attrs["images_stripped"] is True
+    with pytest.raises(SamaugError, match="samaug store attach"):
+        stripped.read("train_1", "image")
+    np.testing.assert_array_equal(
+        stripped.read("train_1", "seg_prior"), open_store(cfg.store).read("train_1", "seg_prior")
+    )
+    assert verify(str(shared)) == ([], 6)
+
+    # A receiver whose copy of one image differs gets told which, and nothing is marked done.
+    theirs = tmp_path / "their_glas"
+    import shutil
+
+    shutil.copytree(glas, theirs)
+    pixels = np.asarray(Image.open(theirs / "testA_1.bmp")).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(theirs / "testA_1.bmp")
+    out = subprocess.run(
+        [*SAMAUG, "store", "attach", str(shared), "--data-root", str(theirs)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert "image testA_1: your copy's pixels have sha256" in out.stderr
+    assert open_store(shared).attrs["images_stripped"] is True
+
+    out = subprocess.run(
+        [*SAMAUG, "store", "attach", str(shared), "--data-root", str(glas)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "6 images attached, 0 problems" in out.stdout
+    full, restored = open_store(cfg.store), open_store(shared)
+    assert restored.attrs["images_stripped"] is False
+    for image_id in full.ids():
+        np.testing.assert_array_equal(
+            restored.read(image_id, "image"), full.read(image_id, "image")
+        )
+    assert verify(str(shared)) == ([], 6)
