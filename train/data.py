@@ -175,49 +175,60 @@ def _draw_scale(rng: np.random.Generator, settings: AugmentSettings) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def _jitter(image: torch.Tensor, rng: np.random.Generator, settings: AugmentSettings):
-    """(3, h, w) float [0, 1] -> the same, colour-, contrast- and brightness-jittered.
+def _jitter(image: np.ndarray, rng: np.random.Generator, settings: AugmentSettings):
+    """(3, h, w) float32 [0, 1] -> the same, colour-, contrast- and brightness-jittered.
 
     All three factors are drawn even when their range is 0, so turning one off leaves every
     other random choice of the item unchanged; a range of 0 leaves the pixels bit-exact.
     """
-    gain = rng.uniform(1 - settings.color, 1 + settings.color, 3)
-    contrast = rng.uniform(1 - settings.contrast, 1 + settings.contrast)
-    brightness = rng.uniform(-settings.brightness, settings.brightness)
+    gain = rng.uniform(1 - settings.color, 1 + settings.color, 3).astype(np.float32)
+    contrast = np.float32(rng.uniform(1 - settings.contrast, 1 + settings.contrast))
+    brightness = np.float32(rng.uniform(-settings.brightness, settings.brightness))
     if settings.color:
-        image = image * torch.as_tensor(gain, dtype=image.dtype)[:, None, None]
+        image = image * gain[:, None, None]
     if settings.contrast:
-        mean = image.mean()
+        mean = image.mean(dtype=np.float32)
         image = (image - mean) * contrast + mean
     if settings.brightness:
         image = image + brightness
-    return image.clamp(0.0, 1.0)
+    return np.clip(image, 0.0, 1.0)
 
 
-def _flip_rotate(tensors: list[torch.Tensor], rng: np.random.Generator, settings):
-    """The same random flips and 90-degree rotation on each (..., h, w) tensor."""
-    dims = []
-    if settings.flip:
-        dims = [d for d in (-1, -2) if rng.random() < 0.5]
+def _flip_rotate(arrays: list[np.ndarray], rng: np.random.Generator, settings):
+    """The same random flips and 90-degree rotation on each (..., h, w) array."""
+    axes = [a for a in (-1, -2) if rng.random() < 0.5] if settings.flip else []
     k = int(rng.integers(4)) if settings.rotate90 else 0
     out = []
-    for t in tensors:
-        if dims:
-            t = torch.flip(t, dims)
-        if k:
-            t = torch.rot90(t, k, dims=(-2, -1))
-        out.append(t.contiguous())
+    for a in arrays:
+        if axes:
+            a = np.flip(a, axes)
+        out.append(np.ascontiguousarray(np.rot90(a, k, axes=(-2, -1))))
     return out
 
 
-def _image_tensor(image: np.ndarray) -> torch.Tensor:
+def _resize(maps: np.ndarray, target: np.ndarray, size: tuple[int, int]):
+    """(C, h, w) float32 bilinearly (antialiased when shrinking) and (h, w) int64 by nearest
+    neighbour to ``size``, both sampling at pixel centres so they stay aligned."""
+    shrink = size[0] < maps.shape[-2] or size[1] < maps.shape[-1]
+    maps = F.interpolate(
+        torch.from_numpy(maps)[None], size, mode="bilinear", align_corners=False, antialias=shrink
+    )[0].numpy()
+    # torch's "nearest-exact": source index floor((i + 0.5) * in / out), as bilinear's centres.
+    rows, cols = (
+        np.minimum(((np.arange(n) + 0.5) * (old / n)).astype(np.int64), old - 1)
+        for n, old in zip(size, target.shape, strict=True)
+    )
+    return maps, target[rows[:, None], cols[None, :]]
+
+
+def _image_float(image: np.ndarray) -> np.ndarray:
     """(h, w, 3) uint8 -> (3, h, w) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    return np.moveaxis(image, -1, 0).astype(np.float32) / np.float32(255)
 
 
-def _prior_tensor(prior: np.ndarray) -> torch.Tensor:
+def _prior_float(prior: np.ndarray) -> np.ndarray:
     """(h, w) float32 or uint8 -> (1, h, w) float32."""
-    return torch.from_numpy(np.asarray(prior, np.float32)[None])
+    return np.asarray(prior, np.float32)[None]
 
 
 # --------------------------------------------------------------------------- datasets
@@ -359,6 +370,8 @@ class PatchDataset(_StoreDataset):
         return target[top : top + y1 - y0, left : left + x1 - x0]
 
     def _patch(self, image_id: str, rng: np.random.Generator) -> dict:
+        # numpy throughout (torch only to resize): torch's intra-op threads on tensors this
+        # small cost more than they save, several times more on a busy machine.
         size, settings = self.patch_size, self.augment
         height, width = self.shape(image_id)
         scale = _draw_scale(rng, settings)
@@ -369,38 +382,35 @@ class PatchDataset(_StoreDataset):
         window = (y0, x0, y0 + src_h, x0 + src_w)
 
         read = self.store.read
-        maps = torch.cat(
+        maps = np.concatenate(
             [
-                _image_tensor(read(image_id, "image", window)),
-                _prior_tensor(read(image_id, "seg_prior", window)),
-                _prior_tensor(read(image_id, "boundary_prior", window)),
+                _image_float(read(image_id, "image", window)),
+                _prior_float(read(image_id, "seg_prior", window)),
+                _prior_float(read(image_id, "boundary_prior", window)),
             ]
         )
-        target = torch.from_numpy(self._target(image_id, window))
+        target = self._target(image_id, window)
 
         out_h = max(1, min(size, round(src_h * scale)))
         out_w = max(1, min(size, round(src_w * scale)))
         if (out_h, out_w) != (src_h, src_w):
-            maps = F.interpolate(
-                maps[None], (out_h, out_w), mode="bilinear", align_corners=False, antialias=True
-            )[0]
-            # "nearest-exact" samples at pixel centres, as bilinear with align_corners=False.
-            target = F.interpolate(
-                target[None, None].float(), (out_h, out_w), mode="nearest-exact"
-            )[0, 0].long()
+            maps, target = _resize(maps, target, (out_h, out_w))
         if settings.enabled:
             maps[:3] = _jitter(maps[:3], rng, settings)
 
-        pad = (0, size - out_w, 0, size - out_h)
-        maps = F.pad(maps, pad, value=0.0)
-        target = F.pad(target, pad, value=IGNORE_INDEX)
+        padded = np.zeros((5, size, size), np.float32)
+        padded[:, :out_h, :out_w] = maps
+        padded_target = np.full((size, size), IGNORE_INDEX, np.int64)
+        padded_target[:out_h, :out_w] = target
+        maps, target = padded, padded_target
         if settings.enabled:
             maps, target = _flip_rotate([maps, target], rng, settings)
+        maps = torch.from_numpy(maps)
         return {
             "image": maps[:3],
             "seg_prior": maps[3:4],
             "boundary_prior": maps[4:5],
-            "target": target,
+            "target": torch.from_numpy(target),
             "image_id": image_id,
             "window": torch.tensor(window, dtype=torch.int64),
         }
@@ -434,9 +444,11 @@ class WholeImageDataset(_StoreDataset):
         image_id = self.ids[index]
         store = self.store
         item = {
-            "image": _image_tensor(store.read(image_id, "image")),
-            "seg_prior": _prior_tensor(store.read(image_id, "seg_prior")),
-            "boundary_prior": _prior_tensor(store.read(image_id, "boundary_prior")),
+            "image": torch.from_numpy(_image_float(store.read(image_id, "image"))),
+            "seg_prior": torch.from_numpy(_prior_float(store.read(image_id, "seg_prior"))),
+            "boundary_prior": torch.from_numpy(
+                _prior_float(store.read(image_id, "boundary_prior"))
+            ),
             "image_id": image_id,
         }
         if store.has(image_id, "label"):
