@@ -246,6 +246,15 @@ def weights(
         typer.echo(f"\n{path}: sha256 ok" if sys.stderr.isatty() else f"{path}: sha256 ok")
 
 
+def _register_train_commands() -> None:
+    from train.cli import register
+
+    register(app)
+
+
+_register_train_commands()
+
+
 def main() -> None:
     try:
         app()

@@ -303,6 +303,10 @@ class SamaugStore:
                 f"{SCHEMA_VERSION}; this samaug reads version {SCHEMA_VERSION} stores"
             )
         self._index: dict[str, str] = dict(self.attrs.get("index", {}))
+        # Opening a group or array costs a metadata round trip (a request over HTTP); the
+        # trainer reads the same few arrays over and over, so handles are kept.
+        self._groups: dict[str, zarr.Group] = {}
+        self._arrays: dict[tuple[str, str], zarr.Array | None] = {}
 
     def ids(self, split: str | Iterable[str] | None = None) -> list[str]:
         """Sorted IDs of the complete images, optionally of one split (or several)."""
@@ -321,13 +325,22 @@ class SamaugStore:
     def _group(self, image_id: str) -> zarr.Group:
         if image_id not in self._index:
             raise KeyError(f"{self.location}: no complete image {image_id!r} in the store")
-        return self._root[f"images/{image_id}"]
+        if image_id not in self._groups:
+            self._groups[image_id] = self._root[f"images/{image_id}"]
+        return self._groups[image_id]
+
+    def _array(self, image_id: str, name: str) -> zarr.Array | None:
+        key = (image_id, name)
+        if key not in self._arrays:
+            group = self._group(image_id)
+            self._arrays[key] = group[name] if name in group else None
+        return self._arrays[key]
 
     def image_attrs(self, image_id: str) -> dict:
         return dict(self._group(image_id).attrs)
 
     def has(self, image_id: str, name: str) -> bool:
-        return name in self._group(image_id)
+        return self._array(image_id, name) is not None
 
     def read(
         self, image_id: str, name: str, window: tuple[int, int, int, int] | None = None
@@ -339,15 +352,14 @@ class SamaugStore:
         """
         if name not in MAP_NAMES:
             raise ValueError(f"unknown array {name!r}; one of {', '.join(MAP_NAMES)}")
-        group = self._group(image_id)
-        if name not in group:
+        array = self._array(image_id, name)
+        if array is None:
             if name == "image" and self.attrs.get("images_stripped"):
                 raise SamaugError(
                     f"{self.location} was shared without images; attach your copy with "
                     "`samaug store attach`"
                 )
             raise KeyError(f"{self.location}: image {image_id!r} has no {name!r}")
-        array = group[name]
         if window is None:
             return array[...]
         y0, x0, y1, x1 = (int(v) for v in window)

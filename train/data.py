@@ -482,19 +482,26 @@ class EpochSampler(Sampler):
     permutation drawn from ``(seed, epoch)``.
     """
 
-    def __init__(self, dataset: Dataset, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.dataset = dataset
         self.shuffle = shuffle
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return math.ceil(len(self.dataset) / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = int(getattr(self.dataset, "epoch", 0))
         order = np.arange(len(self.dataset))
         if self.shuffle:
             order = np.random.default_rng((self.seed, epoch)).permutation(order)
+        # Distributed: the same permutation everywhere, rank r takes items r, r + W, ...;
+        # padded by wrapping so every rank runs the same number of steps.
+        order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
         return iter([(epoch, int(i)) for i in order])
 
 
@@ -512,13 +519,16 @@ def make_loader(
     pin_memory: bool = False,
     prefetch_factor: int = 2,
     context: str = "spawn",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """A DataLoader over a ``PatchDataset`` that is safe with zarr and reproducible.
 
     Workers (``workers > 0``) are started with ``context`` ("spawn" or "forkserver", never
     "fork": zarr's event-loop thread, see the module doc) and persist across epochs. Call
     ``dataset.set_epoch(e)`` before iterating epoch ``e``; batches depend only on the
-    dataset's seed, the epoch and the batch size, not on ``workers``.
+    dataset's seed, the epoch and the batch size, not on ``workers``. Under
+    DistributedDataParallel, ``rank`` / ``world_size`` give each process its own share.
     """
     if context == "fork":
         raise ValueError("context 'fork' can deadlock on zarr's event-loop thread; use 'spawn'")
@@ -526,7 +536,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(dataset, shuffle, getattr(dataset, "seed", 0)),
+        sampler=EpochSampler(dataset, shuffle, getattr(dataset, "seed", 0), rank, world_size),
         num_workers=workers,
         drop_last=drop_last,
         pin_memory=pin_memory,

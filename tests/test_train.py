@@ -1,0 +1,218 @@
+"""Training and evaluation end to end on a small synthetic store (superpixel priors)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from precompute.pipeline import PriorsConfig, run
+from precompute.synthetic import write_glas_like
+from train.config import TrainConfig
+from train.evaluate import comparison_rows, evaluate_run, format_table
+from train.inference import STRATEGIES
+from train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def glas_store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    data = write_glas_like(root / "glas", {"train": 8, "testA": 2, "testB": 2}, size=(96, 128))
+    store = root / "glas.zarr"
+    summary = run(
+        PriorsConfig(
+            dataset="glas", data_root=str(data), store=str(store), masker="superpixel", workers=0
+        )
+    )
+    assert summary.done == 12
+    return store
+
+
+def tiny(store, out, **overrides) -> TrainConfig:
+    values = dict(
+        store=str(store),
+        model="unet",
+        mode="samaug",
+        out=str(out),
+        epochs=2,
+        batch_size=4,
+        patch_size=64,
+        samples_per_epoch=8,
+        lr=3e-3,
+        warmup_epochs=1,
+        workers=0,
+        device="cpu",
+        amp=False,
+        val_fraction=0.25,
+        model_kwargs={"base_channels": 4},
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def weights(run_dir, name="last.pt") -> dict:
+    return torch.load(Path(run_dir) / name, weights_only=False)["model"]
+
+
+def test_short_training_learns(glas_store, tmp_path):
+    config = tiny(
+        glas_store,
+        tmp_path / "run",
+        epochs=25,
+        samples_per_epoch=24,
+        batch_size=8,
+        model_kwargs={"base_channels": 8},
+    )
+    summary = train(config, log=lambda line: None)
+    assert summary["best_val_dice"] > 0.8
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0] == "epoch,step,lr,train_loss,val_dice,seconds" and len(rows) == 26
+    first, last = float(rows[1].split(",")[3]), float(rows[-1].split(",")[3])
+    assert last < first / 2
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert state["config"] == config.to_dict()
+    assert state["store"]["masker"]["kind"] == "superpixel"
+    assert state["task"] == "instance" and state["num_outputs"] == 3
+
+
+def test_cpu_runs_repeat_and_resume_equals_uninterrupted(glas_store, tmp_path):
+    train(tiny(glas_store, tmp_path / "a", epochs=3), log=lambda line: None)
+    train(tiny(glas_store, tmp_path / "b", epochs=3), log=lambda line: None)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(tiny(glas_store, tmp_path / "c", epochs=3), log=lambda line: None, stop_after=1)
+    assert torch.load(tmp_path / "c" / "last.pt", weights_only=False)["epoch"] == 0
+    train(tiny(glas_store, tmp_path / "c", epochs=3), log=lambda line: None)
+    c = weights(tmp_path / "c")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert len((tmp_path / "c" / "log.csv").read_text().splitlines()) == 4
+    with pytest.raises(ValueError, match="another config"):
+        train(tiny(glas_store, tmp_path / "c", epochs=3, lr=1e-2), log=lambda line: None)
+
+
+@pytest.mark.parametrize("mode,fusion", [("raw", "add"), ("joint", "add"), ("samaug", "concat")])
+def test_modes_and_fusions_train(glas_store, tmp_path, mode, fusion):
+    summary = train(
+        tiny(glas_store, tmp_path / "r", mode=mode, fusion=fusion, epochs=1), log=lambda line: None
+    )
+    assert summary["steps"] == 2
+    state = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    assert state["in_channels"] == (5 if fusion == "concat" else 3)
+    assert np.isfinite(
+        float((tmp_path / "r" / "log.csv").read_text().splitlines()[1].split(",")[3])
+    )
+
+
+def test_training_and_eval_never_import_sam(glas_store, tmp_path):
+    config = tiny(glas_store, tmp_path / "r", mode="joint", epochs=1)
+    config.save(tmp_path / "config.json")
+    code = (
+        "import sys, json\n"
+        "from train.config import TrainConfig\n"
+        "from train.loop import train\n"
+        "from train.evaluate import evaluate_run\n"
+        f"train(TrainConfig.load({str(tmp_path / 'config.json')!r}), log=lambda l: None)\n"
+        f"evaluate_run({str(tmp_path / 'r')!r}, checkpoint='last.pt')\n"
+        "print(json.dumps([m for m in sys.modules if m.startswith('segment_anything')]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_ddp_two_cpu_processes_with_gloo(glas_store, tmp_path):
+    config = tiny(glas_store, tmp_path / "ddp", epochs=2, samples_per_epoch=16)
+    config.save(tmp_path / "config.json")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "train.loop",
+            "--config",
+            str(tmp_path / "config.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["train"]
+    assert metrics["world_size"] == 2
+    # 16 patches per epoch, 8 per rank, batches of 4: 2 steps an epoch on each rank.
+    assert metrics["steps"] == 4
+    assert np.isfinite(metrics["best_val_dice"])
+
+
+def test_training_from_a_store_served_over_http(glas_store, tmp_path):
+    from http_server import serve
+
+    with serve(glas_store.parent) as url:
+        remote = train(
+            tiny(f"{url}/{glas_store.name}", tmp_path / "http", epochs=1), log=lambda line: None
+        )
+    local = train(tiny(glas_store, tmp_path / "local", epochs=1), log=lambda line: None)
+    assert remote["steps"] == local["steps"] == 2
+    a, b = weights(tmp_path / "http"), weights(tmp_path / "local")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_scores_every_strategy_and_tabulates(glas_store, tmp_path):
+    for mode in ("raw", "samaug"):
+        train(
+            tiny(glas_store, tmp_path / f"unet-{mode}", mode=mode, epochs=1), log=lambda line: None
+        )
+        results = evaluate_run(tmp_path / f"unet-{mode}", checkpoint="last.pt")
+        assert set(results) == {"testA", "testB", "all"}
+        for split in results:
+            assert set(STRATEGIES) <= set(results[split])
+            for strategy in STRATEGIES:
+                scores = results[split][strategy]
+                assert set(scores) == {"object_f1", "object_dice", "object_hausdorff"}
+                assert 0 <= scores["object_f1"] <= 1 and 0 <= scores["object_dice"] <= 1
+            assert results[split]["select_took_samaug"] in (0.0, 0.5, 1.0)
+    rows = comparison_rows([tmp_path / "unet-raw", tmp_path / "unet-samaug"])
+    assert len(rows) == 2 * 3 * 4
+    assert {r["trained_on"] for r in rows} == {"raw", "samaug"}
+    table = format_table(rows)
+    assert "object_f1" in table.splitlines()[0] and len(table.splitlines()) == 2 + len(rows)
+
+
+def test_show_writes_the_four_panel_figure(glas_store, tmp_path):
+    from PIL import Image
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "precompute.cli",
+            "show",
+            str(glas_store),
+            "testA_1",
+            "--out",
+            str(tmp_path / "fig.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    figure = np.asarray(Image.open(tmp_path / "fig.png"))
+    assert figure.shape == (96 + 18, 4 * 128 + 3 * 8, 3)
+    from precompute.store import open_store
+
+    image = open_store(glas_store).read("testA_1", "image")
+    np.testing.assert_array_equal(figure[18:, :128], image)

@@ -1,0 +1,124 @@
+"""``samaug train``, ``samaug eval``, ``samaug show`` and ``samaug demo``.
+
+Registered on the main ``samaug`` app (precompute/cli.py). Heavy imports (torch) happen
+inside the commands, so ``samaug store info`` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def train_command(
+    store: Annotated[str, typer.Option(help="Store path or read-only URL (samaug priors).")],
+    model: Annotated[str, typer.Option(help="unet, attention_unet, pnet, swin_unet.")] = "unet",
+    mode: Annotated[str, typer.Option(help="raw, samaug or joint.")] = "samaug",
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory [runs/DATASET/MODEL-MODE-SEED].")
+    ] = None,
+    epochs: Annotated[int, typer.Option()] = 100,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    patch_size: Annotated[int, typer.Option()] = 256,
+    samples_per_epoch: Annotated[int | None, typer.Option(help="Patches per epoch.")] = None,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    weight_decay: Annotated[float, typer.Option()] = 1e-4,
+    fusion: Annotated[str, typer.Option(help="add (the paper) or concat.")] = "add",
+    seg_scale: Annotated[float, typer.Option(help="Factor on the seg prior.")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    val_split: Annotated[
+        str | None, typer.Option(help="Validation split [a held-out 10%].")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
+    model_option: Annotated[
+        list[str] | None, typer.Option(help="Model argument KEY=VALUE, e.g. base_channels=16.")
+    ] = None,
+) -> None:
+    """Train a segmentation model on images and priors streamed from a store."""
+    from precompute.cli import _pairs
+    from precompute.store import open_store
+
+    from .config import TrainConfig
+    from .loop import train
+
+    if out is None:
+        dataset = open_store(store).attrs["dataset"]["name"]
+        out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
+    config = TrainConfig(
+        store=store,
+        model=model,
+        mode=mode,
+        out=str(out),
+        epochs=epochs,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        samples_per_epoch=samples_per_epoch,
+        lr=lr,
+        weight_decay=weight_decay,
+        fusion=fusion,
+        seg_scale=seg_scale,
+        seed=seed,
+        workers=workers,
+        val_split=val_split,
+        device=device,
+        amp=amp,
+        model_kwargs=_pairs(model_option, "--model-option"),
+    )
+    summary = train(config, log=typer.echo)
+    typer.echo(f"{out}: best validation Dice {summary['best_val_dice']:.4f}")
+
+
+def eval_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    store: Annotated[str | None, typer.Option(help="Evaluate on this store [the run's].")] = None,
+    split: Annotated[list[str] | None, typer.Option(help="Splits [all not trained on].")] = None,
+    certainty: Annotated[
+        str, typer.Option(help="select by margin, entropy, margin_minmax.")
+    ] = "margin",
+    device: Annotated[str, typer.Option()] = "cpu",
+    table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
+) -> None:
+    """Score runs with raw / samaug / ensemble / select and print one comparison table."""
+    from .evaluate import comparison_rows, evaluate_run, format_table, write_table
+
+    for run in runs:
+        evaluate_run(run, store, split, certainty=certainty, device=device)
+    rows = comparison_rows(runs)
+    typer.echo(format_table(rows))
+    if table:
+        write_table(rows, table)
+        typer.echo(f"table written to {table}")
+
+
+def show_command(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    image_id: Annotated[str, typer.Argument(help="Image ID (samaug store info lists splits).")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("fig.png"),
+) -> None:
+    """Save the image, its seg prior, boundary prior and augmented input side by side."""
+    from .figure import show
+
+    typer.echo(show(store, image_id, out))
+
+
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path("demo_out"),
+    epochs: Annotated[int, typer.Option()] = 12,
+) -> None:
+    """The whole job offline on CPU: synthetic data, superpixel priors, raw vs samaug U-Net."""
+    from .demo import run_demo
+
+    result = run_demo(out, epochs=epochs, log=typer.echo)
+    typer.echo(json.dumps(result, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+    app.command("show")(show_command)
+    app.command("demo")(demo_command)
