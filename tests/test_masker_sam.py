@@ -1,0 +1,342 @@
+"""The SAM loader (architecture inference, checkpoint errors) and SamMasker's exactness.
+
+SamMasker must return exactly what segment_anything's SamAutomaticMaskGenerator returns.
+The tiny random SAM (tests/tiny_sam.py) gives speckled masks spanning the whole image, so
+besides it a stand-in mask decoder (``BlobDecoder``) gives masks around each prompt, so
+that NMS, crops and the crop-edge filter have something to decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+from tiny_sam import build_tiny_sam, save_tiny_sam
+
+from precompute.masker_sam import (
+    SamMasker,
+    SamMaskerSettings,
+    reference_generate,
+    threshold_torch,
+)
+from precompute.sam_loader import (
+    OFFICIAL_CONFIGS,
+    architecture_name,
+    build_sam,
+    build_sam_from_checkpoint,
+    checkpoint_info,
+    infer_sam_config,
+)
+from precompute.types import MaskSet, SamaugError
+from precompute.weights import sha256_file
+
+
+def tiny_config(**overrides) -> dict:
+    """What infer_sam_config should say about build_tiny_sam(**kwargs)."""
+    config = {
+        "encoder_embed_dim": 32,
+        "encoder_depth": 2,
+        "encoder_num_heads": 2,
+        "encoder_global_attn_indexes": [1],
+        "img_size": 128,
+        "patch_size": 16,
+        "window_size": 4,
+        "mlp_ratio": 4.0,
+        "qkv_bias": True,
+        "use_rel_pos": True,
+        "use_abs_pos": True,
+        "prompt_embed_dim": 32,
+        "mask_in_chans": 16,
+        "decoder_depth": 2,
+        "decoder_mlp_dim": 64,
+        "decoder_num_heads": 8,
+        "decoder_attention_downsample_rate": 2,
+        "iou_head_depth": 3,
+        "iou_head_hidden_dim": 64,
+        "num_multimask_outputs": 3,
+    }
+    return {**config, **overrides}
+
+
+def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+# ----------------------------------------------------------------- architecture inference
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, tiny_config()),
+        (
+            # Three blocks, two global, a window (5) that does not divide the 16x16 grid.
+            dict(
+                embed_dim=48,
+                depth=3,
+                num_heads=3,
+                global_attn_indexes=(0, 2),
+                img_size=256,
+                window_size=5,
+                prompt_dim=64,
+                decoder_mlp_dim=96,
+            ),
+            tiny_config(
+                encoder_embed_dim=48,
+                encoder_depth=3,
+                encoder_num_heads=3,
+                encoder_global_attn_indexes=[0, 2],
+                img_size=256,
+                window_size=5,
+                prompt_embed_dim=64,
+                decoder_mlp_dim=96,
+            ),
+        ),
+        (
+            dict(patch_size=8, global_attn_indexes=(0,), num_heads=4),
+            tiny_config(patch_size=8, encoder_global_attn_indexes=[0], encoder_num_heads=4),
+        ),
+    ],
+)
+def test_infer_config_of_tiny_sams(kwargs, expected):
+    with torch.device("meta"):
+        model = build_tiny_sam(**kwargs)
+    state = model.state_dict()
+    assert infer_sam_config(state) == expected
+    assert architecture_name(expected) == "custom"
+    # Wrapped and DataParallel-prefixed state dicts are read alike.
+    assert infer_sam_config({"model": {f"module.{k}": v for k, v in state.items()}}) == expected
+    assert infer_sam_config({"state_dict": state}) == expected
+    # The inferred config rebuilds the very same shapes.
+    with torch.device("meta"):
+        assert shapes(build_sam(expected)) == shapes(model)
+
+
+@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
+def test_infer_config_of_official_sams(name):
+    # On the meta device: shapes and keys only, no memory.
+    with torch.device("meta"):
+        official = sam_model_registry[name]()
+        config = infer_sam_config(official.state_dict())
+        rebuilt = build_sam(config)
+    assert config == OFFICIAL_CONFIGS[name]
+    assert architecture_name(config) == name
+    assert shapes(rebuilt) == shapes(official)
+    head_dim = official.image_encoder.blocks[0].attn.rel_pos_h.shape[1]
+    assert config["encoder_embed_dim"] // head_dim == config["encoder_num_heads"]
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def test_loaded_checkpoint_equals_the_in_memory_model(tmp_path):
+    path = save_tiny_sam(tmp_path / "tiny.pth")
+    model, info = build_sam_from_checkpoint(path)
+    assert info == {
+        "checkpoint": str(path),
+        "checkpoint_sha256": sha256_file(path),
+        "architecture": "custom",
+        "config": tiny_config(),
+    }
+    assert checkpoint_info(path) == info
+    in_memory = build_tiny_sam()
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), in_memory.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert torch.equal(model.pixel_mean, in_memory.pixel_mean)
+    assert torch.equal(model.pixel_std, in_memory.pixel_std)
+
+    image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    settings = SamMaskerSettings(
+        points_per_side=4, pred_iou_thresh=-1.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+    )
+    loaded = SamMasker.from_checkpoint(path, settings)
+    assert_identical(loaded.generate(image), SamMasker(in_memory, settings).generate(image))
+    provenance = loaded.provenance()
+    assert provenance["kind"] == "sam" and provenance["checkpoint_sha256"] == sha256_file(path)
+    assert provenance["settings"]["points_per_side"] == 4
+    assert set(provenance["settings"]) == {f.name for f in fields(SamMaskerSettings)}
+
+
+def test_wrapped_checkpoint_loads(tmp_path):
+    state = build_tiny_sam().state_dict()
+    path = tmp_path / "wrapped.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    model, info = build_sam_from_checkpoint(path)
+    assert info["config"] == tiny_config()
+    assert torch.equal(model.image_encoder.pos_embed, state["image_encoder.pos_embed"])
+
+
+def test_missing_checkpoint_says_how_to_get_one(tmp_path):
+    missing = tmp_path / "checkpoints" / "sam_vit_b_01ec64.pth"
+    with pytest.raises(SamaugError, match="does not exist") as err:
+        build_sam_from_checkpoint(missing)
+    assert str(missing) in str(err.value)
+    assert "make weights" in str(err.value) and "--checkpoint" in str(err.value)
+    with pytest.raises(SamaugError, match="make weights"):
+        SamMasker.from_checkpoint(missing)
+
+
+def test_files_that_are_not_sam_checkpoints(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    with pytest.raises(SamaugError, match="not a torch checkpoint") as err:
+        build_sam_from_checkpoint(text)
+    assert str(text) in str(err.value)
+
+    other = tmp_path / "linear.pth"
+    torch.save(torch.nn.Linear(3, 4).state_dict(), other)
+    with pytest.raises(SamaugError, match="image_encoder.patch_embed.proj.weight") as err:
+        build_sam_from_checkpoint(other)
+    assert str(other) in str(err.value)
+
+    state = build_tiny_sam().state_dict()
+    del state["mask_decoder.iou_token.weight"]
+    partial = tmp_path / "partial.pth"
+    torch.save(state, partial)
+    with pytest.raises(SamaugError, match="'mask_decoder.iou_token.weight'") as err:
+        build_sam_from_checkpoint(partial)
+    assert str(partial) in str(err.value)
+
+    state = build_tiny_sam().state_dict()
+    state["mask_decoder.output_upscaling.1.weight"] = torch.zeros(5)
+    mismatched = tmp_path / "mismatched.pth"
+    torch.save(state, mismatched)
+    with pytest.raises(SamaugError, match=r"output_upscaling.1.weight' has shape \(5,\)"):
+        build_sam_from_checkpoint(mismatched)
+
+
+# ---------------------------------------------------------------------------- exactness
+
+
+class BlobDecoder(torch.nn.Module):
+    """Stands in for SAM's mask decoder (same call, same outputs) with masks around the
+    prompt: the similarity of the prompt's embedding to the positional encoding of every
+    low-res pixel, at three levels, plus a little of the image embedding.
+    """
+
+    def __init__(self, sam, levels=(0.1, 0.25, 0.4), gain=20.0):
+        super().__init__()
+        self.pe_layer = sam.prompt_encoder.pe_layer
+        self.side = 4 * sam.prompt_encoder.image_embedding_size[0]
+        self.register_buffer("levels", torch.tensor(levels)[None, :, None, None])
+        self.gain = gain
+
+    def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, **_):
+        size = (self.side, self.side)
+        pe = self.pe_layer(size)
+        sim = torch.einsum("bc,chw->bhw", sparse_prompt_embeddings[:, 0], pe) / len(pe)
+        texture = F.interpolate(image_embeddings.mean(1, keepdim=True), size, mode="bilinear")
+        masks = self.gain * (sim[:, None] - self.levels + 0.05 * texture)
+        # Small masks "predict" a high IoU, so an IoU threshold drops the large ones.
+        return masks, 1 - torch.sigmoid(masks).mean((-2, -1))
+
+
+def blob_sam():
+    sam = build_tiny_sam()
+    sam.mask_decoder = BlobDecoder(sam)
+    return sam
+
+
+def assert_identical(ours: MaskSet, ref: MaskSet) -> None:
+    for f in fields(MaskSet):
+        a, b = getattr(ours, f.name), getattr(ref, f.name)
+        assert a.dtype == b.dtype and a.shape == b.shape, f.name
+        np.testing.assert_array_equal(a, b, err_msg=f.name)
+
+
+def noise(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Tiny models: two threads only add synchronisation, very costly on a shared CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models() -> dict:
+    return {"speckle": build_tiny_sam(), "blobs": blob_sam()}
+
+
+def settings(**kwargs) -> SamMaskerSettings:
+    base = dict(points_per_side=8, pred_iou_thresh=-1.0, stability_score_thresh=0.0)
+    return SamMaskerSettings(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "kwargs", "at_least"),
+    [
+        # Every mask kept (no IoU, stability or NMS filter), wide and tall odd sizes.
+        ("speckle", (97, 131), dict(box_nms_thresh=1.0), 150),
+        ("speckle", (131, 97), dict(box_nms_thresh=1.0, points_per_batch=10), 150),
+        # The IoU filter (before upscaling here), a mid stability threshold, NMS.
+        ("speckle", (131, 97), dict(pred_iou_thresh=0.02, stability_score_thresh=0.06), 1),
+        ("blobs", (97, 131), dict(box_nms_thresh=1.0), 150),
+        ("blobs", (131, 97), dict(pred_iou_thresh=0.9, stability_score_thresh=0.3), 25),
+        ("blobs", (97, 131), dict(box_nms_thresh=0.5), 50),
+    ],
+)
+def test_same_masks_as_segment_anything(models, name, shape, kwargs, at_least):
+    model = models[name]
+    image = noise(shape)
+    s = settings(**kwargs)
+    masker = SamMasker(model, s, info={})
+    ours = masker.generate(image)
+    assert len(ours) >= at_least
+    assert_identical(ours, reference_generate(model, image, s))
+    assert set(masker.last_timings) == {"encoder", "decoder", "postprocess"}
+
+
+def test_same_masks_with_a_crop_layer(models):
+    blobs = models["blobs"]
+    image = noise((97, 131), seed=2)
+    s = settings(crop_n_layers=1, box_nms_thresh=0.7, crop_nms_thresh=0.5)
+    ours = SamMasker(blobs, s, info={}).generate(image)
+    assert_identical(ours, reference_generate(blobs, image, s))
+    # Masks from inside the crops survive the crop-edge filter and the NMS across crops.
+    full_grid = {tuple(p) for p in SamMasker(blobs, settings(), info={}).generate(image).point}
+    assert len(ours) > 100 and sum(tuple(p) not in full_grid for p in ours.point) > 20
+
+
+def test_torch_thresholding_equals_numpy_thresholding(models):
+    blobs = models["blobs"]
+    # The torch path (used on GPUs) on the CPU, against the reference.
+    image = noise((97, 131), seed=3)
+    s = settings(stability_score_thresh=0.2)
+    masker = SamMasker(blobs, s, info={}, upscale_bytes=1)
+    masker._threshold = threshold_torch
+    ours = masker.generate(image)
+    assert len(ours) > 20
+    assert_identical(ours, reference_generate(blobs, image, s))
+
+
+def test_empty_union_scores_zero_where_segment_anything_says_nan(models):
+    blobs = models["blobs"]
+    image = noise((64, 80), seed=4)
+    s = settings(box_nms_thresh=1.0)
+    raw = SamAutomaticMaskGenerator(blobs, output_mode="binary_mask", **asdict(s)).generate(image)
+    nan = np.isnan([a["stability_score"] for a in raw])
+    ours = SamMasker(blobs, s, info={}).generate(image)
+    assert 0 < nan.sum() < len(ours)
+    assert np.all(ours.stability_score[nan] == 0) and np.all(ours.area[nan] == 0)
+    assert np.all(np.isfinite(ours.stability_score))
+
+
+def test_bad_images_and_settings_are_refused(models):
+    masker = SamMasker(models["speckle"], settings(), info={})
+    with pytest.raises(SamaugError, match="HxWx3 uint8"):
+        masker.generate(np.zeros((10, 10), np.uint8))
+    with pytest.raises(SamaugError, match="HxWx3 uint8"):
+        masker.generate(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(SamaugError, match="points_per_side"):
+        SamMaskerSettings(points_per_side=0)
