@@ -16,9 +16,17 @@ MASKER ?= sam
 WORKERS ?=
 DEVICE ?= cpu
 PRIORS_ARGS ?=
+MODEL ?= unet
+MODE ?= samaug
+EPOCHS ?= 100
+SEED ?= 0
+RUN ?= runs/$(DATASET)/$(MODEL)-$(MODE)-$(SEED)
+TRAIN_ARGS ?=
+EVAL_ARGS ?=
+DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: setup test priors weights bench lint clean-venv
+.PHONY: setup test priors weights train eval demo bench lint clean-venv
 
 setup: $(VENV)/.installed
 
@@ -39,6 +47,16 @@ priors: setup
 
 weights: setup
 	$(BIN)/samaug weights $(SAM_MODELS) --dir $(dir $(SAM_CHECKPOINT))
+
+train: setup
+	$(BIN)/samaug train --store $(STORE) --model $(MODEL) --mode $(MODE) --epochs $(EPOCHS) \
+		--seed $(SEED) --out $(RUN) $(TRAIN_ARGS)
+
+eval: setup
+	$(BIN)/samaug eval $(RUN) $(EVAL_ARGS)
+
+demo: setup
+	$(BIN)/samaug demo --out $(DEMO_DIR)
 
 bench: setup
 	$(BIN)/python -m precompute.bench

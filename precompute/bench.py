@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         bench_vit_b(directory, image_size=256 if args.quick else 1000)
         bench_mask_bytes(directory)
         bench_throughput(directory, images=4 if args.quick else 16, points=8 if args.quick else 32)
+        from train.bench import main as train_bench
+
+        train_bench(directory)
 
 
 if __name__ == "__main__":
