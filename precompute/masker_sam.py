@@ -202,15 +202,17 @@ def threshold_numpy(
     """
     values = logits.numpy()
     m, height, width = values.shape
+    # torch compares float32 logits with a Python number after rounding it to float32.
+    high, low = np.float32(threshold + offset), np.float32(threshold - offset)
     counts = np.empty((2, m), np.int64)
     for i, mask_logits in enumerate(values):
-        counts[0, i] = np.count_nonzero(mask_logits > threshold + offset)
-        counts[1, i] = np.count_nonzero(mask_logits > threshold - offset)
+        counts[0, i] = np.count_nonzero(mask_logits > high)
+        counts[1, i] = np.count_nonzero(mask_logits > low)
     score, kept = _stability(torch.from_numpy(counts[0]), torch.from_numpy(counts[1]), keep_at)
     binary = np.empty((len(kept), height, width), bool)
     area = np.empty(len(kept), np.int64)
     for j, i in enumerate(kept.tolist()):
-        np.greater(values[i], threshold, out=binary[j])
+        np.greater(values[i], np.float32(threshold), out=binary[j])
         area[j] = np.count_nonzero(binary[j])
     return _Thresholded(
         stability_score=score,
@@ -475,7 +477,8 @@ class SamMasker:
         chunks: list[tuple[torch.Tensor, list[int]]],
         orig_size: tuple[int, ...],
     ) -> MaskSet:
-        """One scatter per decoder batch into the (N, H, W) output, uncropping on the way."""
+        """The kept masks as a MaskSet: one gather per upscaled sub-batch into the
+        (N, H, W) output, placing each crop's masks in the image frame."""
         height, width = orig_size
         n = len(kept)
         masks = np.zeros((n, height, width), bool)
