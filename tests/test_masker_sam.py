@@ -280,6 +280,13 @@ def settings(**kwargs) -> SamMaskerSettings:
         ("speckle", (97, 131), dict(box_nms_thresh=1.0), 150),
         ("speckle", (131, 97), dict(box_nms_thresh=1.0, points_per_batch=10), 150),
         # The IoU filter (before upscaling here), a mid stability threshold, NMS.
+        (
+            "speckle",
+            (131, 97),
+            dict(pred_iou_thresh=0.02, stability_score_thresh=0.06, box_nms_thresh=1.0),
+            25,
+        ),
+        # NMS at 0.5 keeps one speckled mask: every box is the whole image.
         ("speckle", (131, 97), dict(pred_iou_thresh=0.02, stability_score_thresh=0.06), 1),
         ("blobs", (97, 131), dict(box_nms_thresh=1.0), 150),
         ("blobs", (131, 97), dict(pred_iou_thresh=0.9, stability_score_thresh=0.3), 25),
