@@ -168,8 +168,13 @@ def infer_sam_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         )
     if use_abs_pos:
         grid = _shape(sd, _ENC + "pos_embed")[1]
+    elif any(s != rel_sizes[0] for s in rel_sizes):
+        grid = (max(rel_sizes) + 1) // 2  # the global blocks span the whole grid
     else:
-        grid = (max(rel_sizes) + 1) // 2
+        raise SamaugError(
+            "SAM state dict without 'image_encoder.pos_embed' whose blocks all have the same "
+            "rel-pos size: its image size cannot be inferred"
+        )
     global_size = 2 * grid - 1
     global_idx = [i for i, s in enumerate(rel_sizes) if s == global_size]
     window_sizes = {(s + 1) // 2 for s in rel_sizes if s != global_size}

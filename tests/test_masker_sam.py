@@ -116,6 +116,21 @@ def test_infer_config_of_tiny_sams(kwargs, expected):
         assert shapes(build_sam(expected)) == shapes(model)
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(use_abs_pos=False),
+        dict(qkv_bias=False, mlp_ratio=2.0, window_size=0, encoder_global_attn_indexes=[0, 1]),
+        dict(decoder_depth=3, decoder_attention_downsample_rate=1, iou_head_depth=2),
+        dict(num_multimask_outputs=2, mask_in_chans=8, iou_head_hidden_dim=48),
+    ],
+)
+def test_infer_config_round_trips_through_build_sam(changes):
+    config = tiny_config(**changes)
+    with torch.device("meta"):
+        assert infer_sam_config(build_sam(config).state_dict()) == config
+
+
 @pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
 def test_infer_config_of_official_sams(name):
     # On the meta device: shapes and keys only, no memory.
