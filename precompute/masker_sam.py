@@ -100,8 +100,9 @@ class SamMaskerSettings:
 class _Candidates:
     """Masks kept so far: per-mask values, and where each mask's pixels are.
 
-    Mask i is ``chunks[chunk[i]][0][row[i]]`` of a list the masker keeps: (binary, crop_box)
-    with binary a (n, h, w) bool tensor of one upscaled sub-batch in its crop's frame.
+    Mask i is row[i] of ``chunks[chunk[i]]``, a list the masker keeps of (masks, crop_box):
+    the masks of one upscaled sub-batch in its crop's frame, a (n, h, w) bool tensor or
+    _PackedMasks.
     """
 
     chunk: torch.Tensor  # (N,) int64, CPU
@@ -147,18 +148,58 @@ class _Candidates:
 
 
 @dataclass
+class _PackedMasks:
+    """k masks of height x width pixels, 8 to a byte (``np.packbits`` order), on the CPU.
+
+    Kept masks wait for the final NMS in this form: an eighth of the memory, so the
+    masker's peak is little more than its output.
+    """
+
+    bits: np.ndarray  # (k, ceil(height * width / 8)) uint8
+    height: int
+    width: int
+
+    @staticmethod
+    def pack(masks: np.ndarray) -> _PackedMasks:
+        """(k, H, W) bool -> _PackedMasks."""
+        k, height, width = masks.shape
+        bits = np.packbits(masks.reshape(k, height * width), axis=1)
+        return _PackedMasks(bits, height, width)
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+    def __getitem__(self, index: torch.Tensor) -> _PackedMasks:
+        return _PackedMasks(self.bits[index.numpy()], self.height, self.width)
+
+    def unpack(self, rows: np.ndarray) -> np.ndarray:
+        """The masks at rows, (n, H, W) bool."""
+        pixels = self.height * self.width
+        flat = np.unpackbits(self.bits[rows], axis=1, count=pixels).view(bool)
+        return flat.reshape(len(rows), self.height, self.width)
+
+
+def _unpack(masks: torch.Tensor | _PackedMasks, rows: np.ndarray) -> np.ndarray:
+    """Stored masks (a bool tensor on any device, or packed) at rows -> (n, H, W) bool."""
+    if isinstance(masks, _PackedMasks):
+        return masks.unpack(rows)
+    return masks[torch.from_numpy(rows).to(masks.device)].cpu().numpy()
+
+
+@dataclass
 class _Thresholded:
     """What one sub-batch of m upscaled masks gives, on the logits' device.
 
     stability_score: (m,) float32, as the reference computes it except 0 for 0 / 0.
     kept: (k,) int64 indices into the m of the masks that pass the stability threshold.
-    binary: (k, H, W) bool, those masks at the mask threshold. area: (k,) int64.
+    binary: those masks at the mask threshold, (k, H, W) bool (a tensor from
+        threshold_torch, _PackedMasks from threshold_numpy). area: (k,) int64.
     rows, cols: (k, H) and (k, W) bool, whether a row / column holds a mask pixel.
     """
 
     stability_score: torch.Tensor
     kept: torch.Tensor
-    binary: torch.Tensor
+    binary: torch.Tensor | _PackedMasks
     area: torch.Tensor
     rows: torch.Tensor
     cols: torch.Tensor
@@ -198,7 +239,8 @@ def threshold_numpy(
 
     On a CPU numpy's comparisons and ``count_nonzero`` are several times faster than
     torch's. Each call is vectorised over one mask's pixels (``count_nonzero`` with an axis
-    would be far slower), so a sub-batch stays in cache between the passes.
+    would be far slower), so a sub-batch stays in cache between the passes. The kept
+    masks come back packed.
     """
     values = logits.numpy()
     m, height, width = values.shape
@@ -217,7 +259,7 @@ def threshold_numpy(
     return _Thresholded(
         stability_score=score,
         kept=kept,
-        binary=torch.from_numpy(binary),
+        binary=_PackedMasks.pack(binary),
         area=torch.from_numpy(area),
         rows=torch.from_numpy(binary.any(axis=2)),
         cols=torch.from_numpy(binary.any(axis=1)),
@@ -338,7 +380,7 @@ class SamMasker:
         crop_boxes, layer_idxs = generate_crop_boxes(
             orig_size, s.crop_n_layers, s.crop_overlap_ratio
         )
-        chunks: list[tuple[torch.Tensor, list[int]]] = []
+        chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]] = []
         parts = [
             self._process_crop(image, crop_box, layer_idx, chunks, timings)
             for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True)
@@ -362,7 +404,7 @@ class SamMasker:
         image: np.ndarray,
         crop_box: list[int],
         layer_idx: int,
-        chunks: list[tuple[torch.Tensor, list[int]]],
+        chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]],
         timings: dict[str, float],
     ) -> _Candidates:
         x0, y0, x1, y1 = crop_box
@@ -399,7 +441,7 @@ class SamMasker:
         points: np.ndarray,
         crop_box: list[int],
         orig_size: tuple[int, ...],
-        chunks: list[tuple[torch.Tensor, list[int]]],
+        chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]],
         timings: dict[str, float],
     ) -> list[_Candidates]:
         """One decoder call on a batch of prompts (XY pixels in the crop, float64): the
@@ -474,7 +516,7 @@ class SamMasker:
     @staticmethod
     def _to_maskset(
         kept: _Candidates,
-        chunks: list[tuple[torch.Tensor, list[int]]],
+        chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]],
         orig_size: tuple[int, ...],
     ) -> MaskSet:
         """The kept masks as a MaskSet: one gather per upscaled sub-batch into the
@@ -487,11 +529,7 @@ class SamMasker:
         for c in np.unique(chunk):
             at = np.flatnonzero(chunk == c)
             source, (x0, y0, x1, y1) = chunks[c]
-            if source.device.type == "cpu":
-                picked = source.numpy()[row[at]]
-            else:
-                picked = source[torch.from_numpy(row[at]).to(source.device)].cpu().numpy()
-            masks[at, y0:y1, x0:x1] = picked
+            masks[at, y0:y1, x0:x1] = _unpack(source, row[at])
         return MaskSet(
             masks=masks,
             stability_score=kept.stability_score.cpu().numpy().astype(np.float32),
