@@ -9,15 +9,16 @@ Where the reference spends its time on a CPU (1000 x 1000 image, 32 x 32 prompts
 SAM, ~1100 masks kept: ~100 s), and what is done here instead (~13 s, see bench_masker):
 
 - it upscales every low-res mask of a 64-prompt batch at once (768 MB of fresh float
-  memory per batch) and only then drops those whose predicted IoU is too low. Upscaling
-  acts on each mask alone, so here the IoU filter runs first and survivors are upscaled
-  a few at a time into memory that stays in cache;
+  memory per batch) and only then drops those whose predicted IoU is too low. Here the
+  IoU filter runs first and the survivors are upscaled a few at a time into memory that
+  stays in cache, each in the channel it has in the reference's batch (torch's choice
+  of CPU kernel depends on the channel count; see ``upscaling_layout``);
 - its stability score sums whole bool batches with torch (a third of its time); here
   numpy compares and counts one mask at a time, the same integer counts;
 - it encodes each kept mask to an uncompressed RLE (Python list per mask), deep-copies
   those lists when it concatenates batches and crops, and decodes them again with a
-  Python loop per run (another third); here masks stay bool tensors on the device until
-  one gather per decoder sub-batch into the output array.
+  Python loop per run (about half its time); here kept masks wait bit-packed (on a GPU:
+  as bool tensors on the device) for one gather per sub-batch into the output array.
 
 Everything that decides which masks are kept (the model calls with the same point
 batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and torchvision's
@@ -188,10 +189,10 @@ def _unpack(masks: torch.Tensor | _PackedMasks, rows: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Thresholded:
-    """What one sub-batch of m upscaled masks gives, on the logits' device.
+    """What the j masks looked at in one upscaled sub-batch give, on the logits' device.
 
-    stability_score: (m,) float32, as the reference computes it except 0 for 0 / 0.
-    kept: (k,) int64 indices into the m of the masks that pass the stability threshold.
+    stability_score: (j,) float32, as the reference computes it except 0 for 0 / 0.
+    kept: (k,) int64 positions among the j of the masks that pass the stability threshold.
     binary: those masks at the mask threshold, (k, H, W) bool (a tensor from
         threshold_torch, _PackedMasks from threshold_numpy). area: (k,) int64.
     rows, cols: (k, H) and (k, W) bool, whether a row / column holds a mask pixel.
@@ -207,7 +208,7 @@ class _Thresholded:
 
 def _stability(intersections: torch.Tensor, unions: torch.Tensor, keep_at: float):
     """The reference's division of its int32 counts (0 / 0 gives 0 here, NaN there) and,
-    as the reference filters, the indices of scores >= keep_at (all when keep_at <= 0)."""
+    as the reference filters, the positions of scores >= keep_at (all when keep_at <= 0)."""
     score = torch.nan_to_num(intersections.to(torch.int32) / unions.to(torch.int32), nan=0.0)
     if keep_at > 0.0:
         return score, torch.nonzero(score >= keep_at).flatten()
@@ -215,9 +216,11 @@ def _stability(intersections: torch.Tensor, unions: torch.Tensor, keep_at: float
 
 
 def threshold_torch(
-    logits: torch.Tensor, threshold: float, offset: float, keep_at: float
+    logits: torch.Tensor, which: torch.Tensor, threshold: float, offset: float, keep_at: float
 ) -> _Thresholded:
-    """(m, H, W) float32 logits -> _Thresholded, with torch ops (any device)."""
+    """(m, H, W) float32 logits, of which the (j,) int64 positions ``which`` count
+    -> _Thresholded, with torch ops (any device)."""
+    logits = logits[which]
     intersections = (logits > threshold + offset).sum((-2, -1))
     unions = (logits > threshold - offset).sum((-2, -1))
     score, kept = _stability(intersections, unions, keep_at)
@@ -233,28 +236,28 @@ def threshold_torch(
 
 
 def threshold_numpy(
-    logits: torch.Tensor, threshold: float, offset: float, keep_at: float
+    logits: torch.Tensor, which: torch.Tensor, threshold: float, offset: float, keep_at: float
 ) -> _Thresholded:
-    """(m, H, W) float32 CPU logits -> _Thresholded, the same values as threshold_torch.
+    """The same as threshold_torch, for logits on the CPU, the kept masks packed.
 
     On a CPU numpy's comparisons and ``count_nonzero`` are several times faster than
     torch's. Each call is vectorised over one mask's pixels (``count_nonzero`` with an axis
-    would be far slower), so a sub-batch stays in cache between the passes. The kept
-    masks come back packed.
+    would be far slower), so a sub-batch stays in cache between the passes.
     """
     values = logits.numpy()
-    m, height, width = values.shape
+    which = which.tolist()
+    height, width = values.shape[1:]
     # torch compares float32 logits with a Python number after rounding it to float32.
     high, low = np.float32(threshold + offset), np.float32(threshold - offset)
-    counts = np.empty((2, m), np.int64)
-    for i, mask_logits in enumerate(values):
-        counts[0, i] = np.count_nonzero(mask_logits > high)
-        counts[1, i] = np.count_nonzero(mask_logits > low)
+    counts = np.empty((2, len(which)), np.int64)
+    for i, w in enumerate(which):
+        counts[0, i] = np.count_nonzero(values[w] > high)
+        counts[1, i] = np.count_nonzero(values[w] > low)
     score, kept = _stability(torch.from_numpy(counts[0]), torch.from_numpy(counts[1]), keep_at)
     binary = np.empty((len(kept), height, width), bool)
     area = np.empty(len(kept), np.int64)
     for j, i in enumerate(kept.tolist()):
-        np.greater(values[i], np.float32(threshold), out=binary[j])
+        np.greater(values[which[i]], np.float32(threshold), out=binary[j])
         area[j] = np.count_nonzero(binary[j])
     return _Thresholded(
         stability_score=score,
@@ -264,6 +267,26 @@ def threshold_numpy(
         rows=torch.from_numpy(binary.any(axis=2)),
         cols=torch.from_numpy(binary.any(axis=1)),
     )
+
+
+def upscaling_layout(masks: torch.Tensor, per_point: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where to put masks in a (rows, per_point, h, w) input to ``postprocess_masks``.
+
+    masks: (n,) increasing int64 indices into a decoder batch's flattened (B * per_point)
+    masks. Returns (row, channel), each (n,): every mask keeps its channel (its position
+    among its prompt's outputs) and rows are filled channel by channel.
+
+    The reference upscales (B, per_point, h, w) batches, and which CPU kernel torch picks
+    depends on the channel count (with one thread, 3 channels take a channels-last kernel
+    with different rounding), so keeping that shape and each mask's channel keeps its
+    upscaled logits bit-identical, while masks dropped by the IoU filter leave no gap.
+    """
+    channel = masks % per_point
+    row = torch.empty_like(masks)
+    for c in range(per_point):
+        here = channel == c
+        row[here] = torch.arange(int(here.sum()), device=masks.device)
+    return row, channel
 
 
 def _first_last(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,8 +326,9 @@ class SamMasker:
     settings: the generator's settings. info: what identifies the checkpoint
         ({"checkpoint", "checkpoint_sha256", "architecture", "config"}); inferred from
         the model, without a checkpoint path or hash, when not given.
-    upscale_bytes: memory for the float logits upscaled at once (default: 16 MiB on a
-        CPU, which keeps them in cache, 1 GiB on a GPU); results do not depend on it.
+    upscale_bytes: memory for the float logits upscaled at once, at least one prompt's
+        masks (default: 24 MiB on a CPU, to stay in its last-level cache, 1 GiB on a
+        GPU); results do not depend on it.
 
     One deliberate difference: the reference divides by zero for a mask whose
     low-threshold union is empty (stability score NaN); here its score is 0. With
@@ -342,7 +366,7 @@ class SamMasker:
             }
         self.info = info
         if upscale_bytes is None:
-            upscale_bytes = (1 << 30) if self.device.type == "cuda" else (16 << 20)
+            upscale_bytes = (1 << 30) if self.device.type == "cuda" else (24 << 20)
         self.upscale_bytes = upscale_bytes
         self.last_timings: dict[str, float] = {}
         self._threshold = threshold_numpy if self.device.type == "cpu" else threshold_torch
@@ -416,13 +440,14 @@ class SamMasker:
 
         crop_size = cropped.shape[:2]
         points_for_image = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
-        parts = []
-        for (points,) in batch_iterator(self.settings.points_per_batch, points_for_image):
-            parts += self._process_batch(points, crop_box, image.shape[:2], chunks, timings)
+        parts = [
+            self._process_batch(points, crop_box, image.shape[:2], chunks, timings)
+            for (points,) in batch_iterator(self.settings.points_per_batch, points_for_image)
+        ]
         self.predictor.reset_image()
 
         start = time.perf_counter()
-        data = _Candidates.cat(parts) if parts else _Candidates.empty(self.device)
+        data = _Candidates.cat(parts)
         keep = batched_nms(
             data.boxes.float(),
             data.iou_preds,
@@ -443,9 +468,9 @@ class SamMasker:
         orig_size: tuple[int, ...],
         chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]],
         timings: dict[str, float],
-    ) -> list[_Candidates]:
+    ) -> _Candidates:
         """One decoder call on a batch of prompts (XY pixels in the crop, float64): the
-        masks it keeps, in the reference's order, one part per upscaled sub-batch."""
+        masks it keeps, in the reference's order."""
         model, predictor, s = self.model, self.predictor, self.settings
         start = time.perf_counter()
         # predict_torch without its upscaling, on the very same inputs.
@@ -467,29 +492,38 @@ class SamMasker:
         timings["decoder"] += after_decoder - start
 
         per_point = low_res.shape[1]
-        low_res = low_res.flatten(0, 1)
         iou_preds = iou_preds.flatten(0, 1)
-        # Upscaling acts on each mask alone, so filtering first changes nothing.
         if s.pred_iou_thresh > 0.0:
             candidates = torch.nonzero(iou_preds > s.pred_iou_thresh).flatten()
         else:
             candidates = torch.arange(len(iou_preds), device=iou_preds.device)
-
+        if len(candidates) == 0:
+            timings["postprocess"] += time.perf_counter() - after_decoder
+            return _Candidates.empty(self.device)
+        # Only masks that pass the IoU filter are upscaled (each mask is upscaled alone, so
+        # this changes nothing), a few rows at a time.
+        slot_row, slot_channel = upscaling_layout(candidates, per_point)
+        n_rows = int(slot_row.max()) + 1
+        crop_h, crop_w = predictor.original_size
+        step = max(1, self.upscale_bytes // (4 * per_point * crop_h * crop_w))
         threshold, offset = model.mask_threshold, s.stability_score_offset
         orig_box = [0, 0, orig_size[1], orig_size[0]]
-        crop_h, crop_w = predictor.original_size
-        step = max(1, self.upscale_bytes // (4 * crop_h * crop_w))
-        parts = []
-        for first in range(0, len(candidates), step):
-            sub = candidates[first : first + step]
+        low_res = low_res.flatten(0, 1)
+        found: list[tuple[torch.Tensor, ...]] = []
+        for first in range(0, n_rows, step):
+            here = torch.nonzero((slot_row >= first) & (slot_row < first + step)).flatten()
+            row, channel, index = slot_row[here] - first, slot_channel[here], candidates[here]
+            stacked = low_res.new_zeros((int(row.max()) + 1, per_point, *low_res.shape[-2:]))
+            stacked[row, channel] = low_res[index]
             logits = model.postprocess_masks(
-                low_res[sub].unsqueeze(1), predictor.input_size, predictor.original_size
-            )[:, 0]
-            t = self._threshold(logits, threshold, offset, s.stability_score_thresh)
+                stacked, predictor.input_size, predictor.original_size
+            ).flatten(0, 1)
+            t = self._threshold(
+                logits, row * per_point + channel, threshold, offset, s.stability_score_thresh
+            )
             del logits
             boxes = _boxes(t.rows, t.cols)
-            binary, area, index = t.binary, t.area, sub[t.kept]
-            score = t.stability_score[t.kept]
+            binary, area, index, score = t.binary, t.area, index[t.kept], t.stability_score[t.kept]
             near_edge = is_box_near_crop_edge(boxes, crop_box, orig_box)
             if torch.any(near_edge):
                 keep = torch.nonzero(~near_edge).flatten()
@@ -498,20 +532,26 @@ class SamMasker:
                 )
             if len(index) == 0:
                 continue
-            parts.append(
-                _Candidates(
-                    chunk=torch.full((len(index),), len(chunks)),
-                    row=torch.arange(len(index)),
-                    iou_preds=iou_preds[index],
-                    stability_score=score,
-                    boxes=boxes,
-                    points=torch.as_tensor(points)[(index // per_point).cpu()],
-                    area=area,
-                )
-            )
+            chunk = torch.full((len(index),), len(chunks))
+            found.append((index, chunk, torch.arange(len(index)), score, boxes, area))
             chunks.append((binary, crop_box))
         timings["postprocess"] += time.perf_counter() - after_decoder
-        return parts
+        if not found:
+            return _Candidates.empty(self.device)
+        index, chunk, row, score, boxes, area = (torch.cat(v) for v in zip(*found, strict=True))
+        # Back to the reference's order: by prompt, then by output.
+        order = torch.argsort(index)
+        index, score, boxes, area = index[order], score[order], boxes[order], area[order]
+        order = order.cpu()
+        return _Candidates(
+            chunk=chunk[order],
+            row=row[order],
+            iou_preds=iou_preds[index],
+            stability_score=score,
+            boxes=boxes,
+            points=torch.as_tensor(points)[(index // per_point).cpu()],
+            area=area,
+        )
 
     @staticmethod
     def _to_maskset(

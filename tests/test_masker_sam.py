@@ -22,6 +22,7 @@ from precompute.masker_sam import (
     SamMaskerSettings,
     reference_generate,
     threshold_torch,
+    upscaling_layout,
 )
 from precompute.sam_loader import (
     OFFICIAL_CONFIGS,
@@ -330,6 +331,29 @@ def test_same_masks_with_a_crop_layer(models):
     # Masks from inside the crops survive the crop-edge filter and the NMS across crops.
     full_grid = {tuple(p) for p in SamMasker(blobs, settings(), info={}).generate(image).point}
     assert len(ours) > 100 and sum(tuple(p) not in full_grid for p in ours.point) > 20
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("size", [(1000, 700), (131, 97), (40, 60)])
+def test_upscaling_layout_keeps_logits_bit_identical(models, threads, size):
+    # With one thread torch upscales 3-channel batches with another kernel than 1-channel
+    # ones (different rounding); sizes below 128 + 128 take it with any thread count.
+    model = models["speckle"]
+    low_res = torch.randn(20, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 30
+    scale = model.image_encoder.img_size / max(size)
+    input_size = (round(size[0] * scale), round(size[1] * scale))
+    torch.set_num_threads(threads)
+    try:
+        reference = model.postprocess_masks(low_res, input_size, size).flatten(0, 1)
+        masks = torch.tensor([0, 1, 2, 4, 8, 9, 10, 14, 17, 26, 40, 41, 53, 59])
+        row, channel = upscaling_layout(masks, 3)
+        stacked = torch.zeros(int(row.max()) + 1, 3, 32, 32)
+        stacked[row, channel] = low_res.flatten(0, 1)[masks]
+        ours = model.postprocess_masks(stacked, input_size, size).flatten(0, 1)
+    finally:
+        torch.set_num_threads(1)
+    assert int(row.max()) + 1 == 8  # 14 masks, 8 of them in channel 2
+    assert torch.equal(ours[row * 3 + channel], reference[masks])
 
 
 @pytest.mark.parametrize("thresholding", ["numpy", "torch"])
