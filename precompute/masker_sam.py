@@ -28,7 +28,8 @@ batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and to
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,10 @@ class SamMaskerSettings:
         for name, (value, low) in counts.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise SamaugError(f"sam setting {name} must be an integer >= {low}, got {value!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in counts and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise SamaugError(f"sam setting {f.name} must be a number, got {value!r}")
         if not 0 <= self.crop_overlap_ratio < 1:
             raise SamaugError(
                 f"sam setting crop_overlap_ratio must be in [0, 1), got {self.crop_overlap_ratio!r}"

@@ -391,3 +391,5 @@ def test_bad_images_and_settings_are_refused(models):
         masker.generate(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(SamaugError, match="points_per_side"):
         SamMaskerSettings(points_per_side=0)
+    with pytest.raises(SamaugError, match="box_nms_thresh must be a number, got 'high'"):
+        SamMaskerSettings(box_nms_thresh="high")
