@@ -505,8 +505,8 @@ class SamMasker:
         if len(candidates) == 0:
             timings["postprocess"] += time.perf_counter() - after_decoder
             return _Candidates.empty(self.device)
-        # Only masks that pass the IoU filter are upscaled (each mask is upscaled alone, so
-        # this changes nothing), a few rows at a time.
+        # Only masks that pass the IoU filter are upscaled, a few rows at a time: a mask's
+        # upscaled logits depend on nothing but itself and its channel.
         slot_row, slot_channel = upscaling_layout(candidates, per_point)
         n_rows = int(slot_row.max()) + 1
         crop_h, crop_w = predictor.original_size
