@@ -49,6 +49,15 @@ from segment_anything.utils.amg import (
 from torchvision.ops.boxes import batched_nms, box_area
 
 from .sam_loader import architecture_name, build_sam_from_checkpoint, infer_sam_config
+from .sam_masks import (
+    Candidates,
+    PackedMasks,
+    mask_boxes,
+    threshold_numpy,
+    threshold_torch,
+    unpack_rows,
+    upscaling_layout,
+)
 from .types import MaskSet, SamaugError
 
 
@@ -101,216 +110,6 @@ class SamMaskerSettings:
                 "sam setting stability_score_offset must be >= 0, got "
                 f"{self.stability_score_offset!r}"
             )
-
-
-@dataclass
-class _Candidates:
-    """Masks kept so far: per-mask values, and where each mask's pixels are.
-
-    Mask i is row[i] of ``chunks[chunk[i]]``, a list the masker keeps of (masks, crop_box):
-    the masks of one upscaled sub-batch in its crop's frame, a (n, h, w) bool tensor or
-    _PackedMasks.
-    """
-
-    chunk: torch.Tensor  # (N,) int64, CPU
-    row: torch.Tensor  # (N,) int64, CPU
-    iou_preds: torch.Tensor  # (N,) float32
-    stability_score: torch.Tensor  # (N,) float32
-    boxes: torch.Tensor  # (N, 4) int64 XYXY, crop frame until uncropped
-    points: torch.Tensor  # (N, 2) float64 XY, crop frame until uncropped
-    area: torch.Tensor  # (N,) int64
-    crop_boxes: torch.Tensor | None = None  # (N, 4) int64 XYXY, once uncropped
-
-    def __len__(self) -> int:
-        return int(self.chunk.shape[0])
-
-    def select(self, keep: torch.Tensor) -> _Candidates:
-        """The candidates at keep (bool mask or indices), in keep's order."""
-        values = {}
-        for name, value in vars(self).items():
-            if value is not None:
-                value = value[keep.to(value.device)]
-            values[name] = value
-        return _Candidates(**values)
-
-    @staticmethod
-    def empty(device: torch.device) -> _Candidates:
-        index = torch.zeros(0, dtype=torch.int64)
-        return _Candidates(
-            chunk=index,
-            row=index,
-            iou_preds=torch.zeros(0, device=device),
-            stability_score=torch.zeros(0, device=device),
-            boxes=torch.zeros((0, 4), dtype=torch.int64, device=device),
-            points=torch.zeros((0, 2), dtype=torch.float64),
-            area=torch.zeros(0, dtype=torch.int64, device=device),
-        )
-
-    @staticmethod
-    def cat(parts: list[_Candidates]) -> _Candidates:
-        values = {}
-        for name, first in vars(parts[0]).items():
-            values[name] = None if first is None else torch.cat([getattr(p, name) for p in parts])
-        return _Candidates(**values)
-
-
-@dataclass
-class _PackedMasks:
-    """k masks of height x width pixels, 8 to a byte (``np.packbits`` order), on the CPU.
-
-    Kept masks wait for the final NMS in this form: an eighth of the memory, so the
-    masker's peak is little more than its output.
-    """
-
-    bits: np.ndarray  # (k, ceil(height * width / 8)) uint8
-    height: int
-    width: int
-
-    @staticmethod
-    def pack(masks: np.ndarray) -> _PackedMasks:
-        """(k, H, W) bool -> _PackedMasks."""
-        k, height, width = masks.shape
-        bits = np.packbits(masks.reshape(k, height * width), axis=1)
-        return _PackedMasks(bits, height, width)
-
-    def __len__(self) -> int:
-        return len(self.bits)
-
-    def __getitem__(self, index: torch.Tensor) -> _PackedMasks:
-        return _PackedMasks(self.bits[index.numpy()], self.height, self.width)
-
-    def unpack(self, rows: np.ndarray) -> np.ndarray:
-        """The masks at rows, (n, H, W) bool."""
-        pixels = self.height * self.width
-        flat = np.unpackbits(self.bits[rows], axis=1, count=pixels).view(bool)
-        return flat.reshape(len(rows), self.height, self.width)
-
-
-def _unpack(masks: torch.Tensor | _PackedMasks, rows: np.ndarray) -> np.ndarray:
-    """Stored masks (a bool tensor on any device, or packed) at rows -> (n, H, W) bool."""
-    if isinstance(masks, _PackedMasks):
-        return masks.unpack(rows)
-    return masks[torch.from_numpy(rows).to(masks.device)].cpu().numpy()
-
-
-@dataclass
-class _Thresholded:
-    """What the j masks looked at in one upscaled sub-batch give, on the logits' device.
-
-    stability_score: (j,) float32, as the reference computes it except 0 for 0 / 0.
-    kept: (k,) int64 positions among the j of the masks that pass the stability threshold.
-    binary: those masks at the mask threshold, (k, H, W) bool (a tensor from
-        threshold_torch, _PackedMasks from threshold_numpy). area: (k,) int64.
-    rows, cols: (k, H) and (k, W) bool, whether a row / column holds a mask pixel.
-    """
-
-    stability_score: torch.Tensor
-    kept: torch.Tensor
-    binary: torch.Tensor | _PackedMasks
-    area: torch.Tensor
-    rows: torch.Tensor
-    cols: torch.Tensor
-
-
-def _stability(intersections: torch.Tensor, unions: torch.Tensor, keep_at: float):
-    """The reference's division of its int32 counts (0 / 0 gives 0 here, NaN there) and,
-    as the reference filters, the positions of scores >= keep_at (all when keep_at <= 0)."""
-    score = torch.nan_to_num(intersections.to(torch.int32) / unions.to(torch.int32), nan=0.0)
-    if keep_at > 0.0:
-        return score, torch.nonzero(score >= keep_at).flatten()
-    return score, torch.arange(len(score), device=score.device)
-
-
-def threshold_torch(
-    logits: torch.Tensor, which: torch.Tensor, threshold: float, offset: float, keep_at: float
-) -> _Thresholded:
-    """(m, H, W) float32 logits, of which the (j,) int64 positions ``which`` count
-    -> _Thresholded, with torch ops (any device)."""
-    logits = logits[which]
-    intersections = (logits > threshold + offset).sum((-2, -1))
-    unions = (logits > threshold - offset).sum((-2, -1))
-    score, kept = _stability(intersections, unions, keep_at)
-    binary = logits[kept] > threshold
-    return _Thresholded(
-        stability_score=score,
-        kept=kept,
-        binary=binary,
-        area=binary.sum((-2, -1)),
-        rows=binary.any(-1),
-        cols=binary.any(-2),
-    )
-
-
-def threshold_numpy(
-    logits: torch.Tensor, which: torch.Tensor, threshold: float, offset: float, keep_at: float
-) -> _Thresholded:
-    """The same as threshold_torch, for logits on the CPU, the kept masks packed.
-
-    On a CPU numpy's comparisons and ``count_nonzero`` are several times faster than
-    torch's. Each call is vectorised over one mask's pixels (``count_nonzero`` with an axis
-    would be far slower), so a sub-batch stays in cache between the passes.
-    """
-    values = logits.numpy()
-    which = which.tolist()
-    height, width = values.shape[1:]
-    # torch compares float32 logits with a Python number after rounding it to float32.
-    high, low = np.float32(threshold + offset), np.float32(threshold - offset)
-    counts = np.empty((2, len(which)), np.int64)
-    for i, w in enumerate(which):
-        counts[0, i] = np.count_nonzero(values[w] > high)
-        counts[1, i] = np.count_nonzero(values[w] > low)
-    score, kept = _stability(torch.from_numpy(counts[0]), torch.from_numpy(counts[1]), keep_at)
-    binary = np.empty((len(kept), height, width), bool)
-    area = np.empty(len(kept), np.int64)
-    for j, i in enumerate(kept.tolist()):
-        np.greater(values[which[i]], np.float32(threshold), out=binary[j])
-        area[j] = np.count_nonzero(binary[j])
-    return _Thresholded(
-        stability_score=score,
-        kept=kept,
-        binary=_PackedMasks.pack(binary),
-        area=torch.from_numpy(area),
-        rows=torch.from_numpy(binary.any(axis=2)),
-        cols=torch.from_numpy(binary.any(axis=1)),
-    )
-
-
-def upscaling_layout(masks: torch.Tensor, per_point: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where to put masks in a (rows, per_point, h, w) input to ``postprocess_masks``.
-
-    masks: (n,) increasing int64 indices into a decoder batch's flattened (B * per_point)
-    masks. Returns (row, channel), each (n,): every mask keeps its channel (its position
-    among its prompt's outputs) and rows are filled channel by channel.
-
-    The reference upscales (B, per_point, h, w) batches, and which CPU kernel torch picks
-    depends on the channel count (with one thread, 3 channels take a channels-last kernel
-    with different rounding), so keeping that shape and each mask's channel keeps its
-    upscaled logits bit-identical, while masks dropped by the IoU filter leave no gap.
-    """
-    channel = masks % per_point
-    row = torch.empty_like(masks)
-    for c in range(per_point):
-        here = channel == c
-        row[here] = torch.arange(int(here.sum()), device=masks.device)
-    return row, channel
-
-
-def _first_last(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, L) bool -> (first, last) index of a True per row, each (n,) int64; meaningless
-    (0 and L - 1) for a row without one."""
-    as_int = present.to(torch.uint8)
-    first = as_int.argmax(-1)
-    last = present.shape[-1] - 1 - as_int.flip(-1).argmax(-1)
-    return first, last
-
-
-def _boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Masks given by their rows (n, H) and columns (n, W) that hold a True pixel -> (n, 4)
-    int64 XYXY inclusive boxes, zeros for an empty mask: ``batched_mask_to_box``'s values."""
-    top, bottom = _first_last(rows)
-    left, right = _first_last(cols)
-    boxes = torch.stack([left, top, right, bottom], dim=-1)
-    return boxes * rows.any(-1, keepdim=True)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -410,13 +209,13 @@ class SamMasker:
         crop_boxes, layer_idxs = generate_crop_boxes(
             orig_size, s.crop_n_layers, s.crop_overlap_ratio
         )
-        chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]] = []
+        chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]] = []
         parts = [
             self._process_crop(image, crop_box, layer_idx, chunks, timings)
             for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True)
         ]
         start = time.perf_counter()
-        kept = _Candidates.cat(parts)
+        kept = Candidates.cat(parts)
         if len(crop_boxes) > 1:
             # As the reference: prefer masks from smaller crops.
             scores = (1 / box_area(kept.crop_boxes)).to(kept.boxes.device)
@@ -434,9 +233,9 @@ class SamMasker:
         image: np.ndarray,
         crop_box: list[int],
         layer_idx: int,
-        chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]],
+        chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
         timings: dict[str, float],
-    ) -> _Candidates:
+    ) -> Candidates:
         x0, y0, x1, y1 = crop_box
         cropped = image[y0:y1, x0:x1, :]
         start = time.perf_counter()
@@ -453,7 +252,7 @@ class SamMasker:
         self.predictor.reset_image()
 
         start = time.perf_counter()
-        data = _Candidates.cat(parts)
+        data = Candidates.cat(parts)
         keep = batched_nms(
             data.boxes.float(),
             data.iou_preds,
@@ -472,9 +271,9 @@ class SamMasker:
         points: np.ndarray,
         crop_box: list[int],
         orig_size: tuple[int, ...],
-        chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]],
+        chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
         timings: dict[str, float],
-    ) -> _Candidates:
+    ) -> Candidates:
         """One decoder call on a batch of prompts (XY pixels in the crop, float64): the
         masks it keeps, in the reference's order."""
         model, predictor, s = self.model, self.predictor, self.settings
@@ -505,7 +304,7 @@ class SamMasker:
             candidates = torch.arange(len(iou_preds), device=iou_preds.device)
         if len(candidates) == 0:
             timings["postprocess"] += time.perf_counter() - after_decoder
-            return _Candidates.empty(self.device)
+            return Candidates.empty(self.device)
         # Only masks that pass the IoU filter are upscaled, a few rows at a time: a mask's
         # upscaled logits depend on nothing but itself and its channel.
         slot_row, slot_channel = upscaling_layout(candidates, per_point)
@@ -528,7 +327,7 @@ class SamMasker:
                 logits, row * per_point + channel, threshold, offset, s.stability_score_thresh
             )
             del logits
-            boxes = _boxes(t.rows, t.cols)
+            boxes = mask_boxes(t.rows, t.cols)
             binary, area, index, score = t.binary, t.area, index[t.kept], t.stability_score[t.kept]
             near_edge = is_box_near_crop_edge(boxes, crop_box, orig_box)
             if torch.any(near_edge):
@@ -543,13 +342,13 @@ class SamMasker:
             chunks.append((binary, crop_box))
         timings["postprocess"] += time.perf_counter() - after_decoder
         if not found:
-            return _Candidates.empty(self.device)
+            return Candidates.empty(self.device)
         index, chunk, row, score, boxes, area = (torch.cat(v) for v in zip(*found, strict=True))
         # Back to the reference's order: by prompt, then by output.
         order = torch.argsort(index)
         index, score, boxes, area = index[order], score[order], boxes[order], area[order]
         order = order.cpu()
-        return _Candidates(
+        return Candidates(
             chunk=chunk[order],
             row=row[order],
             iou_preds=iou_preds[index],
@@ -561,8 +360,8 @@ class SamMasker:
 
     @staticmethod
     def _to_maskset(
-        kept: _Candidates,
-        chunks: list[tuple[torch.Tensor | _PackedMasks, list[int]]],
+        kept: Candidates,
+        chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
         orig_size: tuple[int, ...],
     ) -> MaskSet:
         """The kept masks as a MaskSet: one gather per upscaled sub-batch into the
@@ -575,7 +374,7 @@ class SamMasker:
         for c in np.unique(chunk):
             at = np.flatnonzero(chunk == c)
             source, (x0, y0, x1, y1) = chunks[c]
-            masks[at, y0:y1, x0:x1] = _unpack(source, row[at])
+            masks[at, y0:y1, x0:x1] = unpack_rows(source, row[at])
         return MaskSet(
             masks=masks,
             stability_score=kept.stability_score.cpu().numpy().astype(np.float32),

@@ -17,13 +17,7 @@ import torch.nn.functional as F
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 from tiny_sam import build_tiny_sam, save_tiny_sam
 
-from precompute.masker_sam import (
-    SamMasker,
-    SamMaskerSettings,
-    reference_generate,
-    threshold_torch,
-    upscaling_layout,
-)
+from precompute.masker_sam import SamMasker, SamMaskerSettings, reference_generate
 from precompute.sam_loader import (
     OFFICIAL_CONFIGS,
     architecture_name,
@@ -32,6 +26,7 @@ from precompute.sam_loader import (
     checkpoint_info,
     infer_sam_config,
 )
+from precompute.sam_masks import threshold_torch, upscaling_layout
 from precompute.types import MaskSet, SamaugError
 from precompute.weights import sha256_file
 

@@ -1,0 +1,222 @@
+"""The sam masker's per-mask arithmetic: thresholds, stability scores, boxes, packing.
+
+Each function gives exactly the values segment_anything's automatic mask generator computes
+for the same logits (see ``masker_sam`` for why they are computed differently).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Candidates:
+    """Masks kept so far: per-mask values, and where each mask's pixels are.
+
+    Mask i is row[i] of ``chunks[chunk[i]]``, a list the masker keeps of (masks, crop_box):
+    the masks of one upscaled sub-batch in its crop's frame, a (n, h, w) bool tensor or
+    PackedMasks.
+    """
+
+    chunk: torch.Tensor  # (N,) int64, CPU
+    row: torch.Tensor  # (N,) int64, CPU
+    iou_preds: torch.Tensor  # (N,) float32
+    stability_score: torch.Tensor  # (N,) float32
+    boxes: torch.Tensor  # (N, 4) int64 XYXY, crop frame until uncropped
+    points: torch.Tensor  # (N, 2) float64 XY, crop frame until uncropped
+    area: torch.Tensor  # (N,) int64
+    crop_boxes: torch.Tensor | None = None  # (N, 4) int64 XYXY, once uncropped
+
+    def __len__(self) -> int:
+        return int(self.chunk.shape[0])
+
+    def select(self, keep: torch.Tensor) -> Candidates:
+        """The candidates at keep (bool mask or indices), in keep's order."""
+        values = {}
+        for name, value in vars(self).items():
+            if value is not None:
+                value = value[keep.to(value.device)]
+            values[name] = value
+        return Candidates(**values)
+
+    @staticmethod
+    def empty(device: torch.device) -> Candidates:
+        index = torch.zeros(0, dtype=torch.int64)
+        return Candidates(
+            chunk=index,
+            row=index,
+            iou_preds=torch.zeros(0, device=device),
+            stability_score=torch.zeros(0, device=device),
+            boxes=torch.zeros((0, 4), dtype=torch.int64, device=device),
+            points=torch.zeros((0, 2), dtype=torch.float64),
+            area=torch.zeros(0, dtype=torch.int64, device=device),
+        )
+
+    @staticmethod
+    def cat(parts: list[Candidates]) -> Candidates:
+        values = {}
+        for name, first in vars(parts[0]).items():
+            values[name] = None if first is None else torch.cat([getattr(p, name) for p in parts])
+        return Candidates(**values)
+
+
+@dataclass
+class PackedMasks:
+    """k masks of height x width pixels, 8 to a byte (``np.packbits`` order), on the CPU.
+
+    Kept masks wait for the final NMS in this form: an eighth of the memory, so the
+    masker's peak is little more than its output.
+    """
+
+    bits: np.ndarray  # (k, ceil(height * width / 8)) uint8
+    height: int
+    width: int
+
+    @staticmethod
+    def pack(masks: np.ndarray) -> PackedMasks:
+        """(k, H, W) bool -> PackedMasks."""
+        k, height, width = masks.shape
+        bits = np.packbits(masks.reshape(k, height * width), axis=1)
+        return PackedMasks(bits, height, width)
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+    def __getitem__(self, index: torch.Tensor) -> PackedMasks:
+        return PackedMasks(self.bits[index.numpy()], self.height, self.width)
+
+    def unpack(self, rows: np.ndarray) -> np.ndarray:
+        """The masks at rows, (n, H, W) bool."""
+        pixels = self.height * self.width
+        flat = np.unpackbits(self.bits[rows], axis=1, count=pixels).view(bool)
+        return flat.reshape(len(rows), self.height, self.width)
+
+
+def unpack_rows(masks: torch.Tensor | PackedMasks, rows: np.ndarray) -> np.ndarray:
+    """Stored masks (a bool tensor on any device, or packed) at rows -> (n, H, W) bool."""
+    if isinstance(masks, PackedMasks):
+        return masks.unpack(rows)
+    return masks[torch.from_numpy(rows).to(masks.device)].cpu().numpy()
+
+
+@dataclass
+class Thresholded:
+    """What the j masks looked at in one upscaled sub-batch give, on the logits' device.
+
+    stability_score: (j,) float32, as the reference computes it except 0 for 0 / 0.
+    kept: (k,) int64 positions among the j of the masks that pass the stability threshold.
+    binary: those masks at the mask threshold, (k, H, W) bool (a tensor from
+        threshold_torch, PackedMasks from threshold_numpy). area: (k,) int64.
+    rows, cols: (k, H) and (k, W) bool, whether a row / column holds a mask pixel.
+    """
+
+    stability_score: torch.Tensor
+    kept: torch.Tensor
+    binary: torch.Tensor | PackedMasks
+    area: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+
+
+def _stability(intersections: torch.Tensor, unions: torch.Tensor, keep_at: float):
+    """The reference's division of its int32 counts (0 / 0 gives 0 here, NaN there) and,
+    as the reference filters, the positions of scores >= keep_at (all when keep_at <= 0)."""
+    score = torch.nan_to_num(intersections.to(torch.int32) / unions.to(torch.int32), nan=0.0)
+    if keep_at > 0.0:
+        return score, torch.nonzero(score >= keep_at).flatten()
+    return score, torch.arange(len(score), device=score.device)
+
+
+def threshold_torch(
+    logits: torch.Tensor, which: torch.Tensor, threshold: float, offset: float, keep_at: float
+) -> Thresholded:
+    """(m, H, W) float32 logits, of which the (j,) int64 positions ``which`` count
+    -> Thresholded, with torch ops (any device)."""
+    logits = logits[which]
+    intersections = (logits > threshold + offset).sum((-2, -1))
+    unions = (logits > threshold - offset).sum((-2, -1))
+    score, kept = _stability(intersections, unions, keep_at)
+    binary = logits[kept] > threshold
+    return Thresholded(
+        stability_score=score,
+        kept=kept,
+        binary=binary,
+        area=binary.sum((-2, -1)),
+        rows=binary.any(-1),
+        cols=binary.any(-2),
+    )
+
+
+def threshold_numpy(
+    logits: torch.Tensor, which: torch.Tensor, threshold: float, offset: float, keep_at: float
+) -> Thresholded:
+    """The same as threshold_torch, for logits on the CPU, the kept masks packed.
+
+    On a CPU numpy's comparisons and ``count_nonzero`` are several times faster than
+    torch's. Each call is vectorised over one mask's pixels (``count_nonzero`` with an axis
+    would be far slower), so a sub-batch stays in cache between the passes.
+    """
+    values = logits.numpy()
+    which = which.tolist()
+    height, width = values.shape[1:]
+    # torch compares float32 logits with a Python number after rounding it to float32.
+    high, low = np.float32(threshold + offset), np.float32(threshold - offset)
+    counts = np.empty((2, len(which)), np.int64)
+    for i, w in enumerate(which):
+        counts[0, i] = np.count_nonzero(values[w] > high)
+        counts[1, i] = np.count_nonzero(values[w] > low)
+    score, kept = _stability(torch.from_numpy(counts[0]), torch.from_numpy(counts[1]), keep_at)
+    binary = np.empty((len(kept), height, width), bool)
+    area = np.empty(len(kept), np.int64)
+    for j, i in enumerate(kept.tolist()):
+        np.greater(values[which[i]], np.float32(threshold), out=binary[j])
+        area[j] = np.count_nonzero(binary[j])
+    return Thresholded(
+        stability_score=score,
+        kept=kept,
+        binary=PackedMasks.pack(binary),
+        area=torch.from_numpy(area),
+        rows=torch.from_numpy(binary.any(axis=2)),
+        cols=torch.from_numpy(binary.any(axis=1)),
+    )
+
+
+def upscaling_layout(masks: torch.Tensor, per_point: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where to put masks in a (rows, per_point, h, w) input to ``postprocess_masks``.
+
+    masks: (n,) increasing int64 indices into a decoder batch's flattened (B * per_point)
+    masks. Returns (row, channel), each (n,): every mask keeps its channel (its position
+    among its prompt's outputs) and rows are filled channel by channel.
+
+    The reference upscales (B, per_point, h, w) batches, and which CPU kernel torch picks
+    depends on the channel count (with one thread, 3 channels take a channels-last kernel
+    with different rounding), so keeping that shape and each mask's channel keeps its
+    upscaled logits bit-identical, while masks dropped by the IoU filter leave no gap.
+    """
+    channel = masks % per_point
+    row = torch.empty_like(masks)
+    for c in range(per_point):
+        here = channel == c
+        row[here] = torch.arange(int(here.sum()), device=masks.device)
+    return row, channel
+
+
+def _first_last(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, L) bool -> (first, last) index of a True per row, each (n,) int64; meaningless
+    (0 and L - 1) for a row without one."""
+    as_int = present.to(torch.uint8)
+    first = as_int.argmax(-1)
+    last = present.shape[-1] - 1 - as_int.flip(-1).argmax(-1)
+    return first, last
+
+
+def mask_boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Masks given by their rows (n, H) and columns (n, W) that hold a True pixel -> (n, 4)
+    int64 XYXY inclusive boxes, zeros for an empty mask: ``batched_mask_to_box``'s values."""
+    top, bottom = _first_last(rows)
+    left, right = _first_last(cols)
+    boxes = torch.stack([left, top, right, bottom], dim=-1)
+    return boxes * rows.any(-1, keepdim=True)
