@@ -12,14 +12,16 @@ from http_server import serve
 from precompute import store as st
 from precompute.synthetic import tissue_image
 from precompute.types import MaskSet, SamaugError
+from train import augment as ta
 from train import data as td
 from train import fusion as tf
+from train import targets as tt
 
 PATCH = 64
 DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 4, "test": 1}}
 MASKER = {"kind": "superpixel", "settings": {}}
-STILL = td.AugmentSettings(enabled=False)
-# Geometry only: jitter ranges of 0 leave the pixels bit-exact (see train.data._jitter).
+STILL = ta.AugmentSettings(enabled=False)
+# Geometry only: jitter ranges of 0 leave the pixels bit-exact (see train.augment.jitter).
 NO_JITTER = dict(brightness=0.0, contrast=0.0, color=0.0)
 
 
@@ -100,8 +102,8 @@ def test_items_shapes_dtypes_and_padding(toy):
     np.testing.assert_array_equal(item["target"][:40, :50].numpy(), label)
     for key in ("image", "seg_prior", "boundary_prior"):
         assert item[key][..., 40:, :].abs().sum() == 0 and item[key][..., 50:].abs().sum() == 0
-    assert (item["target"][40:] == td.IGNORE_INDEX).all()
-    assert (item["target"][:, 50:] == td.IGNORE_INDEX).all()
+    assert (item["target"][40:] == tt.IGNORE_INDEX).all()
+    assert (item["target"][:, 50:] == tt.IGNORE_INDEX).all()
     # A large image gives a full patch read from inside it.
     item = ds[1]
     y0, x0, y1, x1 = item["window"].tolist()
@@ -117,7 +119,7 @@ def check_coded(item, exact):
     """
     image, seg, boundary = item["image"], item["seg_prior"][0], item["boundary_prior"][0]
     target = item["target"]
-    valid = target != td.IGNORE_INDEX
+    valid = target != tt.IGNORE_INDEX
     # Priors are never jittered and are resampled with the image: ch1 == seg_prior.
     torch.testing.assert_close(seg, image[1], rtol=0, atol=0 if exact else 1e-6)
     expected = (target.clamp(min=0) * 200).float() / 255
@@ -139,7 +141,7 @@ def check_coded(item, exact):
 @pytest.mark.parametrize("scale", [(1.0, 1.0), (0.5, 2.0)])
 def test_augmentation_keeps_image_priors_and_target_aligned(toy, scale):
     path, _ = toy
-    augment = td.AugmentSettings(scale=scale, **NO_JITTER)
+    augment = ta.AugmentSettings(scale=scale, **NO_JITTER)
     ds = td.PatchDataset(path, ["small", "wide", "large"], PATCH, "binary", augment, 48, seed=3)
     orientations, checked, valid = set(), 0, 0
     for index in range(len(ds)):
@@ -147,7 +149,7 @@ def test_augmentation_keeps_image_priors_and_target_aligned(toy, scale):
         counts = check_coded(item, exact=scale == (1.0, 1.0))
         checked, valid = checked + counts[0], valid + counts[1]
         # ch1 = (7y + 3x) mod 256 tells the orientation of a full patch.
-        if (item["target"] != td.IGNORE_INDEX).all() and scale == (1.0, 1.0):
+        if (item["target"] != tt.IGNORE_INDEX).all() and scale == (1.0, 1.0):
             code = item["image"][1] * 255
             step_x = round(float(code[0, 1] - code[0, 0])) % 256
             step_y = round(float(code[1, 0] - code[0, 0])) % 256
@@ -159,8 +161,8 @@ def test_augmentation_keeps_image_priors_and_target_aligned(toy, scale):
 
 def test_jitter_changes_the_image_only(toy):
     path, _ = toy
-    jittered = td.PatchDataset(path, "train", PATCH, "instance", td.AugmentSettings(), 8)
-    plain = td.PatchDataset(path, "train", PATCH, "instance", td.AugmentSettings(**NO_JITTER), 8)
+    jittered = td.PatchDataset(path, "train", PATCH, "instance", ta.AugmentSettings(), 8)
+    plain = td.PatchDataset(path, "train", PATCH, "instance", ta.AugmentSettings(**NO_JITTER), 8)
     for index in range(len(plain)):
         a, b = jittered[index], plain[index]
         for key in ("seg_prior", "boundary_prior", "target", "window"):
@@ -182,20 +184,20 @@ def test_instance_target_by_hand():
     expected[9, 9] = 2
     expected[8:12, 0:6] = 2
     expected[10:12, 0:4] = 1  # the image border is no boundary
-    target = td.instance_target(label)
+    target = tt.instance_target(label)
     np.testing.assert_array_equal(target, expected)
-    one = td.instance_target(label, boundary_width=1)
+    one = tt.instance_target(label, boundary_width=1)
     assert one[2, 2] == 1 and one[1, 2] == 2 and one[2, 6] == 2 and one[2, 7] == 2
     np.testing.assert_array_equal(one > 0, label > 0)
     np.testing.assert_array_equal(
-        td.binary_target(np.array([[0, 3], [7, 0]])), np.array([[0, 1], [1, 0]])
+        tt.binary_target(np.array([[0, 3], [7, 0]])), np.array([[0, 1], [1, 0]])
     )
 
 
 def test_patch_targets_equal_the_whole_image_target(toy):
     path, maps = toy
     label = maps["nuclei"][1]
-    whole = td.instance_target(label)
+    whole = tt.instance_target(label)
     assert (whole == 1).any() and (whole == 2).any()
     ds = td.PatchDataset(path, ["nuclei"], PATCH, "instance", STILL, 24)
     binary = td.PatchDataset(path, ["nuclei"], PATCH, "binary", STILL, 24)
@@ -278,7 +280,7 @@ def test_whole_images(toy):
         np.testing.assert_array_equal(item["seg_prior"][0].numpy(), seg)
         np.testing.assert_array_equal(item["boundary_prior"][0].numpy(), boundary)
         np.testing.assert_array_equal(item["label"].numpy(), label)
-        np.testing.assert_array_equal(item["target"].numpy(), td.instance_target(label))
+        np.testing.assert_array_equal(item["target"].numpy(), tt.instance_target(label))
     (unlabelled,) = td.iter_images(path, "test")
     assert "label" not in unlabelled and unlabelled["image"].shape == (3, 20, 30)
     with pytest.raises(SamaugError, match="has no label"):
@@ -287,16 +289,16 @@ def test_whole_images(toy):
 
 def test_tasks_and_errors(toy):
     path, _ = toy
-    assert [td.task_for_dataset(n) for n in ("glas", "monuseg", "kvasir", "polyp", "folder")] == [
+    assert [tt.task_for_dataset(n) for n in ("glas", "monuseg", "kvasir", "polyp", "folder")] == [
         "instance",
         "instance",
         "binary",
         "binary",
         "binary",
     ]
-    assert (td.num_classes("instance"), td.num_classes("binary")) == (3, 2)
+    assert (tt.num_classes("instance"), tt.num_classes("binary")) == (3, 2)
     with pytest.raises(SamaugError, match="known: folder, glas"):
-        td.task_for_dataset("isic")
+        tt.task_for_dataset("isic")
     with pytest.raises(ValueError, match="one of binary, instance"):
         td.PatchDataset(path, "train", task="semantic")
     with pytest.raises(SamaugError, match="split 'val'"):
@@ -304,7 +306,7 @@ def test_tasks_and_errors(toy):
     with pytest.raises(SamaugError, match="nope"):
         td.PatchDataset(path, ["small", "nope"])
     with pytest.raises(ValueError, match="scale"):
-        td.AugmentSettings(scale=(2.0, 1.0))
+        ta.AugmentSettings(scale=(2.0, 1.0))
 
 
 def test_fusions_on_a_tiny_batch():

@@ -11,7 +11,7 @@ Conventions:
   where a scale augmentation interpolates it); ``target`` (h, w) int64.
 - Targets by task: ``instance`` (glas, monuseg): 0 background, 1 object interior, 2 object
   boundary; ``binary`` (kvasir, polyp, folder): 0 background, 1 foreground. See
-  ``instance_target`` for the boundary.
+  ``train.targets`` for the boundary.
 - Padding: an image smaller than the patch is padded at the bottom and right (before the
   flips and rotations move the padding around) with 0 in the image and both priors and
   ``IGNORE_INDEX`` (-100, the default ``ignore_index`` of ``torch.nn.CrossEntropyLoss``) in
@@ -34,191 +34,18 @@ the main process when an epoch's iteration starts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage as ndi
-from skimage.segmentation import find_boundaries
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from precompute.store import SamaugStore, open_store
 from precompute.types import SamaugError
 
-IGNORE_INDEX = -100
-BOUNDARY_WIDTH = 2
-
-
-# --------------------------------------------------------------------------- targets
-
-
-def instance_target(label: np.ndarray, boundary_width: int = BOUNDARY_WIDTH) -> np.ndarray:
-    """Three-class target from an instance label map.
-
-    label: (H, W) integer instance labels, 0 = background.
-    Returns (H, W) int64: 0 background, 1 object interior, 2 object boundary.
-
-    The boundary is ``find_boundaries(label, mode="inner")`` (object pixels next to another
-    label, background included, so two touching objects are split on both sides) dilated
-    ``boundary_width - 1`` times (4-connected) and kept inside the objects: a band
-    ``boundary_width`` pixels wide. Two pixels keep nuclei of radius 3-7 px separable with
-    an interior left. The boundary stays inside objects, so classes 1 and 2 together are
-    exactly ``label > 0``. The image border is not a boundary (skimage reflects there).
-    Each pixel depends on the labels within ``boundary_width`` pixels of it, so a window
-    read with that margin gives the same target as the whole image, cropped.
-    """
-    if boundary_width < 1:
-        raise ValueError(f"boundary_width must be at least 1, not {boundary_width}")
-    foreground = label > 0
-    edge = find_boundaries(label, mode="inner")
-    if boundary_width > 1:
-        edge = ndi.binary_dilation(edge, iterations=boundary_width - 1) & foreground
-    target = foreground.astype(np.int64)
-    target[edge] = 2
-    return target
-
-
-def binary_target(label: np.ndarray, boundary_width: int = BOUNDARY_WIDTH) -> np.ndarray:
-    """(H, W) integer labels -> (H, W) int64: 1 where ``label > 0``, else 0.
-
-    ``boundary_width`` is unused; it is there so every task's target has one signature.
-    """
-    return (label > 0).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class _Task:
-    num_classes: int
-    target: Callable[[np.ndarray, int], np.ndarray]  # (label, boundary_width) -> target
-    needs_context: bool  # whether the target of a pixel depends on its neighbours
-
-
-_TASKS = {
-    "instance": _Task(3, instance_target, True),
-    "binary": _Task(2, binary_target, False),
-}
-_DATASET_TASKS = {
-    "glas": "instance",
-    "monuseg": "instance",
-    "kvasir": "binary",
-    "polyp": "binary",
-    "folder": "binary",
-}
-
-
-def _task(task: str) -> _Task:
-    if task not in _TASKS:
-        raise ValueError(f"unknown task {task!r}; one of {', '.join(sorted(_TASKS))}")
-    return _TASKS[task]
-
-
-def task_for_dataset(name: str) -> str:
-    """The task a dataset reader's data is trained for: "instance" or "binary"."""
-    if name not in _DATASET_TASKS:
-        raise SamaugError(
-            f"no task known for dataset {name!r}; known: {', '.join(sorted(_DATASET_TASKS))}"
-            " (or pass the task explicitly)"
-        )
-    return _DATASET_TASKS[name]
-
-
-def num_classes(task: str) -> int:
-    """Classes of the target (and channels of the model's logits): instance 3, binary 2."""
-    return _task(task).num_classes
-
-
-# --------------------------------------------------------------------------- augmentation
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """Random augmentation of training patches. ``AugmentSettings(enabled=False)``: none.
-
-    Geometric (the same on image, priors and target):
-      flip: horizontal and vertical flips, each with probability 0.5.
-      rotate90: rotation by k * 90 degrees, k uniform in 0..3.
-      scale: (low, high) zoom factor, log-uniform; (1, 1) turns it off. Image and priors
-        are resampled bilinearly (antialiased when shrinking), the target by nearest
-        neighbour; the window read is ``patch_size / scale`` pixels, so the patch stays
-        filled wherever the image is large enough.
-    Photometric (image channels only, never the priors), then clipped to [0, 1]:
-      color: each RGB channel multiplied by uniform(1 - color, 1 + color) (a stain/hue shift).
-      contrast: the patch scaled about its mean by uniform(1 - contrast, 1 + contrast).
-      brightness: uniform(-brightness, brightness) added.
-    """
-
-    enabled: bool = True
-    flip: bool = True
-    rotate90: bool = True
-    scale: tuple[float, float] = (0.8, 1.25)
-    brightness: float = 0.1
-    contrast: float = 0.1
-    color: float = 0.05
-
-    def __post_init__(self) -> None:
-        low, high = self.scale
-        if not 0 < low <= high:
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, not {self.scale}")
-        for name in ("brightness", "contrast", "color"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), not {value}")
-
-
-def _draw_scale(rng: np.random.Generator, settings: AugmentSettings) -> float:
-    low, high = settings.scale
-    if not settings.enabled or (low == high == 1.0):
-        return 1.0
-    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-
-
-def _jitter(image: np.ndarray, rng: np.random.Generator, settings: AugmentSettings):
-    """(3, h, w) float32 [0, 1] -> the same, colour-, contrast- and brightness-jittered.
-
-    All three factors are drawn even when their range is 0, so turning one off leaves every
-    other random choice of the item unchanged; a range of 0 leaves the pixels bit-exact.
-    """
-    gain = rng.uniform(1 - settings.color, 1 + settings.color, 3).astype(np.float32)
-    contrast = np.float32(rng.uniform(1 - settings.contrast, 1 + settings.contrast))
-    brightness = np.float32(rng.uniform(-settings.brightness, settings.brightness))
-    if settings.color:
-        image = image * gain[:, None, None]
-    if settings.contrast:
-        mean = image.mean(dtype=np.float32)
-        image = (image - mean) * contrast + mean
-    if settings.brightness:
-        image = image + brightness
-    return np.clip(image, 0.0, 1.0)
-
-
-def _flip_rotate(arrays: list[np.ndarray], rng: np.random.Generator, settings):
-    """The same random flips and 90-degree rotation on each (..., h, w) array."""
-    axes = [a for a in (-1, -2) if rng.random() < 0.5] if settings.flip else []
-    k = int(rng.integers(4)) if settings.rotate90 else 0
-    out = []
-    for a in arrays:
-        if axes:
-            a = np.flip(a, axes)
-        out.append(np.ascontiguousarray(np.rot90(a, k, axes=(-2, -1))))
-    return out
-
-
-def _resize(maps: np.ndarray, target: np.ndarray, size: tuple[int, int]):
-    """(C, h, w) float32 bilinearly (antialiased when shrinking) and (h, w) int64 by nearest
-    neighbour to ``size``, both sampling at pixel centres so they stay aligned."""
-    shrink = size[0] < maps.shape[-2] or size[1] < maps.shape[-1]
-    maps = F.interpolate(
-        torch.from_numpy(maps)[None], size, mode="bilinear", align_corners=False, antialias=shrink
-    )[0].numpy()
-    # torch's "nearest-exact": source index floor((i + 0.5) * in / out), as bilinear's centres.
-    rows, cols = (
-        np.minimum(((np.arange(n) + 0.5) * (old / n)).astype(np.int64), old - 1)
-        for n, old in zip(size, target.shape, strict=True)
-    )
-    return maps, target[rows[:, None], cols[None, :]]
+from .augment import AugmentSettings, draw_scale, flip_rotate, jitter, resize
+from .targets import BOUNDARY_WIDTH, IGNORE_INDEX, task_spec
 
 
 def _image_float(image: np.ndarray) -> np.ndarray:
@@ -326,7 +153,7 @@ class PatchDataset(_StoreDataset):
         storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
     ) -> None:
-        self.task = _task(task)
+        self.task = task_spec(task)
         if patch_size < 1:
             raise ValueError(f"patch_size must be positive, not {patch_size}")
         if seed < 0:
@@ -374,7 +201,7 @@ class PatchDataset(_StoreDataset):
         # small cost more than they save, several times more on a busy machine.
         size, settings = self.patch_size, self.augment
         height, width = self.shape(image_id)
-        scale = _draw_scale(rng, settings)
+        scale = draw_scale(rng, settings)
         source = math.ceil(size / scale - 1e-9)
         src_h, src_w = min(height, source), min(width, source)
         y0 = int(rng.integers(0, height - src_h + 1))
@@ -394,9 +221,9 @@ class PatchDataset(_StoreDataset):
         out_h = max(1, min(size, round(src_h * scale)))
         out_w = max(1, min(size, round(src_w * scale)))
         if (out_h, out_w) != (src_h, src_w):
-            maps, target = _resize(maps, target, (out_h, out_w))
+            maps, target = resize(maps, target, (out_h, out_w))
         if settings.enabled:
-            maps[:3] = _jitter(maps[:3], rng, settings)
+            maps[:3] = jitter(maps[:3], rng, settings)
 
         padded = np.zeros((5, size, size), np.float32)
         padded[:, :out_h, :out_w] = maps
@@ -404,7 +231,7 @@ class PatchDataset(_StoreDataset):
         padded_target[:out_h, :out_w] = target
         maps, target = padded, padded_target
         if settings.enabled:
-            maps, target = _flip_rotate([maps, target], rng, settings)
+            maps, target = flip_rotate([maps, target], rng, settings)
         maps = torch.from_numpy(maps)
         return {
             "image": maps[:3],
@@ -433,7 +260,7 @@ class WholeImageDataset(_StoreDataset):
         storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
     ) -> None:
-        self.task = _task(task) if task is not None else None
+        self.task = task_spec(task) if task is not None else None
         super().__init__(store_location, split, storage_options)
         self.boundary_width = int(boundary_width)
 

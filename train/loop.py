@@ -26,12 +26,14 @@ import torch.distributed as dist
 
 from precompute.store import open_store
 
+from .augment import AugmentSettings
 from .config import TrainConfig
-from .data import AugmentSettings, PatchDataset, WholeImageDataset, make_loader, task_for_dataset
+from .data import PatchDataset, WholeImageDataset, make_loader
 from .fusion import FusionSettings, fuse, in_channels, raw
 from .inference import sliding_window_probs
 from .losses import LOSSES, model_outputs
 from .models import create_model
+from .targets import task_for_dataset
 
 LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_dice", "seconds")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import IGNORE_INDEX
+from .targets import IGNORE_INDEX
 
 EPS = 1.0  # smoothing of the soft Dice / IoU ratios (in pixels)
 
