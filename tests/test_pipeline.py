@@ -22,6 +22,17 @@ from precompute.weights import sha256_file
 SAMAUG = [sys.executable, "-m", "precompute.cli"]
 
 
+def priors_cli(data_root, store, checkpoint, workers=None, tiny_settings=True) -> list[str]:
+    """`samaug priors glas ...` as a subprocess's argument list."""
+    args = [*SAMAUG, "priors", "glas", "--data-root", str(data_root), "--store", str(store)]
+    args += ["--checkpoint", str(checkpoint)]
+    if workers is not None:
+        args += ["--workers", str(workers), "--threads", "1"]
+    if tiny_settings:
+        args += [f"--masker-option={k}={v}" for k, v in TINY_SAM_SETTINGS.items()]
+    return args
+
+
 def config(data_root, store, checkpoint, workers=0, **settings) -> PriorsConfig:
     return PriorsConfig(
         dataset="glas",
@@ -113,22 +124,7 @@ def test_corrupt_image_is_reported_others_finish_rerun_redoes_only_it(
     good_bytes = bad.read_bytes()
     bad.write_bytes(good_bytes[: len(good_bytes) // 3])  # truncated
     store = tmp_path / "s.zarr"
-    args = [
-        *SAMAUG,
-        "priors",
-        "glas",
-        "--data-root",
-        str(glas),
-        "--store",
-        str(store),
-        "--checkpoint",
-        str(tiny_sam_checkpoint),
-        "--workers",
-        "2",
-        "--threads",
-        "1",
-    ]
-    args += [f"--masker-option={k}={v}" for k, v in TINY_SAM_SETTINGS.items()]
+    args = priors_cli(glas, store, tiny_sam_checkpoint, workers=2)
     first = subprocess.run(args, capture_output=True, text=True)
     assert first.returncode == 1
     assert "5 done, 0 skipped (already complete), 1 failed, of 6 images" in first.stdout
@@ -146,20 +142,7 @@ def test_corrupt_image_is_reported_others_finish_rerun_redoes_only_it(
 
 def test_other_settings_are_refused_naming_the_setting(glas, tmp_path, tiny_sam_checkpoint):
     run(config(glas, tmp_path / "s.zarr", tiny_sam_checkpoint, workers=0))
-    args = [
-        *SAMAUG,
-        "priors",
-        "glas",
-        "--data-root",
-        str(glas),
-        "--store",
-        str(tmp_path / "s.zarr"),
-        "--checkpoint",
-        str(tiny_sam_checkpoint),
-        "--workers",
-        "0",
-    ]
-    args += [f"--masker-option={k}={v}" for k, v in TINY_SAM_SETTINGS.items()]
+    args = priors_cli(glas, tmp_path / "s.zarr", tiny_sam_checkpoint, workers=0)
     twice = subprocess.run([*args, "--points-per-side", "4"], capture_output=True, text=True)
     assert twice.returncode == 1 and "points_per_side is given twice, as 4 and 8" in twice.stderr
     args = [a for a in args if "points_per_side" not in a]
@@ -175,17 +158,7 @@ def test_other_settings_are_refused_naming_the_setting(glas, tmp_path, tiny_sam_
 
 def test_missing_checkpoint_says_how_to_get_one(glas, tmp_path):
     out = subprocess.run(
-        [
-            *SAMAUG,
-            "priors",
-            "glas",
-            "--data-root",
-            str(glas),
-            "--store",
-            str(tmp_path / "s.zarr"),
-            "--checkpoint",
-            str(tmp_path / "nope.pth"),
-        ],
+        priors_cli(glas, tmp_path / "s.zarr", tmp_path / "nope.pth", tiny_settings=False),
         capture_output=True,
         text=True,
     )
@@ -198,22 +171,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, tiny_sam_che
     data = write_glas_like(tmp_path / "glas", {"train": 10}, size=(120, 150), seed=3)
 
     def args(store, workers):
-        return [
-            *SAMAUG,
-            "priors",
-            "glas",
-            "--data-root",
-            str(data),
-            "--store",
-            str(store),
-            "--checkpoint",
-            str(tiny_sam_checkpoint),
-            "--workers",
-            str(workers),
-            "--threads",
-            "1",
-            *[f"--masker-option={k}={v}" for k, v in TINY_SAM_SETTINGS.items()],
-        ]
+        return priors_cli(data, store, tiny_sam_checkpoint, workers)
 
     killed_store = tmp_path / "killed.zarr"
     proc = subprocess.Popen(
