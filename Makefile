@@ -14,7 +14,7 @@ SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
 SAM_MODELS ?= vit_b vit_l vit_h
 MASKER ?= sam
 WORKERS ?=
-DEVICE ?= cpu
+DEVICE ?= auto
 PRIORS_ARGS ?=
 MODEL ?= unet
 MODE ?= samaug
@@ -50,10 +50,10 @@ weights: setup
 
 train: setup
 	$(BIN)/samaug train --store $(STORE) --model $(MODEL) --mode $(MODE) --epochs $(EPOCHS) \
-		--seed $(SEED) --out $(RUN) $(TRAIN_ARGS)
+		--seed $(SEED) --device $(DEVICE) --out $(RUN) $(TRAIN_ARGS)
 
 eval: setup
-	$(BIN)/samaug eval $(RUN) $(EVAL_ARGS)
+	$(BIN)/samaug eval $(RUN) --device $(DEVICE) $(EVAL_ARGS)
 
 demo: setup
 	$(BIN)/samaug demo --out $(DEMO_DIR)

@@ -106,7 +106,9 @@ def priors(
     scheduler: Annotated[
         str | None, typer.Option(help="Address of a running Dask scheduler (SLURM, dask-cuda).")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:K.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA where there is a GPU), cpu, cuda or cuda:K.")
+    ] = "auto",
     threads: Annotated[
         int | None, typer.Option(help="Torch threads per worker (default: cores / workers).")
     ] = None,
@@ -137,7 +139,7 @@ def priors(
         if key in settings and settings[key] != value:
             raise SamaugError(f"{key} is given twice, as {settings[key]!r} and {value!r}")
         settings[key] = value
-    if threads is None and device == "cpu":
+    if threads is None and not device.startswith("cuda"):
         threads = max(1, (os.cpu_count() or 1) // max(workers or 1, 1))
     config = PriorsConfig(
         dataset=dataset,

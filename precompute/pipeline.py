@@ -32,7 +32,7 @@ class PriorsConfig:
     checkpoint: str | None = None
     masker_settings: tuple[tuple[str, object], ...] = ()
     reader_options: tuple[tuple[str, str], ...] = ()
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA where torch sees a GPU, else the CPU
     workers: int | None = None  # None: 1 on CPU, one per GPU on CUDA; 0: no Dask
     scheduler: str | None = None
     torch_threads: int | None = None
@@ -103,8 +103,19 @@ def _reader(config: PriorsConfig):
     return _READERS[key]
 
 
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" where torch sees a GPU (here), else "cpu"; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _device_for_this_worker(device: str) -> str:
-    """On a LocalCluster of one worker per GPU, worker k takes GPU k (plain "cuda" only)."""
+    """ "auto" resolved on this worker; on a LocalCluster of one worker per GPU, worker k
+    takes GPU k (plain "cuda" only)."""
+    device = resolve_device(device)
     if device != "cuda":
         return device
     try:
@@ -203,7 +214,7 @@ def _client(config: PriorsConfig):
     if config.scheduler:
         return Client(config.scheduler), None
     n_workers = config.workers
-    if n_workers is None and config.device.startswith("cuda"):
+    if n_workers is None and resolve_device(config.device).startswith("cuda"):
         import torch
 
         n_workers = torch.cuda.device_count()

@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY_SAM_SETTINGS
 
 from precompute.datasets import get_reader
-from precompute.pipeline import PriorsConfig, process_image, run
+from precompute.pipeline import PriorsConfig, process_image, resolve_device, run
 from precompute.priors import compute_priors
 from precompute.report import verify
 from precompute.store import complete_ids, open_store
@@ -318,3 +318,11 @@ def test_strip_and_attach_images_for_sharing(glas, tmp_path):
             restored.read(image_id, "image"), full.read(image_id, "image")
         )
     assert verify(str(shared)) == ([], 6)
+
+
+def test_auto_device_is_cuda_exactly_where_torch_sees_a_gpu():
+    import torch
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert [resolve_device(d) for d in ("cpu", "cuda", "cuda:1")] == ["cpu", "cuda", "cuda:1"]
+    assert PriorsConfig("glas", "data", "s.zarr").device == "auto"

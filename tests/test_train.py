@@ -15,7 +15,7 @@ from precompute.synthetic import write_glas_like
 from train.config import TrainConfig
 from train.evaluate import comparison_rows, evaluate_run, format_table
 from train.inference import STRATEGIES
-from train.loop import train
+from train.loop import resolve_device, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -216,3 +216,10 @@ def test_show_writes_the_four_panel_figure(glas_store, tmp_path):
 
     image = open_store(glas_store).read("testA_1", "image")
     np.testing.assert_array_equal(figure[18:, :128], image)
+
+
+def test_auto_device_takes_this_process_gpu_or_the_cpu():
+    expected = torch.device("cuda", 1) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device("auto", local_rank=1) == expected
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)

@@ -80,7 +80,7 @@ def eval_command(
     certainty: Annotated[
         str, typer.Option(help="select by margin, entropy, margin_minmax.")
     ] = "margin",
-    device: Annotated[str, typer.Option()] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
     table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""

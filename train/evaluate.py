@@ -31,7 +31,7 @@ from .config import TrainConfig
 from .data import WholeImageDataset
 from .fusion import FusionSettings
 from .inference import STRATEGIES, all_strategies, sliding_window_probs
-from .loop import model_input
+from .loop import model_input, resolve_device
 from .models import create_model
 from .postprocess import instances_from_probs
 
@@ -45,8 +45,9 @@ INSTANCE_METRICS = {
 }
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu"):
+def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
     """(model in eval mode, config, checkpoint state) of a run directory."""
+    device = resolve_device(device)
     path = Path(run_dir) / checkpoint
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint; has `samaug train` finished this run?")
@@ -84,11 +85,12 @@ def evaluate_run(
     splits: list[str] | None = None,
     certainty: str = "margin",
     overlap: float = 0.5,
-    device: str = "cpu",
+    device: str = "auto",
     checkpoint: str = "best.pt",
 ) -> dict:
     """Score a run on its test splits; writes and returns metrics.json's "test" part:
     {split: {strategy: {metric: mean over images}}}, plus "select_took_samaug" per split."""
+    device = resolve_device(device)
     model, config, state = load_run(run_dir, checkpoint, device)
     location = store_location or config.store
     store = open_store(location)

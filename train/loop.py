@@ -65,9 +65,11 @@ def model_input(batch: dict, fusion: FusionSettings, augmented: bool, device) ->
     return fuse(image, seg, boundary, fusion)
 
 
-def _device(config: TrainConfig, local_rank: int) -> torch.device:
-    if config.device != "auto":
-        return torch.device(config.device)
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """ "auto": this process's GPU (``cuda:local_rank``) where torch sees one, else the CPU;
+    anything else as given."""
+    if device != "auto":
+        return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
@@ -127,7 +129,7 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device(config, local_rank)
+    device = resolve_device(config.device, local_rank)
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     master = rank == 0
