@@ -12,6 +12,8 @@ from train.metrics import (
     glas_object_dice,
     glas_object_f1,
     glas_object_hausdorff,
+    glas_parts,
+    glas_pooled,
     pixel_f1,
     polyp_scores,
     pq,
@@ -187,6 +189,58 @@ def test_fast_metrics_equal_the_official_loops(seed):
     assert glas_object_hausdorff(gt, pred) == pytest.approx(ref_glas_hausdorff(gt, pred))
     # Swapping roles exercises the "no overlap: nearest by Hausdorff" branch on both sides.
     assert glas_object_hausdorff(pred, gt) == pytest.approx(ref_glas_hausdorff(pred, gt))
+
+
+def mosaic(maps, gap=80):
+    """Label maps side by side, ids made distinct, with a background gap wider than any
+    map's diagonal: the official per-image loops on the mosaic are the challenge's pooled
+    definition (every match, and every nearest object, stays inside its own map)."""
+    height = max(m.shape[0] for m in maps)
+    tiles, offset = [], 0
+    for m in maps:
+        tile = np.zeros((height, m.shape[1] + gap), np.int64)
+        tile[: m.shape[0], : m.shape[1]] = np.where(m > 0, m.astype(np.int64) + offset, 0)
+        offset += int(m.max()) + 1
+        tiles.append(tile)
+    return np.concatenate(tiles, axis=1)
+
+
+def test_glas_pooled_is_the_official_definition_over_all_images_of_a_part():
+    pairs = [random_pair(seed) for seed in (11, 12, 13)]
+    pooled = glas_pooled(glas_parts(g, p) for g, p in pairs)
+    gt, pred = mosaic([g for g, _ in pairs]), mosaic([p for _, p in pairs])
+    assert pooled["object_f1"] == pytest.approx(ref_glas_f1(gt, pred), abs=1e-12)
+    assert pooled["object_dice"] == pytest.approx(ref_glas_dice(gt, pred), abs=1e-12)
+    assert pooled["object_hausdorff"] == pytest.approx(ref_glas_hausdorff(gt, pred))
+    # Not the mean of the per-image scores: images weigh by their objects' areas.
+    mean_dice = np.mean([glas_object_dice(g, p) for g, p in pairs])
+    assert abs(pooled["object_dice"] - mean_dice) > 1e-4
+
+
+def test_glas_pooled_over_one_image_is_the_per_image_score():
+    for seed in range(3):
+        gt, pred = random_pair(seed)
+        pooled = glas_pooled([glas_parts(gt, pred)])
+        assert pooled == {
+            "object_f1": glas_object_f1(gt, pred),
+            "object_dice": glas_object_dice(gt, pred),
+            "object_hausdorff": glas_object_hausdorff(gt, pred),
+        }
+
+
+def test_glas_pooled_with_an_image_predicted_empty():
+    (g1, p1), (g2, _) = random_pair(21), random_pair(22)
+    empty = np.zeros_like(g2)
+    pooled = glas_pooled([glas_parts(g1, p1), glas_parts(g2, empty)])
+    gt, pred = mosaic([g1, g2]), mosaic([p1, empty])
+    # Its objects are false negatives and add their area with Dice 0 ...
+    assert pooled["object_f1"] == pytest.approx(ref_glas_f1(gt, pred), abs=1e-12)
+    assert pooled["object_dice"] == pytest.approx(ref_glas_dice(gt, pred), abs=1e-12)
+    assert pooled["object_dice"] < glas_object_dice(g1, p1)
+    # ... and have no object to measure a distance to (the per-image convention).
+    assert pooled["object_hausdorff"] == math.inf
+    assert glas_pooled([]) == {"object_f1": 1.0, "object_dice": 1.0, "object_hausdorff": 0.0}
+    assert glas_pooled([glas_parts(empty, empty)])["object_hausdorff"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Training and evaluation end to end on a small synthetic store (superpixel priors)."""
 
+import csv
 import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from train.config import TrainConfig
 from train.evaluate import comparison_rows, evaluate_run, format_table
 from train.inference import STRATEGIES
 from train.loop import resolve_device, train
+from train.metrics import GlasParts, glas_pooled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,9 +184,26 @@ def test_eval_scores_every_strategy_and_tabulates(glas_store, tmp_path):
             assert set(STRATEGIES) <= set(results[split])
             for strategy in STRATEGIES:
                 scores = results[split][strategy]
-                assert set(scores) == {"object_f1", "object_dice", "object_hausdorff"}
+                names = ("object_f1", "object_dice", "object_hausdorff")
+                assert set(scores) == {*names, *(f"{n}_image_mean" for n in names)}
                 assert 0 <= scores["object_f1"] <= 1 and 0 <= scores["object_dice"] <= 1
             assert results[split]["select_took_samaug"] in (0.0, 0.5, 1.0)
+        # Every image's scores are kept; the splits' scores are pooled from them.
+        with open(tmp_path / f"unet-{mode}" / "test_per_image.csv") as f:
+            images = list(csv.DictReader(f))
+        assert len(images) == 4 * len(STRATEGIES)
+        for split, members in {"testA": ["testA"], "all": ["testA", "testB"]}.items():
+            rows = [r for r in images if r["split"] in members and r["strategy"] == "ensemble"]
+            parts = [
+                GlasParts(**{f.name: float(r[f.name]) for f in fields(GlasParts)}) for r in rows
+            ]
+            assert results[split]["ensemble"] == {
+                **glas_pooled(parts),
+                **{
+                    f"{n}_image_mean": pytest.approx(np.mean([float(r[n]) for r in rows]))
+                    for n in names
+                },
+            }
     rows = comparison_rows([tmp_path / "unet-raw", tmp_path / "unet-samaug"])
     assert len(rows) == 2 * 3 * 4
     assert {r["trained_on"] for r in rows} == {"raw", "samaug"}

@@ -10,15 +10,19 @@ Each is scored with the dataset's own metrics (train/metrics.py):
 - polyp datasets (kvasir, polyp, folder): mean Dice, mean IoU, Dice at 0.5, S-measure,
   mean/max E-measure, weighted F-measure, MAE.
 
-Every metric is computed per image and averaged over the images of a split (the way the
-PraNet and MoNuSeg evaluation scripts report them). Results go to ``metrics.json`` in the
-run directory, under "test".
+MoNuSeg and polyp metrics are computed per image and averaged over the images of a split
+(the way the PraNet and MoNuSeg evaluation scripts report them). The GlaS scores are the
+challenge's: pooled over all images of a split (F1 from the summed counts; object Dice and
+Hausdorff weighting each object by its share of the whole split's gland area); their
+per-image means are reported too, as ``*_image_mean``. Results go to ``metrics.json`` in
+the run directory, under "test", and every image's scores to ``test_per_image.csv``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +39,8 @@ from .loop import model_input, resolve_device
 from .models import create_model
 from .postprocess import instances_from_probs
 
-INSTANCE_METRICS = {
-    "glas": {
-        "object_f1": M.glas_object_f1,
-        "object_dice": M.glas_object_dice,
-        "object_hausdorff": M.glas_object_hausdorff,
-    },
-    "monuseg": {"aji": M.aji, "aji_plus": M.aji_plus, "pq": M.pq, "pixel_f1": M.pixel_f1},
-}
+NUCLEI_METRICS = {"aji": M.aji, "aji_plus": M.aji_plus, "pq": M.pq, "pixel_f1": M.pixel_f1}
+GLAS_PARTS = [f.name for f in fields(M.GlasParts)]
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
@@ -70,12 +68,36 @@ def test_splits(store, config: TrainConfig) -> list[str]:
 
 
 def score_image(dataset_name: str, task: str, probs: torch.Tensor, label: np.ndarray) -> dict:
-    """Metrics of one prediction. probs: (K, H, W) probabilities; label: instance labels."""
+    """Metrics of one prediction. probs: (K, H, W) probabilities; label: instance labels.
+
+    For glas: the image's own object F1 / Dice / Hausdorff and its GlasParts fields, from
+    which ``aggregate`` pools a split the challenge's way.
+    """
     if task == "binary":
         return M.polyp_scores(label > 0, probs[0].cpu().numpy())
     predicted = instances_from_probs(probs.cpu().numpy())
-    functions = INSTANCE_METRICS.get(dataset_name, INSTANCE_METRICS["monuseg"])
-    return {name: fn(label, predicted) for name, fn in functions.items()}
+    if dataset_name == "glas":
+        parts = M.glas_parts(label, predicted)
+        return {**M.glas_pooled([parts]), **asdict(parts)}
+    return {name: fn(label, predicted) for name, fn in NUCLEI_METRICS.items()}
+
+
+def aggregate(rows: list[dict]) -> dict[str, float]:
+    """One split's (or group's) scores from its images' ``score_image`` rows.
+
+    GlaS rows: object_f1 / object_dice / object_hausdorff pooled over all the images (the
+    challenge's definition: counts summed, objects weighted by their share of the whole
+    part's area) and the same three averaged over images as ``*_image_mean``. Other
+    datasets: the mean over images of each metric.
+    """
+    if not rows:
+        return {}
+    if GLAS_PARTS[0] in rows[0]:
+        parts = [M.GlasParts(**{f: r[f] for f in GLAS_PARTS}) for r in rows]
+        pooled = M.glas_pooled(parts)
+        means = {f"{k}_image_mean": float(np.mean([r[k] for r in rows])) for k in pooled}
+        return {**pooled, **means}
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
 @torch.no_grad()
@@ -104,6 +126,7 @@ def evaluate_run(
 
     per_image: dict[str, dict[str, list[dict]]] = {}
     took: dict[str, list[bool]] = {}
+    image_rows: list[dict] = []
     for split in splits:
         dataset = WholeImageDataset(location, split)
         per_image[split] = {s: [] for s in STRATEGIES}
@@ -126,7 +149,11 @@ def evaluate_run(
             took[split].append(bool(took_samaug[0]))
             label = item["label"].numpy()
             for strategy, p in combined.items():
-                per_image[split][strategy].append(score_image(dataset_name, task, p[0], label))
+                scores = score_image(dataset_name, task, p[0], label)
+                per_image[split][strategy].append(scores)
+                image_rows.append(
+                    {"split": split, "image_id": item["image_id"], "strategy": strategy, **scores}
+                )
 
     results: dict = {}
     groups = {split: [split] for split in splits}
@@ -134,7 +161,7 @@ def evaluate_run(
         groups["all"] = list(splits)  # the GlaS "testA + testB" column
     for name, members in groups.items():
         results[name] = {
-            strategy: _mean([r for m in members for r in per_image[m][strategy]])
+            strategy: aggregate([r for m in members for r in per_image[m][strategy]])
             for strategy in STRATEGIES
         }
         picks = [t for m in members for t in took[m]]
@@ -149,13 +176,8 @@ def evaluate_run(
         "checkpoint": checkpoint,
     }
     path.write_text(json.dumps(saved, indent=2) + "\n")
+    write_table(image_rows, Path(run_dir) / "test_per_image.csv")
     return results
-
-
-def _mean(rows: list[dict]) -> dict:
-    if not rows:
-        return {}
-    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
 def comparison_rows(run_dirs: list[str | Path]) -> list[dict]:
@@ -193,7 +215,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_table(rows: list[dict], path: str | Path) -> None:
-    """The comparison table as CSV."""
+    """Rows (dicts) as CSV, one column per key, floats in full precision."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)

@@ -37,6 +37,11 @@ Sources followed, including their tie-breaks (ties go to the smaller id):
   official code, not the smallest point-to-point distance). Hausdorff distances are exact
   Euclidean distances between all pixels of the two objects (distance transforms on the
   pair's bounding box), like the official ``knnsearch`` over pixel coordinates.
+- ``glas_parts``/``glas_pooled``: the challenge's scores of a whole test part (its
+  evaluation page and Sirinukunwattana et al. 2017 define them over the sets of all
+  objects of all images): F1 from TP, FP and FN summed over the images; object Dice and
+  Hausdorff with each object weighted by its share of the foreground area of the whole
+  part, not of its image. Over one image they equal the three per-image functions.
 - ``pixel_f1``: Dice of the binarised foregrounds (hover_net ``get_dice_1``).
 - ``polyp_scores``: the PraNet evaluation (``main.m``/``Fmeasure_calu.m``, also used by
   Polyp-PVT): the gt is binarised at > 128, the prediction min-max normalised
@@ -71,7 +76,9 @@ that one case scores 1.0, every other case is identical.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass
 
 import numpy as np
 from py_sod_metrics import MAE, Emeasure, Smeasure, WeightedFmeasure
@@ -86,6 +93,9 @@ __all__ = [
     "glas_object_dice",
     "glas_object_f1",
     "glas_object_hausdorff",
+    "glas_parts",
+    "glas_pooled",
+    "GlasParts",
     "pixel_f1",
     "polyp_scores",
     "pq",
@@ -300,43 +310,103 @@ def pixel_f1(gt: np.ndarray, pred: np.ndarray) -> float:
     return 2 * int(np.count_nonzero(g & p)) / total
 
 
+@dataclass(frozen=True)
+class GlasParts:
+    """One image's share of the GlaS object metrics, to pool over a test part.
+
+    tp, fp, fn: object counts of the F1 rule. gt_area, pred_area: foreground pixels of each
+    side. dice_gt / dice_pred: the sum over that side's objects of area x Dice with its
+    match; hausdorff_gt / hausdorff_pred: the same with the Hausdorff distance (inf when the
+    other side of the image has no object).
+    """
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    gt_area: int = 0
+    pred_area: int = 0
+    dice_gt: float = 0.0
+    dice_pred: float = 0.0
+    hausdorff_gt: float = 0.0
+    hausdorff_pred: float = 0.0
+
+    def __add__(self, other: GlasParts) -> GlasParts:
+        return GlasParts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def glas_parts(gt: np.ndarray, pred: np.ndarray, hausdorff: bool = True) -> GlasParts:
+    """The GlaS counts and area-weighted sums of one image (hausdorff=False: those left 0)."""
+    ov = _overlap(gt, pred)
+    parts = {"gt_area": int(ov.gt_area[1:].sum()), "pred_area": int(ov.pred_area[1:].sum())}
+    if ov.n_gt == 0 or ov.n_pred == 0:
+        parts.update(fp=ov.n_pred, fn=ov.n_gt)
+        if hausdorff:  # objects of one side with nothing on the other to be matched to
+            parts.update(
+                hausdorff_gt=math.inf if ov.n_gt else 0.0,
+                hausdorff_pred=math.inf if ov.n_pred else 0.0,
+            )
+        return GlasParts(**parts)
+    by_pred = _best_per_pred(ov, ov.inter)
+    by_gt = _best_per_gt(ov, ov.inter)
+    tp = int(np.count_nonzero(2 * ov.inter[by_pred] > ov.gt_area[ov.g[by_pred]]))
+    dice = 2 * ov.inter / (ov.gt_area[ov.g] + ov.pred_area[ov.p])
+    parts.update(
+        tp=tp,
+        fp=ov.n_pred - tp,
+        fn=ov.n_gt - tp,
+        dice_gt=float((ov.gt_area[ov.g[by_gt]] * dice[by_gt]).sum()),
+        dice_pred=float((ov.pred_area[ov.p[by_pred]] * dice[by_pred]).sum()),
+    )
+    if hausdorff:
+        parts.update(zip(("hausdorff_gt", "hausdorff_pred"), _hausdorff_sums(ov), strict=True))
+    return GlasParts(**parts)
+
+
+def glas_pooled(parts: Iterable[GlasParts]) -> dict[str, float]:
+    """The GlaS challenge's scores of a test part from its images' GlaSParts: F1 from the
+    pooled counts, object Dice and Hausdorff weighted by each object's share of the
+    foreground area of the whole part (the challenge's definition, not a mean of per-image
+    scores). Keys: object_f1, object_dice, object_hausdorff."""
+    total = sum(parts, GlasParts())
+    return {
+        "object_f1": _f1(total),
+        "object_dice": _two_sided(total, total.dice_gt, total.dice_pred, empty=(1.0, 0.0)),
+        "object_hausdorff": _two_sided(
+            total, total.hausdorff_gt, total.hausdorff_pred, empty=(0.0, math.inf)
+        ),
+    }
+
+
+def _f1(p: GlasParts) -> float:
+    if p.tp + p.fp + p.fn == 0:
+        return 1.0
+    return 2 * p.tp / (2 * p.tp + p.fp + p.fn)
+
+
+def _two_sided(p: GlasParts, gt_sum: float, pred_sum: float, empty: tuple[float, float]):
+    """Mean of the two sides' area-weighted averages; empty = (both sides empty, one)."""
+    if p.gt_area == 0 and p.pred_area == 0:
+        return empty[0]
+    if p.gt_area == 0 or p.pred_area == 0:
+        return empty[1]
+    return float(gt_sum / p.gt_area + pred_sum / p.pred_area) / 2
+
+
 def glas_object_f1(gt: np.ndarray, pred: np.ndarray) -> float:
-    """GlaS object-level F1 (``F1score.m``).
+    """GlaS object-level F1 (``F1score.m``) of one image.
 
     gt, pred: HxW integer instance label maps, 0 = background. Returns a float in [0, 1].
     """
-    ov = _overlap(gt, pred)
-    if ov.n_gt == 0 and ov.n_pred == 0:
-        return 1.0
-    if ov.n_gt == 0 or ov.n_pred == 0:
-        return 0.0
-    best = _best_per_pred(ov, ov.inter)
-    tp = int(np.count_nonzero(2 * ov.inter[best] > ov.gt_area[ov.g[best]]))
-    fp, fn = ov.n_pred - tp, ov.n_gt - tp
-    return 2 * tp / (2 * tp + fp + fn)
-
-
-def _weighted_side(area: np.ndarray, best: np.ndarray, ids: np.ndarray, value: np.ndarray) -> float:
-    """Sum over one side's objects of area share * value; unmatched objects add 0."""
-    return float((area[ids[best]] * value).sum() / area[1:].sum())
+    return _f1(glas_parts(gt, pred, hausdorff=False))
 
 
 def glas_object_dice(gt: np.ndarray, pred: np.ndarray) -> float:
-    """GlaS object-level Dice (``ObjectDice.m``), area-weighted both ways.
+    """GlaS object-level Dice (``ObjectDice.m``) of one image, area-weighted both ways.
 
     gt, pred: HxW integer instance label maps, 0 = background. Returns a float in [0, 1].
     """
-    ov = _overlap(gt, pred)
-    if ov.n_gt == 0 and ov.n_pred == 0:
-        return 1.0
-    if ov.n_gt == 0 or ov.n_pred == 0:
-        return 0.0
-    dice = 2 * ov.inter / (ov.gt_area[ov.g] + ov.pred_area[ov.p])
-    by_pred = _best_per_pred(ov, ov.inter)
-    by_gt = _best_per_gt(ov, ov.inter)
-    pred_side = _weighted_side(ov.pred_area, by_pred, ov.p, dice[by_pred])
-    gt_side = _weighted_side(ov.gt_area, by_gt, ov.g, dice[by_gt])
-    return (pred_side + gt_side) / 2
+    p = glas_parts(gt, pred, hausdorff=False)
+    return _two_sided(p, p.dice_gt, p.dice_pred, empty=(1.0, 0.0))
 
 
 class _Hausdorff:
@@ -396,16 +466,18 @@ def _boxes(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def glas_object_hausdorff(gt: np.ndarray, pred: np.ndarray) -> float:
-    """GlaS object-level Hausdorff distance in pixels (``ObjectHausdorff.m``).
+    """GlaS object-level Hausdorff distance in pixels (``ObjectHausdorff.m``) of one image.
 
     gt, pred: HxW integer instance label maps, 0 = background. Returns a float >= 0,
     0.0 when both are empty and inf when exactly one is.
     """
-    ov = _overlap(gt, pred)
-    if ov.n_gt == 0 and ov.n_pred == 0:
-        return 0.0
-    if ov.n_gt == 0 or ov.n_pred == 0:
-        return float("inf")
+    p = glas_parts(gt, pred)
+    return _two_sided(p, p.hausdorff_gt, p.hausdorff_pred, empty=(0.0, math.inf))
+
+
+def _hausdorff_sums(ov: _Overlap) -> tuple[float, float]:
+    """Sum over the gt objects, and over the pred objects, of area x Hausdorff distance to
+    the matched object (both sides non-empty)."""
     hd = _Hausdorff(ov)
     gt_match = np.zeros(ov.n_gt + 1, np.int64)
     by_gt = _best_per_gt(ov, ov.inter)
@@ -420,7 +492,7 @@ def glas_object_hausdorff(gt: np.ndarray, pred: np.ndarray) -> float:
         ov.pred_area[b] * hd(int(pred_match[b]) or hd.nearest_gt(b), b)
         for b in range(1, ov.n_pred + 1)
     )
-    return float(gt_side / ov.gt_area[1:].sum() + pred_side / ov.pred_area[1:].sum()) / 2
+    return float(gt_side), float(pred_side)
 
 
 def _polyp_gt(gt: np.ndarray) -> np.ndarray:
