@@ -100,7 +100,7 @@ def priors(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Dask worker processes [default: 1 on CPU, one per GPU on CUDA]; 0 = no Dask."
+            help="Dask worker processes (default: 1 on CPU, one per GPU on CUDA); 0 = no Dask."
         ),
     ] = None,
     scheduler: Annotated[
@@ -228,7 +228,7 @@ def store_attach(
 @app.command()
 def weights(
     names: Annotated[
-        list[str] | None, typer.Argument(help="vit_b, vit_l, vit_h [default: all three].")
+        list[str] | None, typer.Argument(help="vit_b, vit_l, vit_h (default: all three).")
     ] = None,
     directory: Annotated[Path, typer.Option("--dir", help="Where to put them.")] = Path(
         "checkpoints"

@@ -18,7 +18,7 @@ def train_command(
     model: Annotated[str, typer.Option(help="unet, attention_unet, pnet, swin_unet.")] = "unet",
     mode: Annotated[str, typer.Option(help="raw, samaug or joint.")] = "samaug",
     out: Annotated[
-        Path | None, typer.Option(help="Run directory [runs/DATASET/MODEL-MODE-SEED].")
+        Path | None, typer.Option(help="Run directory (default: runs/DATASET/MODEL-MODE-SEED).")
     ] = None,
     epochs: Annotated[int, typer.Option()] = 100,
     batch_size: Annotated[int, typer.Option()] = 8,
@@ -31,7 +31,8 @@ def train_command(
     seed: Annotated[int, typer.Option()] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     val_split: Annotated[
-        str | None, typer.Option(help="Validation split [a held-out 10%].")
+        str | None,
+        typer.Option(help="Validation split (default: a held-out 10% of the training split)."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
@@ -75,19 +76,26 @@ def train_command(
 
 def eval_command(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
-    store: Annotated[str | None, typer.Option(help="Evaluate on this store [the run's].")] = None,
-    split: Annotated[list[str] | None, typer.Option(help="Splits [all not trained on].")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Evaluate on this store (default: the run's).")
+    ] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="Splits (default: all not trained or validated on).")
+    ] = None,
     certainty: Annotated[
         str, typer.Option(help="select by margin, entropy, margin_minmax.")
     ] = "margin",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
+    min_size: Annotated[
+        int, typer.Option(help="Remove predicted objects of fewer pixels (glas, monuseg).")
+    ] = 10,
     table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
     from .evaluate import comparison_rows, evaluate_run, format_table, write_table
 
     for run in runs:
-        evaluate_run(run, store, split, certainty=certainty, device=device)
+        evaluate_run(run, store, split, certainty=certainty, device=device, min_size=min_size)
     rows = comparison_rows(runs)
     typer.echo(format_table(rows))
     if table:

@@ -67,15 +67,18 @@ def test_splits(store, config: TrainConfig) -> list[str]:
     return [s for s in store.splits() if s not in used]
 
 
-def score_image(dataset_name: str, task: str, probs: torch.Tensor, label: np.ndarray) -> dict:
-    """Metrics of one prediction. probs: (K, H, W) probabilities; label: instance labels.
+def score_image(
+    dataset_name: str, task: str, probs: torch.Tensor, label: np.ndarray, min_size: int = 10
+) -> dict:
+    """Metrics of one prediction. probs: (K, H, W) probabilities; label: instance labels;
+    min_size: predicted objects of fewer pixels are removed (instance tasks).
 
     For glas: the image's own object F1 / Dice / Hausdorff and its GlasParts fields, from
     which ``aggregate`` pools a split the challenge's way.
     """
     if task == "binary":
         return M.polyp_scores(label > 0, probs[0].cpu().numpy())
-    predicted = instances_from_probs(probs.cpu().numpy())
+    predicted = instances_from_probs(probs.cpu().numpy(), min_size=min_size)
     if dataset_name == "glas":
         parts = M.glas_parts(label, predicted)
         return {**M.glas_pooled([parts]), **asdict(parts)}
@@ -108,6 +111,7 @@ def evaluate_run(
     certainty: str = "margin",
     overlap: float = 0.5,
     device: str = "auto",
+    min_size: int = 10,
     checkpoint: str = "best.pt",
 ) -> dict:
     """Score a run on its test splits; writes and returns metrics.json's "test" part:
@@ -149,7 +153,7 @@ def evaluate_run(
             took[split].append(bool(took_samaug[0]))
             label = item["label"].numpy()
             for strategy, p in combined.items():
-                scores = score_image(dataset_name, task, p[0], label)
+                scores = score_image(dataset_name, task, p[0], label, min_size)
                 per_image[split][strategy].append(scores)
                 image_rows.append(
                     {"split": split, "image_id": item["image_id"], "strategy": strategy, **scores}
@@ -173,6 +177,7 @@ def evaluate_run(
         "store": location,
         "certainty": certainty,
         "overlap": overlap,
+        "min_size": min_size,
         "checkpoint": checkpoint,
     }
     path.write_text(json.dumps(saved, indent=2) + "\n")
