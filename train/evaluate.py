@@ -3,7 +3,7 @@
 For every test image, one pass gives the raw-input and the augmented-input probabilities
 (whole image, overlapping sliding windows); from them the four strategies: ``raw``,
 ``samaug``, ``ensemble`` (mean of the two) and ``select`` (per image the more certain).
-Each is scored with the dataset's own metrics (train/metrics.py):
+Each is scored with the dataset's own metrics (``train.metrics``):
 
 - glas: object F1, object Dice, object Hausdorff per split and for all test splits together;
 - monuseg: AJI, AJI+, PQ, pixel F1;
