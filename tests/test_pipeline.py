@@ -25,7 +25,7 @@ SAMAUG = [sys.executable, "-m", "precompute.cli"]
 def priors_cli(data_root, store, checkpoint, workers=None, tiny_settings=True) -> list[str]:
     """`samaug priors glas ...` as a subprocess's argument list."""
     args = [*SAMAUG, "priors", "glas", "--data-root", str(data_root), "--store", str(store)]
-    args += ["--checkpoint", str(checkpoint)]
+    args += ["--checkpoint", str(checkpoint), "--device", "cpu"]
     if workers is not None:
         args += ["--workers", str(workers), "--threads", "1"]
     if tiny_settings:
@@ -41,6 +41,7 @@ def config(data_root, store, checkpoint, workers=0, **settings) -> PriorsConfig:
         masker="sam",
         checkpoint=str(checkpoint),
         masker_settings=tuple(sorted({**TINY_SAM_SETTINGS, **settings}.items())),
+        device="cpu",
         workers=workers,
         torch_threads=1,
     )
