@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from precompute.pipeline import PriorsConfig, run
-from precompute.synthetic import write_glas_like
+from precompute.synthetic import tissue_image, write_glas_like
 from train.config import TrainConfig
 from train.evaluate import comparison_rows, evaluate_run, format_table
 from train.inference import STRATEGIES
@@ -243,3 +243,46 @@ def test_auto_device_takes_this_process_gpu_or_the_cpu():
     assert resolve_device("auto", local_rank=1) == expected
     assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
     assert resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
+def write_pranet_like(root: Path) -> Path:
+    """The PraNet polyp layout: TrainDataset/{image,mask}, TestDataset/<name>/{images,masks}."""
+    from PIL import Image
+
+    folders = [("TrainDataset/image", "TrainDataset/mask", 6)]
+    folders += [("TestDataset/Kvasir/images", "TestDataset/Kvasir/masks", 2)]
+    for k, (images, masks, n) in enumerate(folders):
+        (root / images).mkdir(parents=True)
+        (root / masks).mkdir(parents=True)
+        for i in range(n):
+            image, label = tissue_image(80, 96, 3, seed=100 * k + i, radius=(10, 20))
+            Image.fromarray(image).save(root / images / f"{i}.png")
+            Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8)).save(
+                root / masks / f"{i}.png"
+            )
+    return root
+
+
+def test_polyp_store_trains_a_one_channel_model_and_scores_the_polyp_metrics(tmp_path):
+    data = write_pranet_like(tmp_path / "polyp")
+    store = tmp_path / "polyp.zarr"
+    run(PriorsConfig("polyp", str(data), str(store), masker="superpixel", workers=0))
+    out = tmp_path / "unet-joint"
+    train(tiny(store, out, mode="joint", epochs=1, val_fraction=0.2), log=lambda line: None)
+    assert torch.load(out / "last.pt", weights_only=False)["num_outputs"] == 1  # BCE + IoU
+    results = evaluate_run(out, checkpoint="last.pt")
+    assert set(results) == {"Kvasir"}
+    keys = {"mean_dice", "mean_iou", "dice", "s_measure", "mean_e_measure", "max_e_measure"}
+    with open(out / "test_per_image.csv") as f:
+        images = list(csv.DictReader(f))
+    assert sorted(r["image_id"] for r in images if r["strategy"] == "raw") == [
+        "Kvasir__0",
+        "Kvasir__1",
+    ]
+    for strategy in STRATEGIES:
+        scores = results["Kvasir"][strategy]
+        assert keys | {"weighted_f", "mae"} == set(scores)
+        assert all(0 <= scores[k] <= 1 for k in keys)
+        rows = [r for r in images if r["strategy"] == strategy]
+        for key, value in scores.items():  # polyp scores: the mean over images
+            assert value == pytest.approx(np.mean([float(r[key]) for r in rows]))
