@@ -104,7 +104,8 @@ def _reader(config: PriorsConfig):
 
 
 def resolve_device(device: str) -> str:
-    """ "auto" -> "cuda" where torch sees a GPU (here), else "cpu"; anything else as given."""
+    """The device "auto" stands for: "cuda" where torch sees a GPU (in this process), else
+    "cpu". Any other device is returned as given."""
     if device != "auto":
         return device
     import torch
@@ -113,8 +114,8 @@ def resolve_device(device: str) -> str:
 
 
 def _device_for_this_worker(device: str) -> str:
-    """ "auto" resolved on this worker; on a LocalCluster of one worker per GPU, worker k
-    takes GPU k (plain "cuda" only)."""
+    """This worker's device: "auto" resolved here, and on a LocalCluster of one worker per
+    GPU, worker k takes GPU k (plain "cuda" only)."""
     device = resolve_device(device)
     if device != "cuda":
         return device

@@ -115,7 +115,8 @@ def evaluate_run(
     checkpoint: str = "best.pt",
 ) -> dict:
     """Score a run on its test splits; writes and returns metrics.json's "test" part:
-    {split: {strategy: {metric: mean over images}}}, plus "select_took_samaug" per split."""
+    {split: {strategy: {metric: value}}} (see ``aggregate``), plus "select_took_samaug" per
+    split, and writes every image's scores to ``test_per_image.csv``."""
     device = resolve_device(device)
     model, config, state = load_run(run_dir, checkpoint, device)
     location = store_location or config.store

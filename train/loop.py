@@ -66,8 +66,8 @@ def model_input(batch: dict, fusion: FusionSettings, augmented: bool, device) ->
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """ "auto": this process's GPU (``cuda:local_rank``) where torch sees one, else the CPU;
-    anything else as given."""
+    """The device "auto" stands for: this process's GPU (``cuda:local_rank``) where torch
+    sees one, else the CPU. Any other device as given."""
     if device != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
