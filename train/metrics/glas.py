@@ -66,7 +66,7 @@ def glas_parts(gt: np.ndarray, pred: np.ndarray, hausdorff: bool = True) -> Glas
 
 
 def glas_pooled(parts: Iterable[GlasParts]) -> dict[str, float]:
-    """The GlaS challenge's scores of a test part from its images' GlaSParts: F1 from the
+    """The GlaS challenge's scores of a test part from its images. GlasParts: F1 from the
     pooled counts, object Dice and Hausdorff weighted by each object's share of the
     foreground area of the whole part (the challenge's definition, not a mean of per-image
     scores). Keys: object_f1, object_dice, object_hausdorff."""
