@@ -18,6 +18,10 @@ class InputError(SamaugError):
     """An input file (image or annotation) that cannot be read or is malformed."""
 
 
+class SettingError(SamaugError, ValueError):
+    """An option or setting with a value that cannot be used (also a ValueError)."""
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """Where one image (and its annotation) lives, before it is read.

@@ -286,3 +286,14 @@ def test_polyp_store_trains_a_one_channel_model_and_scores_the_polyp_metrics(tmp
         rows = [r for r in images if r["strategy"] == strategy]
         for key, value in scores.items():  # polyp scores: the mean over images
             assert value == pytest.approx(np.mean([float(r[key]) for r in rows]))
+
+
+def test_eval_usage_errors_are_one_line_messages(tmp_path):
+    samaug = [sys.executable, "-m", "precompute.cli", "eval", str(tmp_path / "run")]
+    missing = subprocess.run(samaug, capture_output=True, text=True)
+    bad = subprocess.run([*samaug, "--certainty", "sharpness"], capture_output=True, text=True)
+    assert (missing.returncode, bad.returncode) == (1, 1)
+    assert missing.stderr == f"error: {tmp_path / 'run' / 'best.pt'}: no checkpoint; " + (
+        "has `samaug train` finished this run?\n"
+    )
+    assert bad.stderr.startswith("error: unknown certainty 'sharpness'; valid: margin")

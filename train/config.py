@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from precompute.types import SettingError
+
 MODES = ("raw", "samaug", "joint")
 
 
@@ -48,12 +50,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+            raise SettingError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+            raise SettingError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
         for name in ("epochs", "batch_size", "patch_size", "val_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+                raise SettingError(f"{name} must be at least 1, not {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

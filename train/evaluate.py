@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from precompute.store import open_store
+from precompute.types import SamaugError, SettingError
 
 from . import metrics as M
 from .config import TrainConfig
 from .data import WholeImageDataset
 from .fusion import FusionSettings
-from .inference import STRATEGIES, all_strategies, sliding_window_probs
+from .inference import CERTAINTIES, STRATEGIES, all_strategies, sliding_window_probs
 from .loop import model_input, resolve_device
 from .models import create_model
 from .postprocess import instances_from_probs
@@ -48,7 +49,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "au
     device = resolve_device(device)
     path = Path(run_dir) / checkpoint
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint; has `samaug train` finished this run?")
+        raise SamaugError(f"{path}: no checkpoint; has `samaug train` finished this run?")
     state = torch.load(path, map_location=device, weights_only=False)
     config = TrainConfig.from_dict(state["config"])
     model = create_model(
@@ -117,6 +118,10 @@ def evaluate_run(
     """Score a run on its test splits; writes and returns metrics.json's "test" part:
     {split: {strategy: {metric: value}}} (see ``aggregate``), plus "select_took_samaug" per
     split, and writes every image's scores to ``test_per_image.csv``."""
+    if certainty not in CERTAINTIES:
+        raise SettingError(f"unknown certainty {certainty!r}; valid: {', '.join(CERTAINTIES)}")
+    if min_size < 0:
+        raise SettingError(f"min_size must be >= 0, not {min_size}")
     device = resolve_device(device)
     model, config, state = load_run(run_dir, checkpoint, device)
     location = store_location or config.store
@@ -127,7 +132,7 @@ def evaluate_run(
     activation = "sigmoid" if state["num_outputs"] == 1 else "softmax"
     splits = splits or test_splits(store, config)
     if not splits:
-        raise ValueError(f"{location} has no split besides the training ones to evaluate on")
+        raise SettingError(f"{location} has no split besides the training ones to evaluate on")
 
     per_image: dict[str, dict[str, list[dict]]] = {}
     took: dict[str, list[bool]] = {}

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from precompute.types import SettingError
+
 Activation = Literal["softmax", "sigmoid"]
 Blend = Literal["gaussian", "constant"]
 Strategy = Literal["raw", "samaug", "ensemble", "select"]
@@ -210,7 +212,7 @@ def image_certainty(probs: Tensor, certainty: Certainty = "margin") -> Tensor:
         p = probs.double()
         dist = torch.cat([1 - p, p], 1) if p.shape[1] == 1 else p
         return torch.special.xlogy(dist, dist).sum(1).flatten(1).mean(1)
-    raise ValueError(f"unknown certainty {certainty!r}; valid: {', '.join(CERTAINTIES)}")
+    raise SettingError(f"unknown certainty {certainty!r}; valid: {', '.join(CERTAINTIES)}")
 
 
 def select(
@@ -245,7 +247,7 @@ def combine(
         return (prob_raw + prob_aug) / 2
     if strategy == "select":
         return select(prob_raw, prob_aug, certainty)[0]
-    raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    raise SettingError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
 
 
 def all_strategies(

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from precompute.store import open_store
+from precompute.types import SettingError
 
 from .augment import AugmentSettings
 from .config import TrainConfig
@@ -42,7 +43,7 @@ def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
     """Training and validation image IDs (a seeded hold-out when there is no val split)."""
     ids = store.ids(split=config.train_split)
     if not ids:
-        raise ValueError(
+        raise SettingError(
             f"{config.store} has no images in split {config.train_split!r}; "
             f"splits: {', '.join(store.splits())}"
         )
@@ -178,7 +179,9 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
     if (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location=device, weights_only=False)
         if state["config"] != config.to_dict():
-            raise ValueError(f"{out / 'last.pt'} was trained with another config; use a new --out")
+            raise SettingError(
+                f"{out / 'last.pt'} was trained with another config; use a new --out"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

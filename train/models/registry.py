@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from torch import nn
 
+from precompute.types import SettingError
+
 M = TypeVar("M", bound=type[nn.Module])
 
 _MODELS: dict[str, type[nn.Module]] = {}
@@ -52,7 +54,7 @@ def create_model(name: str, *, in_channels: int = 3, num_classes: int, **kwargs)
     ``(B, num_classes, H, W)`` raw logits (no softmax/sigmoid).
     """
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+        raise SettingError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
     return _MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 
