@@ -20,7 +20,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from . import __version__
-from .types import MaskSet, SamaugError
+from .types import MaskSet, NotInStoreError, SamaugError
 
 SCHEMA_VERSION = 1
 TILE = 256
@@ -324,7 +324,7 @@ class SamaugStore:
 
     def _group(self, image_id: str) -> zarr.Group:
         if image_id not in self._index:
-            raise KeyError(f"{self.location}: no complete image {image_id!r} in the store")
+            raise NotInStoreError(f"{self.location}: no complete image {image_id!r} in the store")
         if image_id not in self._groups:
             self._groups[image_id] = self._root[f"images/{image_id}"]
         return self._groups[image_id]
@@ -359,7 +359,7 @@ class SamaugStore:
                     f"{self.location} was shared without images; attach your copy with "
                     "`samaug store attach`"
                 )
-            raise KeyError(f"{self.location}: image {image_id!r} has no {name!r}")
+            raise NotInStoreError(f"{self.location}: image {image_id!r} has no {name!r}")
         if window is None:
             return array[...]
         y0, x0, y1, x1 = (int(v) for v in window)

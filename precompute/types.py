@@ -18,6 +18,13 @@ class InputError(SamaugError):
     """An input file (image or annotation) that cannot be read or is malformed."""
 
 
+class NotInStoreError(SamaugError, KeyError):
+    """An image, or an array of one, that the store does not hold (also a KeyError)."""
+
+    def __str__(self) -> str:  # KeyError's would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class SettingError(SamaugError, ValueError):
     """An option or setting with a value that cannot be used (also a ValueError)."""
 

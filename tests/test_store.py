@@ -104,8 +104,10 @@ def test_windows(toy_store):
     np.testing.assert_array_equal(store.read("c_3", "seg_prior", (0, 0, 1, 1)), seg[:1, :1])
     with pytest.raises(ValueError, match="outside image"):
         store.read("c_3", "seg_prior", (0, 0, 258, 10))
-    with pytest.raises(KeyError, match="nope"):
+    with pytest.raises(KeyError, match="nope") as missing:
         store.read("nope", "image")
+    assert str(missing.value) == f"{store.location}: no complete image 'nope' in the store"
+    assert isinstance(missing.value, SamaugError)  # the CLI's one-line message
     with pytest.raises(ValueError, match="unknown array"):
         store.read("c_3", "masks")
 
