@@ -1,7 +1,9 @@
 """Segmentation metrics for GlaS (glands), MoNuSeg (nuclei) and the polyp benchmarks.
 
-Every function takes ``(gt, pred)`` numpy arrays of the same HxW shape and returns plain
-Python floats. A shape mismatch, a wrong dtype or an out-of-range value raises ValueError.
+Every metric function takes ``(gt, pred)`` numpy arrays of the same HxW shape and returns
+plain Python floats (``glas_parts`` returns one image's GlasParts, which ``glas_pooled``
+turns into a test part's scores). A shape mismatch, a wrong dtype or an out-of-range value
+raises ValueError.
 
 Instance metrics (``aji``, ``aji_plus``, ``pq``/``pq_parts``, ``pixel_f1``,
 ``glas_object_f1``, ``glas_object_dice``, ``glas_object_hausdorff``) take label maps: any
