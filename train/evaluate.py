@@ -35,13 +35,14 @@ from . import metrics as M
 from .config import TrainConfig
 from .data import WholeImageDataset
 from .fusion import FusionSettings
-from .inference import CERTAINTIES, STRATEGIES, all_strategies, sliding_window_probs
+from .inference import STRATEGIES, all_strategies, check_certainty, sliding_window_probs
 from .loop import model_input, resolve_device
 from .models import create_model
 from .postprocess import instances_from_probs
 
 NUCLEI_METRICS = {"aji": M.aji, "aji_plus": M.aji_plus, "pq": M.pq, "pixel_f1": M.pixel_f1}
 GLAS_PARTS = [f.name for f in fields(M.GlasParts)]
+IMAGE_KEYS = ("split", "image_id", "strategy")  # what names a row of test_per_image.csv
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
@@ -87,7 +88,8 @@ def score_image(
 
 
 def aggregate(rows: list[dict]) -> dict[str, float]:
-    """One split's (or group's) scores from its images' ``score_image`` rows.
+    """One split's (or group's) scores from its images' ``score_image`` rows (any
+    ``IMAGE_KEYS`` in them are ignored).
 
     GlaS rows: object_f1 / object_dice / object_hausdorff pooled over all the images (the
     challenge's definition: counts summed, objects weighted by their share of the whole
@@ -101,7 +103,8 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
         pooled = M.glas_pooled(parts)
         means = {f"{k}_image_mean": float(np.mean([r[k] for r in rows])) for k in pooled}
         return {**pooled, **means}
-    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    metrics = [key for key in rows[0] if key not in IMAGE_KEYS]
+    return {key: float(np.mean([r[key] for r in rows])) for key in metrics}
 
 
 @torch.no_grad()
@@ -118,8 +121,7 @@ def evaluate_run(
     """Score a run on its test splits; writes and returns metrics.json's "test" part:
     {split: {strategy: {metric: value}}} (see ``aggregate``), plus "select_took_samaug" per
     split, and writes every image's scores to ``test_per_image.csv``."""
-    if certainty not in CERTAINTIES:
-        raise SettingError(f"unknown certainty {certainty!r}; valid: {', '.join(CERTAINTIES)}")
+    check_certainty(certainty)
     if min_size < 0:
         raise SettingError(f"min_size must be >= 0, not {min_size}")
     device = resolve_device(device)
@@ -134,12 +136,10 @@ def evaluate_run(
     if not splits:
         raise SettingError(f"{location} has no split besides the training ones to evaluate on")
 
-    per_image: dict[str, dict[str, list[dict]]] = {}
     took: dict[str, list[bool]] = {}
-    image_rows: list[dict] = []
+    image_rows: list[dict] = []  # one per image and strategy, named by IMAGE_KEYS
     for split in splits:
         dataset = WholeImageDataset(location, split)
-        per_image[split] = {s: [] for s in STRATEGIES}
         took[split] = []
         for index in range(len(dataset)):
             item = dataset[index]
@@ -160,7 +160,6 @@ def evaluate_run(
             label = item["label"].numpy()
             for strategy, p in combined.items():
                 scores = score_image(dataset_name, task, p[0], label, min_size)
-                per_image[split][strategy].append(scores)
                 image_rows.append(
                     {"split": split, "image_id": item["image_id"], "strategy": strategy, **scores}
                 )
@@ -171,7 +170,9 @@ def evaluate_run(
         groups["all"] = list(splits)  # the GlaS "testA + testB" column
     for name, members in groups.items():
         results[name] = {
-            strategy: aggregate([r for m in members for r in per_image[m][strategy]])
+            strategy: aggregate(
+                [r for r in image_rows if r["split"] in members and r["strategy"] == strategy]
+            )
             for strategy in STRATEGIES
         }
         picks = [t for m in members for t in took[m]]

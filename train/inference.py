@@ -187,6 +187,12 @@ def foreground_probability(probs: Tensor) -> Tensor:
     return probs[:, 0] if probs.shape[1] == 1 else 1 - probs[:, 0]
 
 
+def check_certainty(certainty: str) -> None:
+    """SettingError unless ``certainty`` names one of ``CERTAINTIES``."""
+    if certainty not in CERTAINTIES:
+        raise SettingError(f"unknown certainty {certainty!r}; valid: {', '.join(CERTAINTIES)}")
+
+
 def image_certainty(probs: Tensor, certainty: Certainty = "margin") -> Tensor:
     """Per-image certainty ``(B,)`` float64 of a ``(B, K, H, W)`` map; higher = more certain.
 
@@ -202,17 +208,16 @@ def image_certainty(probs: Tensor, certainty: Certainty = "margin") -> Tensor:
     channels); in [-log(max(K, 2)), 0].
     """
     _check_probs(probs, "probs")
+    check_certainty(certainty)
     if certainty in ("margin", "margin_minmax"):
         p = foreground_probability(probs).flatten(1).double()
         if certainty == "margin_minmax":
             lo, hi = p.amin(1, keepdim=True), p.amax(1, keepdim=True)
             p = (p - lo) / (hi - lo + 1e-8)
         return (p - 0.5).abs().mean(1)
-    if certainty == "entropy":
-        p = probs.double()
-        dist = torch.cat([1 - p, p], 1) if p.shape[1] == 1 else p
-        return torch.special.xlogy(dist, dist).sum(1).flatten(1).mean(1)
-    raise SettingError(f"unknown certainty {certainty!r}; valid: {', '.join(CERTAINTIES)}")
+    p = probs.double()  # "entropy"
+    dist = torch.cat([1 - p, p], 1) if p.shape[1] == 1 else p
+    return torch.special.xlogy(dist, dist).sum(1).flatten(1).mean(1)
 
 
 def select(
