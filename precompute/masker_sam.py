@@ -6,8 +6,8 @@ predicted IoUs, boxes and points, in the same order. ``reference_generate`` runs
 generator itself; the tests show the two agree and ``bench_masker`` times them.
 
 Where the reference spends its time on a CPU (1000 x 1000 image, 32 x 32 prompts, tiny
-SAM, ~1100 masks kept), and what is done here instead (5-12x faster on 2 cores; see
-``bench_masker``):
+SAM, ~1100 masks kept), and what is done here instead (the speed-up is ``make bench``'s
+masker_speedup, measured by ``bench_masker``):
 
 - it upscales every low-res mask of a 64-prompt batch at once (768 MB of fresh float
   memory per batch) and only then drops those whose predicted IoU is too low. Here the
