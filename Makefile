@@ -25,6 +25,9 @@ TRAIN_ARGS ?=
 EVAL_ARGS ?=
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
+# The real data subsets used by some tests and benchmarks (skipped where absent).
+SHARED_DATA ?= $(abspath ../shared/data)
+export SAMAUG_SHARED_DATA := $(SHARED_DATA)
 
 .PHONY: setup test priors weights train eval demo bench lint clean-venv
 
@@ -59,11 +62,11 @@ demo: setup
 	$(BIN)/samaug demo --out $(DEMO_DIR)
 
 bench: setup
-	$(BIN)/python -m precompute.bench
+	$(BIN)/python -m samaug.bench
 
 lint: setup
-	$(BIN)/ruff check precompute train tests
-	$(BIN)/ruff format --check precompute train tests
+	$(BIN)/ruff check precompute train samaug tests
+	$(BIN)/ruff format --check precompute train samaug tests
 
 clean-venv:
 	rm -rf $(VENV)

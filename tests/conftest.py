@@ -1,14 +1,17 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-# Test helpers (tiny_sam, http_server) live beside the tests.
+# Test helpers (http_server) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The real data subsets: the folder named by SAMAUG_SHARED_DATA (`make test` sets it to
+# ../shared/data); tests that need them skip where it is absent, as on a user's machine.
+SHARED_DATA_VARIABLE = "SAMAUG_SHARED_DATA"
 
-# Generator settings that let a random tiny SAM keep many masks (see tests/tiny_sam.py).
+# Generator settings that let a random tiny SAM keep many masks (see precompute/tiny_sam.py).
 TINY_SAM_SETTINGS = {
     "points_per_side": 8,
     "pred_iou_thresh": -1.0,
@@ -19,13 +22,15 @@ TINY_SAM_SETTINGS = {
 
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
-    from tiny_sam import save_tiny_sam
+    from precompute.tiny_sam import save_tiny_sam
 
     return save_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"the real data subsets are not here ({SHARED_DATA})")
-    return SHARED_DATA
+    """The folder of real data subsets (MoNuSeg, Kvasir-SEG) named by SAMAUG_SHARED_DATA."""
+    folder = os.environ.get(SHARED_DATA_VARIABLE)
+    if not folder or not Path(folder).is_dir():
+        pytest.skip(f"the real data subsets are not here ({SHARED_DATA_VARIABLE}={folder})")
+    return Path(folder)

@@ -16,15 +16,8 @@ from precompute.datasets import READERS, get_reader, iter_records, safe_id
 from precompute.imageio import read_image, read_label
 from precompute.types import InputError, SamaugError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MONUSEG_TRAIN = DATA / "monuseg" / "MoNuSeg 2018 Training Data"
 RNG = np.random.default_rng(0)
-
-
-def data(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"the real data subset is not here ({path})")
-    return path
+MONUSEG_TRAIN = Path("monuseg") / "MoNuSeg 2018 Training Data"
 
 
 def rgb(height: int, width: int) -> np.ndarray:
@@ -61,12 +54,12 @@ def square(x0: float, y0: float, x1: float, y1: float) -> list[tuple[float, floa
 
 
 @pytest.fixture(scope="module")
-def monuseg():
-    reader = get_reader("monuseg", data(DATA / "monuseg"))
+def monuseg(shared_data):
+    reader = get_reader("monuseg", shared_data / "monuseg")
     return reader, list(iter_records(reader))
 
 
-def test_monuseg_reads_three_tiles_with_ids_above_255(monuseg):
+def test_monuseg_reads_three_tiles_with_ids_above_255(monuseg, shared_data):
     reader, records = monuseg
     assert [r.image_id for r in records] == [
         "TCGA-B0-5710-01Z-00-DX1",
@@ -83,7 +76,8 @@ def test_monuseg_reads_three_tiles_with_ids_above_255(monuseg):
             "label": f"MoNuSeg 2018 Training Data/Annotations/{record.image_id}.xml",
         }
     # Pillow decodes these LZW tiles too: both decoders agree.
-    first = np.asarray(Image.open(MONUSEG_TRAIN / "Tissue Images" / f"{records[0].image_id}.tif"))
+    tile = shared_data / MONUSEG_TRAIN / "Tissue Images" / f"{records[0].image_id}.tif"
+    first = np.asarray(Image.open(tile))
     np.testing.assert_array_equal(records[0].image, first)
 
 
@@ -109,11 +103,11 @@ def expected_from_xml(path: Path, shape: tuple[int, int]):
 
 
 @pytest.mark.parametrize("index", range(3))
-def test_monuseg_instances_follow_the_xml_later_region_wins(monuseg, index):
+def test_monuseg_instances_follow_the_xml_later_region_wins(monuseg, shared_data, index):
     _, records = monuseg
     record = records[index]
     expected, visible, count = expected_from_xml(
-        DATA / "monuseg" / record.source["label"], (1000, 1000)
+        shared_data / "monuseg" / record.source["label"], (1000, 1000)
     )
     labels = np.unique(record.label)
     np.testing.assert_array_equal(labels, np.arange(visible + 1))  # 0 and 1..N, no gaps
@@ -124,8 +118,8 @@ def test_monuseg_instances_follow_the_xml_later_region_wins(monuseg, index):
     assert record.label[row, col] == expected[row, col] > 0
 
 
-def test_monuseg_split_from_test_folder_or_option(tmp_path):
-    tile = data(MONUSEG_TRAIN) / "Tissue Images" / "TCGA-NH-A8F7-01A-01-TS1.tif"
+def test_monuseg_split_from_test_folder_or_option(tmp_path, shared_data):
+    tile = shared_data / MONUSEG_TRAIN / "Tissue Images" / "TCGA-NH-A8F7-01A-01-TS1.tif"
     flat = tmp_path / "MoNuSegTestData"
     flat.mkdir()
     shutil.copy(tile, flat / tile.name)
@@ -182,8 +176,8 @@ def test_monuseg_bad_xml_and_missing_xml(tmp_path):
 # --------------------------------------------------------------------------- Kvasir (real)
 
 
-def test_kvasir_twenty_binary_masks():
-    root = data(DATA / "kvasir-seg")
+def test_kvasir_twenty_binary_masks(shared_data):
+    root = shared_data / "kvasir-seg"
     records = list(iter_records(get_reader("kvasir", root)))
     assert len(records) == 20 and {r.split for r in records} == {"train"}
     assert records[0].image_id == "cju0qkwl35piu0993l0dewei2"

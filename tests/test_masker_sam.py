@@ -1,7 +1,7 @@
 """The SAM loader (architecture inference, checkpoint errors) and SamMasker's exactness.
 
 SamMasker must return exactly what segment_anything's SamAutomaticMaskGenerator returns.
-The tiny random SAM (tests/tiny_sam.py) gives speckled masks spanning the whole image, so
+The tiny random SAM (precompute/tiny_sam.py) gives speckled masks spanning the whole image, so
 besides it a stand-in mask decoder (``BlobDecoder``) gives masks around each prompt, so
 that NMS, crops and the crop-edge filter have something to decide.
 """
@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
-from tiny_sam import build_tiny_sam, save_tiny_sam
 
 from precompute.masker_sam import SamMasker, SamMaskerSettings, reference_generate
 from precompute.sam_loader import (
@@ -27,6 +26,7 @@ from precompute.sam_loader import (
     infer_sam_config,
 )
 from precompute.sam_masks import threshold_torch, upscaling_layout
+from precompute.tiny_sam import build_tiny_sam, save_tiny_sam
 from precompute.types import MaskSet, SamaugError
 from precompute.weights import sha256_file
 

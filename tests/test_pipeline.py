@@ -19,7 +19,7 @@ from precompute.store import complete_ids, open_store
 from precompute.synthetic import write_glas_like
 from precompute.weights import sha256_file
 
-SAMAUG = [sys.executable, "-m", "precompute.cli"]
+SAMAUG = [sys.executable, "-m", "samaug"]
 
 
 def priors_cli(data_root, store, checkpoint, workers=None, tiny_settings=True) -> list[str]:

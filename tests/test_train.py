@@ -218,7 +218,7 @@ def test_show_writes_the_four_panel_figure(glas_store, tmp_path):
         [
             sys.executable,
             "-m",
-            "precompute.cli",
+            "samaug",
             "show",
             str(glas_store),
             "testA_1",
@@ -289,7 +289,7 @@ def test_polyp_store_trains_a_one_channel_model_and_scores_the_polyp_metrics(tmp
 
 
 def test_eval_usage_errors_are_one_line_messages(tmp_path):
-    samaug = [sys.executable, "-m", "precompute.cli", "eval", str(tmp_path / "run")]
+    samaug = [sys.executable, "-m", "samaug", "eval", str(tmp_path / "run")]
     missing = subprocess.run(samaug, capture_output=True, text=True)
     bad = subprocess.run([*samaug, "--certainty", "sharpness"], capture_output=True, text=True)
     assert (missing.returncode, bad.returncode) == (1, 1)

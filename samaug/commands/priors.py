@@ -1,4 +1,4 @@
-"""The ``samaug`` command. Commands parse arguments and call the library; nothing else."""
+"""``samaug priors`` and ``samaug weights``: parse arguments, call ``precompute``."""
 
 from __future__ import annotations
 
@@ -9,32 +9,9 @@ from typing import Annotated
 
 import typer
 
-from .types import SamaugError
+from precompute.types import SamaugError
 
-app = typer.Typer(
-    help="SAMAug: Segment Anything priors, precomputed once into a Zarr store.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-store_app = typer.Typer(help="Inspect, check and share a store.", no_args_is_help=True)
-app.add_typer(store_app, name="store")
-
-
-def _pairs(values: list[str] | None, what: str) -> dict[str, object]:
-    """KEY=VALUE options -> dict, values parsed as JSON when they are JSON (numbers, lists)."""
-    import json
-
-    out: dict[str, object] = {}
-    for item in values or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SamaugError(f"{what} {item!r} is not KEY=VALUE")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+from ..options import parse_pairs
 
 
 class _Progress:
@@ -45,7 +22,7 @@ class _Progress:
         self.tty = sys.stderr.isatty()
 
     def __call__(self, finished: int, total: int, outcome) -> None:
-        from .pipeline import Failure
+        from precompute.pipeline import Failure
 
         if isinstance(outcome, Failure):
             self.failed += 1
@@ -73,7 +50,6 @@ class _Progress:
         sys.stderr.flush()
 
 
-@app.command()
 def priors(
     dataset: Annotated[str, typer.Argument(help="Reader: glas, monuseg, kvasir, polyp, folder.")],
     data_root: Annotated[Path, typer.Option(help="The dataset in its original layout.")],
@@ -119,7 +95,7 @@ def priors(
     """Generate masks and priors for every image of DATASET into --store (resumable)."""
     import os
 
-    from .pipeline import PriorsConfig, run
+    from precompute.pipeline import PriorsConfig, run
 
     settings = {
         k: v
@@ -135,7 +111,7 @@ def priors(
         }.items()
         if v is not None
     }
-    for key, value in _pairs(masker_option, "--masker-option").items():
+    for key, value in parse_pairs(masker_option, "--masker-option").items():
         if key in settings and settings[key] != value:
             raise SamaugError(f"{key} is given twice, as {settings[key]!r} and {value!r}")
         settings[key] = value
@@ -148,7 +124,7 @@ def priors(
         masker=masker,
         checkpoint=str(checkpoint) if checkpoint else None,
         masker_settings=tuple(sorted(settings.items())),
-        reader_options=tuple(sorted(_pairs(reader_option, "--reader-option").items())),
+        reader_options=tuple(sorted(parse_pairs(reader_option, "--reader-option").items())),
         device=device,
         workers=workers,
         scheduler=scheduler,
@@ -175,57 +151,6 @@ def priors(
         raise typer.Exit(1)
 
 
-@store_app.command("info")
-def store_info(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> None:
-    """Print what a store holds and how it was made."""
-    from .report import info_lines
-
-    for line in info_lines(store):
-        typer.echo(line)
-
-
-@store_app.command("verify")
-def store_verify(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> None:
-    """Check every image: completion, checksums, shapes, priors recomputed from the masks."""
-    from .report import verify
-
-    problems, checked = verify(store)
-    for problem in problems:
-        typer.echo(problem)
-    typer.echo(f"{checked} images checked, {len(problems)} problems")
-    if problems:
-        raise typer.Exit(1)
-
-
-@store_app.command("strip")
-def store_strip(
-    src: Annotated[Path, typer.Argument(help="Store to copy.")],
-    dst: Annotated[Path, typer.Argument(help="New store without the images.")],
-) -> None:
-    """Copy a store without its images (priors, masks, labels and hashes stay)."""
-    from .store import strip_images
-
-    strip_images(src, dst)
-    typer.echo(f"{dst}: written without images; receivers run `samaug store attach`")
-
-
-@store_app.command("attach")
-def store_attach(
-    store: Annotated[Path, typer.Argument(help="A store made by `samaug store strip`.")],
-    data_root: Annotated[Path, typer.Option(help="Your copy of the dataset, original layout.")],
-) -> None:
-    """Put your own copy of the images into a stripped store, checked pixel by pixel (sha256)."""
-    from .report import attach_images
-
-    attached, problems = attach_images(store, data_root)
-    for problem in problems:
-        typer.echo(problem, err=True)
-    typer.echo(f"{attached} images attached, {len(problems)} problems")
-    if problems:
-        raise typer.Exit(1)
-
-
-@app.command()
 def weights(
     names: Annotated[
         list[str] | None, typer.Argument(help="vit_b, vit_l, vit_h (default: all three).")
@@ -238,7 +163,7 @@ def weights(
     ),
 ) -> None:
     """Download the official SAM checkpoints and check their sha256."""
-    from .weights import CHECKPOINTS, download_checkpoints
+    from precompute.weights import CHECKPOINTS, download_checkpoints
 
     def show(done: int, total: int) -> None:
         if sys.stderr.isatty():
@@ -248,22 +173,6 @@ def weights(
         typer.echo(f"\n{path}: sha256 ok" if sys.stderr.isatty() else f"{path}: sha256 ok")
 
 
-def _register_train_commands() -> None:
-    from train.cli import register
-
-    register(app)
-
-
-_register_train_commands()
-
-
-def main() -> None:
-    try:
-        app()
-    except SamaugError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    app.command("priors")(priors)
+    app.command("weights")(weights)

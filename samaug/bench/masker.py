@@ -1,7 +1,7 @@
 """Time segment_anything's automatic mask generator against ``SamMasker`` (not a test).
 
 ``masker_speedup`` runs both on one synthetic H&E-like image and checks that their
-outputs are identical. Run as a script: ``python -m precompute.bench_masker CHECKPOINT``.
+outputs are identical. Run as a script: ``python -m samaug.bench.masker CHECKPOINT``.
 
 With random weights (the tiny test SAM, or a random vit_b) the paper's thresholds keep
 no mask at all, which would time nothing but the model and the reference's upscaling of
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from segment_anything.modeling import Sam
 
-from .masker_sam import SamMasker, SamMaskerSettings, reference_generate
-from .sam_loader import build_sam_from_checkpoint
-from .synthetic import tissue_image
-from .types import MaskSet
+from precompute.masker_sam import SamMasker, SamMaskerSettings, reference_generate
+from precompute.sam_loader import build_sam_from_checkpoint
+from precompute.synthetic import tissue_image
+from precompute.types import MaskSet
 
 MANY_MASKS = {"pred_iou_thresh": -1.0, "stability_score_thresh": 0.15, "box_nms_thresh": 1.0}
 

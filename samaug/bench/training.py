@@ -1,4 +1,4 @@
-"""The trainer's ``make bench`` figures (printed after precompute's), one ``name: value`` a line.
+"""The trainer side of ``make bench``, one ``name: value`` a line.
 
 - loader_patches_per_s_{1,2}_workers: 256 x 256 training patches (image, both priors,
   instance target, default augmentation) streamed from a store through ``make_loader``;
@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.bench import emit
 from precompute.pipeline import PriorsConfig, run
 from precompute.synthetic import write_glas_like
+from train.data import PatchDataset, make_loader
+from train.losses import instance_loss
+from train.models import create_model, list_models
 
-from .data import PatchDataset, make_loader
-from .losses import instance_loss
-from .models import create_model, list_models
+from . import emit
 
 PATCH = 256
 BATCH = 4

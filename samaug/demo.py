@@ -17,11 +17,10 @@ from pathlib import Path
 
 from precompute.pipeline import PriorsConfig, run
 from precompute.synthetic import write_glas_like
-
-from .config import TrainConfig
-from .evaluate import comparison_rows, evaluate_run, format_table, write_table
-from .figure import show
-from .loop import train
+from train.config import TrainConfig
+from train.evaluate import comparison_rows, evaluate_run, format_table, write_table
+from train.figure import show
+from train.loop import train
 
 
 def run_demo(out: str | Path, epochs: int = 12, log=print) -> dict:

@@ -1,7 +1,6 @@
 """``samaug train``, ``samaug eval``, ``samaug show`` and ``samaug demo``.
 
-Registered on the main ``samaug`` app (precompute/cli.py). Heavy imports (torch) happen
-inside the commands, so ``samaug store info`` stays quick.
+Heavy imports (torch) happen inside the commands, so ``samaug store info`` stays quick.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from ..options import parse_pairs
 
 
 def train_command(
@@ -41,11 +42,9 @@ def train_command(
     ] = None,
 ) -> None:
     """Train a segmentation model on images and priors streamed from a store."""
-    from precompute.cli import _pairs
     from precompute.store import open_store
-
-    from .config import TrainConfig
-    from .loop import train
+    from train.config import TrainConfig
+    from train.loop import train
 
     if out is None:
         dataset = open_store(store).attrs["dataset"]["name"]
@@ -68,7 +67,7 @@ def train_command(
         val_split=val_split,
         device=device,
         amp=amp,
-        model_kwargs=_pairs(model_option, "--model-option"),
+        model_kwargs=parse_pairs(model_option, "--model-option"),
     )
     summary = train(config, log=typer.echo)
     typer.echo(f"{out}: best validation Dice {summary['best_val_dice']:.4f}")
@@ -92,7 +91,7 @@ def eval_command(
     table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
-    from .evaluate import comparison_rows, evaluate_run, format_table, write_table
+    from train.evaluate import comparison_rows, evaluate_run, format_table, write_table
 
     for run in runs:
         evaluate_run(run, store, split, certainty=certainty, device=device, min_size=min_size)
@@ -109,7 +108,7 @@ def show_command(
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("fig.png"),
 ) -> None:
     """Save the image, its seg prior, boundary prior and augmented input side by side."""
-    from .figure import show
+    from train.figure import show
 
     typer.echo(show(store, image_id, out))
 
@@ -119,7 +118,7 @@ def demo_command(
     epochs: Annotated[int, typer.Option()] = 12,
 ) -> None:
     """The whole job offline on CPU: synthetic data, superpixel priors, raw vs samaug U-Net."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     result = run_demo(out, epochs=epochs, log=typer.echo)
     typer.echo(json.dumps(result, indent=2))

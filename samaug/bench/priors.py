@@ -1,30 +1,23 @@
-"""``make bench``: speed and size figures, one ``name: value`` per line on stdout.
+"""The precompute side of ``make bench``: priors, the SAM masker, seconds per image, stored
+mask bytes and pipeline throughput, one ``name: value`` per line (``samaug.bench.emit``).
 
-Run as ``python -m precompute.bench [--quick]``. Random-weight SAMs stand in for real
-checkpoints (the cost of a forward pass does not depend on the weights' values); figures
-that depend on what the masks look like say which masker made them.
+Random-weight SAMs stand in for real checkpoints (the cost of a forward pass does not depend
+on the weights' values); figures that depend on what the masks look like say which masker
+made them.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .priors import boxes_from_masks, compute_priors, reference_priors
-from .synthetic import random_masks, write_glas_like
+from precompute.priors import boxes_from_masks, compute_priors, reference_priors
+from precompute.synthetic import random_masks, write_glas_like
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def emit(name: str, value) -> None:
-    if isinstance(value, float):
-        value = f"{value:.4g}"
-    print(f"{name}: {value}", flush=True)
+from . import emit, shared_data
 
 
 def best_of(fn, repeat: int) -> float:
@@ -52,14 +45,13 @@ def bench_priors(n_masks: int = 120, repeat: int = 3) -> None:
 
 
 def tiny_sam_checkpoint(directory: Path, **kwargs) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tiny_sam import save_tiny_sam
+    from precompute.tiny_sam import save_tiny_sam
 
     return save_tiny_sam(directory / "sam.pth", **kwargs)
 
 
 def bench_masker(directory: Path) -> None:
-    from .bench_masker import masker_speedup
+    from .masker import masker_speedup
 
     checkpoint = tiny_sam_checkpoint(directory)
     for key, value in masker_speedup(str(checkpoint)).items():
@@ -70,8 +62,8 @@ def bench_vit_b(directory: Path, image_size: int) -> None:
     """Seconds per image for a vit_b-sized random SAM at 32 x 32 points, split by phase."""
     import torch
 
-    from .masker_sam import SamMasker, SamMaskerSettings
-    from .sam_loader import build_sam_from_checkpoint
+    from precompute.masker_sam import SamMasker, SamMaskerSettings
+    from precompute.sam_loader import build_sam_from_checkpoint
 
     checkpoint = tiny_sam_checkpoint(
         directory,
@@ -98,7 +90,7 @@ def bench_vit_b(directory: Path, image_size: int) -> None:
     seg, boundary = compute_priors(masks.masks, masks.stability_score, masks.box)
     t_priors = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        from . import store
+        from precompute import store
 
         path = Path(tmp) / "s.zarr"
         store.prepare_store(path, store.store_root_attrs({"name": "bench"}, {"kind": "sam"}))
@@ -116,15 +108,16 @@ def bench_vit_b(directory: Path, image_size: int) -> None:
 
 def bench_mask_bytes(directory: Path) -> None:
     """Stored mask bytes over raw boolean bytes on the MoNuSeg subset."""
-    from .pipeline import PriorsConfig, run
-    from .store import open_store
+    from precompute.pipeline import PriorsConfig, run
+    from precompute.store import open_store
 
-    if not SHARED_DATA.is_dir():
-        emit("mask_bytes_ratio", f"skipped ({SHARED_DATA} absent)")
+    data = shared_data()
+    if data is None:
+        emit("mask_bytes_ratio", "skipped (SAMAUG_SHARED_DATA names no folder of real data)")
         return
     config = PriorsConfig(
         dataset="monuseg",
-        data_root=str(SHARED_DATA / "monuseg"),
+        data_root=str(data / "monuseg"),
         store=str(directory / "monuseg.zarr"),
         masker="superpixel",
         workers=0,
@@ -142,7 +135,7 @@ def bench_mask_bytes(directory: Path) -> None:
 
 def bench_throughput(directory: Path, images: int, points: int) -> None:
     """Images per second through the whole pipeline (tiny SAM), with 1 and 2 Dask workers."""
-    from .pipeline import PriorsConfig, run
+    from precompute.pipeline import PriorsConfig, run
 
     checkpoint = tiny_sam_checkpoint(directory)
     data = write_glas_like(directory / "glas", {"train": images}, size=(512, 512))
@@ -161,23 +154,3 @@ def bench_throughput(directory: Path, images: int, points: int) -> None:
             f"images_per_s_{workers}_worker{'s' if workers > 1 else ''}",
             summary.done / summary.seconds,
         )
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        bench_priors(n_masks=120, repeat=1 if args.quick else 3)
-        bench_masker(directory)
-        bench_vit_b(directory, image_size=256 if args.quick else 1000)
-        bench_mask_bytes(directory)
-        bench_throughput(directory, images=4 if args.quick else 16, points=8 if args.quick else 32)
-        from train.bench import main as train_bench
-
-        train_bench(directory)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,100 @@
+"""The ``samaug`` command: one typer app joining the command groups of ``samaug.commands``.
+
+Commands only parse arguments and call the libraries (``precompute``, ``train``). Every user
+error is a ``SamaugError``, raised by validation before any work starts; ``main`` prints it as
+one ``error:`` line and exits 1. Usage errors (an unknown option, a value that is not one of
+the choices) are printed the same way. Tracebacks are shown only with ``--verbose`` (or
+``SAMAUG_VERBOSE=1``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+from typing import Annotated
+
+import click
+import typer
+
+from precompute.types import SamaugError
+
+from .commands import priors as priors_commands
+from .commands import store as store_commands
+from .commands import train as train_commands
+
+app = typer.Typer(
+    help="SAMAug: Segment Anything priors, precomputed once into a Zarr store, and the trainer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+priors_commands.register(app)
+train_commands.register(app)
+app.add_typer(store_commands.app, name="store")
+
+_STATE = {"verbose": False}
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", envvar="SAMAUG_VERBOSE", help="Show tracebacks (errors, failed images)."
+        ),
+    ] = False,
+) -> None:
+    _STATE["verbose"] = verbose
+
+
+def verbose() -> bool:
+    """Whether the user asked for tracebacks (``--verbose`` or ``SAMAUG_VERBOSE=1``)."""
+    return _STATE["verbose"]
+
+
+# A DataLoader worker's exception comes back re-raised in the main process with the worker's
+# traceback in its message: "Caught SamaugError in DataLoader worker process 0.\nOriginal
+# Traceback (most recent call last): ... SamaugError: <the message>".
+_WORKER_TRACEBACK = re.compile(r"^Caught \w+ in .*?\nOriginal Traceback.*?\n(\w+\.)*\w+: ", re.S)
+
+
+def one_line(err: BaseException) -> str:
+    """The user-facing message of an error, without a DataLoader worker's traceback."""
+    text = str(err)
+    match = _WORKER_TRACEBACK.match(text)
+    if match:
+        text = text[match.end() :]
+    return text.strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; exit 0 on success, 1 on any error (one ``error:`` line)."""
+    try:
+        code = app(args=argv, prog_name="samaug", standalone_mode=False)
+    except SamaugError as err:
+        if verbose():
+            traceback.print_exc()
+        typer.echo(f"error: {one_line(err)}", err=True)
+        sys.exit(1)
+    except click.ClickException as err:  # usage errors: unknown option, bad choice, ...
+        where = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
+        typer.echo(f"error: {err.format_message()}{where}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    except Exception as err:  # a bug, not a user error: one line unless --verbose
+        if verbose():
+            raise
+        typer.echo(
+            f"error: unexpected {type(err).__name__}: {one_line(err)} "
+            "(a bug in samaug; `samaug --verbose ...` shows the traceback)",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Parsing of the command line's free-form options (``--masker-option KEY=VALUE`` ...)."""
+
+from __future__ import annotations
+
+import json
+
+from precompute.types import SettingError
+
+
+def parse_pairs(values: list[str] | None, what: str) -> dict[str, object]:
+    """KEY=VALUE options -> dict, values parsed as JSON when they are JSON (numbers, lists).
+
+    ``what`` names the option in the error, e.g. "--masker-option". A key given twice with
+    two values is a SettingError.
+    """
+    out: dict[str, object] = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SettingError(f"{what} {item!r} is not KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key in out and out[key] != value:
+            raise SettingError(f"{what} {key} is given twice, as {out[key]!r} and {value!r}")
+        out[key] = value
+    return out
