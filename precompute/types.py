@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,40 @@ class NotInStoreError(SamaugError, KeyError):
 
 class SettingError(SamaugError, ValueError):
     """An option or setting with a value that cannot be used (also a ValueError)."""
+
+
+# Image IDs (store_schema.md): safe as a file name and a Zarr key on any file system. Names
+# Zarr gives a meaning to inside a group are reserved: its metadata file ``zarr.json`` (and
+# v2's ``.zarray``/``.zgroup``/``.zattrs``, excluded by the leading-dot rule), and any name
+# starting with "__" (reserved by the Zarr v3 spec). Compared ignoring case, since a store
+# may live on a case-insensitive file system.
+IMAGE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+RESERVED_IDS = frozenset({"zarr.json"})
+MAX_ID_LENGTH = 200
+
+
+def image_id_problem(image_id: object) -> str | None:
+    """Why ``image_id`` cannot be an image ID, or None if it can."""
+    if not isinstance(image_id, str):
+        return f"image ID {image_id!r} is not a string"
+    if not IMAGE_ID_PATTERN.fullmatch(image_id):
+        return (
+            f"image ID {image_id!r} must be letters, digits, '.', '_' and '-', "
+            "not starting with '.'"
+        )
+    if image_id.lower() in RESERVED_IDS or image_id.startswith("__"):
+        return f"image ID {image_id!r} is a name Zarr reserves (zarr.json, or starting with '__')"
+    if len(image_id) > MAX_ID_LENGTH:
+        return f"image ID {image_id[:20]!r}... is longer than {MAX_ID_LENGTH} characters"
+    return None
+
+
+def check_image_id(image_id: object) -> str:
+    """``image_id`` if it is a valid image ID (see ``image_id_problem``), else SamaugError."""
+    problem = image_id_problem(image_id)
+    if problem:
+        raise SamaugError(problem)
+    return image_id  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

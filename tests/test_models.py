@@ -12,8 +12,8 @@ from train.models.swin_unet import MASK_VALUE, WindowAttention, attention_mask, 
 SMALL = {
     "unet": {"base_channels": 8},
     "attention_unet": {"base_channels": 8},
-    "pnet": {"channels": 8},
-    "swin_unet": {"embed_dim": 12, "num_heads": (1, 1, 2, 2)},
+    "pnet": {"base_channels": 8},
+    "swin_unet": {"base_channels": 12, "num_heads": (1, 1, 2, 2)},
 }
 # Parameter counts of the default configurations (in_channels=3, num_classes=3), in millions:
 # the U-Net paper's ~31M and Swin-Unet's reported 27.17M.

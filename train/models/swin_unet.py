@@ -1,7 +1,7 @@
 """Swin-Unet (Cao et al. 2021): a U-shaped pure Transformer built from Swin Transformer blocks.
 
 Encoder: 4x4 patch partition and linear embedding (a 4x4 stride-4 convolution, then
-LayerNorm) to ``embed_dim`` (C = 96); stages of Swin blocks (depths 2, 2, 2, 2, heads 3, 6,
+LayerNorm) to ``base_channels`` (C = 96); stages of Swin blocks (depths 2, 2, 2, 2, heads 3, 6,
 12, 24, window 7) alternating regular and shifted windows, multi-head self-attention with a
 relative position bias, and patch merging (2x2 neighbours concatenated, LayerNorm, linear
 4C -> 2C) between stages. Decoder, symmetric: patch expanding (linear C -> 2C, rearranged into
@@ -230,7 +230,8 @@ class SwinUNet(nn.Module):
 
     Arguments:
       in_channels, num_classes: input and output channels.
-      embed_dim: width C of the first stage; stage ``i`` has ``C * 2**i``.
+      base_channels: the embedding width C of the first stage (the paper's 96); stage ``i``
+        has ``C * 2**i``. The option every registered model has for its width.
       depths, num_heads: Swin blocks and attention heads per stage (the decoder mirrors them).
       window_size: side of the attention windows, in tokens.
       patch_size: side of the patches embedded as tokens.
@@ -245,7 +246,7 @@ class SwinUNet(nn.Module):
         self,
         in_channels: int = 3,
         num_classes: int = 2,
-        embed_dim: int = 96,
+        base_channels: int = 96,
         depths: Sequence[int] = (2, 2, 2, 2),
         num_heads: Sequence[int] = (3, 6, 12, 24),
         window_size: int = 7,
@@ -260,7 +261,7 @@ class SwinUNet(nn.Module):
             raise ValueError(f"depths {depths} and num_heads {num_heads} differ in length")
         n = len(depths)
         self.stride = patch_size * 2 ** (n - 1)
-        dims = [embed_dim * 2**i for i in range(n)]
+        dims = [base_channels * 2**i for i in range(n)]
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         starts = [sum(depths[:i]) for i in range(n)]
 
@@ -276,8 +277,8 @@ class SwinUNet(nn.Module):
                 attn_drop=attn_drop_rate,
             )
 
-        self.patch_embed = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
-        self.embed_norm = nn.LayerNorm(embed_dim)
+        self.patch_embed = nn.Conv2d(in_channels, base_channels, patch_size, stride=patch_size)
+        self.embed_norm = nn.LayerNorm(base_channels)
         self.pos_drop = nn.Dropout(drop_rate)
         self.encoder = nn.ModuleList(stage(i) for i in range(n))
         self.merges = nn.ModuleList(PatchMerging(dims[i]) for i in range(n - 1))
@@ -286,9 +287,9 @@ class SwinUNet(nn.Module):
         self.expands = nn.ModuleList(PatchExpand(dims[i + 1], 2, dims[i]) for i in levels)
         self.skip_fuse = nn.ModuleList(nn.Linear(2 * dims[i], dims[i]) for i in levels)
         self.decoder = nn.ModuleList(stage(i) for i in levels)
-        self.norm_up = nn.LayerNorm(embed_dim)
-        self.final_expand = PatchExpand(embed_dim, patch_size, embed_dim)
-        self.head = nn.Conv2d(embed_dim, num_classes, 1, bias=False)
+        self.norm_up = nn.LayerNorm(base_channels)
+        self.final_expand = PatchExpand(base_channels, patch_size, base_channels)
+        self.head = nn.Conv2d(base_channels, num_classes, 1, bias=False)
         self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
