@@ -72,6 +72,7 @@ class Failure:
 class RunSummary:
     total: int
     skipped: int
+    replaced: str | None = None  # the store --overwrite replaced, described
     results: list[ImageResult] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
@@ -242,11 +243,14 @@ def run(
     refs = get_reader(config.dataset, config.data_root, **config.options).refs()
     if not refs:
         raise SamaugError(f"{config.data_root}: the {config.dataset} reader found no images")
-    done = store.prepare_store(config.store, store_attrs(config, refs), config.overwrite)
+    prepared = store.prepare_store(
+        config.store, store_attrs(config, refs), config.overwrite, protect=[config.data_root]
+    )
+    done = prepared.complete
     by_id = {ref.image_id: ref for ref in refs}
     index = {i: (by_id[i].split if i in by_id else store.split_of(config.store, i)) for i in done}
     todo = [ref for ref in refs if ref.image_id not in done]
-    summary = RunSummary(total=len(refs), skipped=len(refs) - len(todo))
+    summary = RunSummary(total=len(refs), skipped=len(refs) - len(todo), replaced=prepared.replaced)
     store.set_index(config.store, index)
     last_index = time.monotonic()
 

@@ -9,8 +9,10 @@ Imports numpy and zarr only: no torch, no segment_anything.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -122,22 +124,79 @@ def _json_normal(value: Any) -> Any:
     return value
 
 
-def prepare_store(path: str | Path, attrs: dict, overwrite: bool = False) -> set[str]:
+@dataclass
+class PreparedStore:
+    """What ``prepare_store`` found: the images already complete, and what ``--overwrite``
+    replaced (a one-line description, or None)."""
+
+    complete: set[str]
+    replaced: str | None = None
+
+
+def is_samaug_store(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a Zarr group whose root attributes say samaug made
+    it (``tool.name == "samaug"``). Reads only the root ``zarr.json``."""
+    meta = Path(path) / "zarr.json"
+    if not Path(path).is_dir() or not meta.is_file():
+        return False
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(attrs, dict) and (attrs.get("tool") or {}).get("name") == "samaug"
+
+
+def _describe(path: Path) -> str:
+    attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    dataset = attrs.get("dataset", {})
+    masker = attrs.get("masker", {})
+    return (
+        f"{path} (dataset {dataset.get('name')!r}, masker {masker.get('kind')!r}, "
+        f"{len(attrs.get('index', {}))} complete images, created {attrs.get('created')})"
+    )
+
+
+def _check_replaceable(path: Path, protect: Sequence[str | Path]) -> None:
+    """SamaugError unless ``path`` may be deleted by --overwrite: a samaug store that neither
+    holds nor lies inside any of the ``protect`` paths (the dataset)."""
+    resolved = path.resolve()
+    for other in protect:
+        other = Path(other).resolve()
+        if resolved == other or resolved in other.parents or other in resolved.parents:
+            raise SamaugError(
+                f"--overwrite would delete {path}, which holds or lies inside {other} (the "
+                "data root); choose a --store outside the dataset"
+            )
+    if path.is_symlink() or not is_samaug_store(path):
+        raise SamaugError(
+            f"{path} is not a samaug store (its root zarr.json does not say samaug made it); "
+            "--overwrite replaces only samaug stores. Choose another --store, or move it away"
+        )
+
+
+def prepare_store(
+    path: str | Path, attrs: dict, overwrite: bool = False, protect: Sequence[str | Path] = ()
+) -> PreparedStore:
     """Create the store, or reopen it for resuming. Driver only.
 
-    Returns the IDs of the images already complete. Refuses (SamaugError) a store made
-    with another signature unless ``overwrite``, which deletes the old store first.
+    Refuses (SamaugError) a path that is a file, and a store made with another signature
+    unless ``overwrite``, which deletes the old store first, but only if it is a samaug
+    store and neither holds nor lies inside any path of ``protect`` (the data root).
     """
     path = Path(path)
+    replaced = None
+    if path.exists() and not path.is_dir():
+        raise SamaugError(f"{path} is a file, not a store; choose a folder for --store")
     if path.exists() and overwrite:
+        _check_replaceable(path, protect)
+        replaced = _describe(path)
         shutil.rmtree(path)
     if path.exists():
         try:
             root = zarr.open_group(path, mode="r+", zarr_format=3)
         except (FileNotFoundError, ValueError, KeyError) as err:
             raise SamaugError(
-                f"{path} exists but is not a samaug store ({err}); pick another --store or "
-                "pass --overwrite to replace it"
+                f"{path} exists but is not a samaug store ({err}); pick another --store"
             ) from err
         old = dict(root.attrs)
         diffs = signature_differences(old, attrs)
@@ -149,11 +208,11 @@ def prepare_store(path: str | Path, attrs: dict, overwrite: bool = False) -> set
             )
         root.attrs.update({"dataset": attrs["dataset"], "updated": _now()})
         root.require_group("images")
-        return complete_ids(path)
+        return PreparedStore(complete_ids(path))
     root = zarr.open_group(path, mode="w-", zarr_format=3)
     root.attrs.update(attrs)
     root.require_group("images")
-    return set()
+    return PreparedStore(set(), replaced)
 
 
 def complete_ids(path: str | Path) -> set[str]:

@@ -22,6 +22,7 @@ from precompute.types import SamaugError
 from .commands import priors as priors_commands
 from .commands import store as store_commands
 from .commands import train as train_commands
+from .options import set_verbose, verbose
 
 app = typer.Typer(
     help="SAMAug: Segment Anything priors, precomputed once into a Zarr store, and the trainer.",
@@ -33,8 +34,6 @@ priors_commands.register(app)
 train_commands.register(app)
 app.add_typer(store_commands.app, name="store")
 
-_STATE = {"verbose": False}
-
 
 @app.callback()
 def _options(
@@ -45,12 +44,7 @@ def _options(
         ),
     ] = False,
 ) -> None:
-    _STATE["verbose"] = verbose
-
-
-def verbose() -> bool:
-    """Whether the user asked for tracebacks (``--verbose`` or ``SAMAUG_VERBOSE=1``)."""
-    return _STATE["verbose"]
+    set_verbose(verbose)
 
 
 # A DataLoader worker's exception comes back re-raised in the main process with the worker's

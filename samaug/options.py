@@ -6,6 +6,17 @@ import json
 
 from precompute.types import SettingError
 
+_STATE = {"verbose": False}
+
+
+def set_verbose(on: bool) -> None:
+    _STATE["verbose"] = bool(on)
+
+
+def verbose() -> bool:
+    """Whether the user asked for tracebacks (``samaug --verbose`` or ``SAMAUG_VERBOSE=1``)."""
+    return _STATE["verbose"]
+
 
 def parse_pairs(values: list[str] | None, what: str) -> dict[str, object]:
     """KEY=VALUE options -> dict, values parsed as JSON when they are JSON (numbers, lists).

@@ -154,6 +154,9 @@ def test_other_settings_are_refused_naming_the_setting(glas, tmp_path, tiny_sam_
         [*args, "--points-per-side", "4", "--overwrite"], capture_output=True, text=True
     )
     assert replaced.returncode == 0, replaced.stderr
+    assert f"replaced {tmp_path / 's.zarr'} (dataset 'glas', masker 'sam', 6 complete" in (
+        replaced.stdout
+    )
     assert open_store(tmp_path / "s.zarr").attrs["masker"]["settings"]["points_per_side"] == 4
 
 

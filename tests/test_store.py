@@ -52,7 +52,7 @@ def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True):
 @pytest.fixture
 def toy_store(tmp_path):
     path = tmp_path / "toy.zarr"
-    assert st.prepare_store(path, st.store_root_attrs(DATASET, MASKER)) == set()
+    assert st.prepare_store(path, st.store_root_attrs(DATASET, MASKER)).complete == set()
     data = {
         "a_1": write(path, "a_1", "train", seed=1),
         "b_2": write(path, "b_2", "train", shape=(40, 33), n=0, seed=2, label=False),
@@ -132,13 +132,41 @@ def test_other_settings_are_refused_with_the_difference(toy_store):
     ):
         st.prepare_store(path, st.store_root_attrs(DATASET, other))
     # The same settings resume: the complete images are reported done.
-    assert st.prepare_store(path, st.store_root_attrs(DATASET, MASKER)) == {"a_1", "b_2", "c_3"}
+    done = st.prepare_store(path, st.store_root_attrs(DATASET, MASKER)).complete
+    assert done == {"a_1", "b_2", "c_3"}
     # A moved checkpoint (same sha256) or a grown dataset still resumes.
     grown = {**DATASET, "splits": {"train": 5, "test": 1}}
     moved = {**MASKER, "checkpoint": "/elsewhere/sam.pth"}
-    assert len(st.prepare_store(path, st.store_root_attrs(grown, moved))) == 3
-    assert st.prepare_store(path, st.store_root_attrs(DATASET, other), overwrite=True) == set()
+    assert len(st.prepare_store(path, st.store_root_attrs(grown, moved)).complete) == 3
+    prepared = st.prepare_store(path, st.store_root_attrs(DATASET, other), overwrite=True)
+    assert prepared.complete == set()
+    assert prepared.replaced.startswith(f"{path} (dataset 'toy', masker 'superpixel', 3 complete")
     assert st.open_store(path).ids() == []
+
+
+def test_overwrite_replaces_only_a_samaug_store_outside_the_data(tmp_path):
+    attrs = st.store_root_attrs(DATASET, MASKER)
+    notes = tmp_path / "r" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("x")
+    with pytest.raises(SamaugError, match="is not a samaug store"):
+        st.prepare_store(notes.parent, attrs, overwrite=True)
+    assert notes.read_text() == "x"
+    # A store that holds the data root, or lies inside it, is never deleted.
+    base = tmp_path / "ow" / "base"
+    st.prepare_store(base, attrs)
+    (base / "imgs").mkdir()
+    (base / "imgs" / "a.png").write_bytes(b"png")
+    with pytest.raises(SamaugError, match="holds or lies inside"):
+        st.prepare_store(base, attrs, overwrite=True, protect=[base / "imgs"])
+    inner = tmp_path / "data" / "s.zarr"
+    st.prepare_store(inner, attrs)
+    with pytest.raises(SamaugError, match="holds or lies inside"):
+        st.prepare_store(inner, attrs, overwrite=True, protect=[tmp_path / "data"])
+    assert (base / "imgs" / "a.png").read_bytes() == b"png" and (inner / "zarr.json").is_file()
+    # A file is no store, overwrite or not.
+    with pytest.raises(SamaugError, match="is a file, not a store"):
+        st.prepare_store(notes, attrs, overwrite=True)
 
 
 def test_incomplete_group_is_not_complete_and_is_replaced(toy_store):

@@ -132,6 +132,8 @@ def priors(
         overwrite=overwrite,
     )
     summary = run(config, on_progress=_Progress())
+    if summary.replaced:
+        typer.echo(f"replaced {summary.replaced}")
     typer.echo(
         f"{summary.done} done, {summary.skipped} skipped (already complete), "
         f"{len(summary.failures)} failed, of {summary.total} images in {summary.seconds:.1f} s"
