@@ -37,6 +37,7 @@ from torchvision.ops import StochasticDepth
 
 from .blocks import crop_padding, pad_to_multiple
 from .registry import register_model
+from .swin_pretrained import load_swin_imagenet
 
 # Added to the attention logits of excluded pairs (Swin's value): exp(-100) vanishes next to
 # any real logit, yet a fully masked row stays finite (no NaN) where -inf would not.
@@ -240,6 +241,9 @@ class SwinUNet(nn.Module):
         attention weights.
       drop_path_rate: stochastic depth, rising linearly to this over the encoder's blocks; a
         decoder level uses the rates of its encoder level.
+      pretrained: path of ImageNet Swin-T weights (Microsoft's, timm's or torchvision's) to
+        initialise the encoder and the mirrored decoder blocks from, as the released code does
+        (``swin_pretrained.load_swin_imagenet``); what it did is in ``self.pretrained_report``.
     """
 
     def __init__(
@@ -255,6 +259,7 @@ class SwinUNet(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.2,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
@@ -291,6 +296,9 @@ class SwinUNet(nn.Module):
         self.final_expand = PatchExpand(base_channels, patch_size, base_channels)
         self.head = nn.Conv2d(base_channels, num_classes, 1, bias=False)
         self.apply(_init_weights)
+        self.pretrained_report = None
+        if pretrained is not None:
+            self.pretrained_report = load_swin_imagenet(self, pretrained)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, pad = pad_to_multiple(x, self.stride)
