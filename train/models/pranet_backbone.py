@@ -33,7 +33,7 @@ from precompute.types import SettingError
 
 TIMM_NAME = "res2net50d"
 CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
-# BatchNorm's step counter: no learned value, and some files lack it.
+# BatchNorm's step counter: no learned value, and a file may lack it.
 _COUNTER = "num_batches_tracked"
 _READ_ERRORS = (
     pickle.UnpicklingError,
