@@ -14,6 +14,7 @@ SMALL = {
     "attention_unet": {"base_channels": 8},
     "pnet": {"base_channels": 8},
     "swin_unet": {"base_channels": 12, "num_heads": (1, 1, 2, 2)},
+    "pranet": {"base_channels": 8},
 }
 # Parameter counts of the default configurations (in_channels=3, num_classes=3), in millions:
 # the U-Net paper's ~31M and Swin-Unet's reported 27.17M.

@@ -1,0 +1,183 @@
+"""PraNet (Fan et al., "PraNet: Parallel Reverse Attention Network for Polyp Segmentation",
+MICCAI 2020), the model of the SAMAug paper's polyp table, and its structure loss.
+
+As in the authors' released code (``lib/PraNet_Res2Net.py``, ``MyTrain.py``):
+
+- backbone: Res2Net-50 v1b 26w x 4s (``pranet_backbone``); the features of layers 2, 3, 4
+  (512, 1024, 2048 channels at strides 8, 16, 32) feed the head;
+- three receptive-field blocks bring them to ``base_channels`` (32 in the paper);
+- the parallel partial decoder gives the global map at stride 8;
+- three reverse-attention branches, on the layer-4, layer-3 and layer-2 features in that
+  order, each refine the previous map: the global map bilinearly downsampled 4x to stride 32
+  for the first, then each result upsampled 2x for the next;
+- four deep-supervision outputs, the global map and the three refinements, each bilinearly
+  upsampled (x8, x32, x16, x8) to the input resolution; logits, no sigmoid.
+
+Any input size works: the input is padded (reflect) to a multiple of 32 and every output
+cropped back. For sizes that are already multiples of 32 (the paper trains at 352x352) the
+computation is the released one. ``num_classes`` > 1 generalises the binary network: every
+map gets one channel per class, and the reverse attention uses the mean over classes (see
+``ReverseAttention``); with ``num_classes=1`` it is the released formula.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from precompute.checks import integer
+
+from .blocks import crop_padding, pad_to_multiple
+from .pranet_backbone import PretrainedReport, apply_weights, build_backbone, read_weights
+from .pranet_blocks import PartialDecoder, ReceptiveField, ReverseAttention
+from .registry import register_model
+
+# The released branches: (width, kernel, ReLU convolutions, kernel of the last convolution),
+# for the layer-4, layer-3 and layer-2 features.
+REVERSE_BRANCHES = ((256, 5, 3, 1), (64, 3, 2, 3), (64, 3, 2, 3))
+# Upsampling factors of the four outputs (stride 8, 32, 16, 8) to the input resolution.
+OUTPUT_SCALES = (8, 32, 16, 8)
+
+
+@register_model("pranet")
+class PraNet(nn.Module):
+    """PraNet: ``(B, in_channels, H, W)`` float -> ``(B, num_classes, H, W)`` logits, any H, W.
+
+    ``forward`` returns the sum of the four deep-supervision maps (what the SAMAug polyp test
+    script scores); ``forward_all`` returns the maps themselves, for a loss summed over them
+    (``deep_supervision`` tells the trainer so).
+
+    Arguments:
+      in_channels: input channels: 3 for the image, more for the image plus SAM priors (the
+        concat fusion); the first stem convolution takes them all.
+      num_classes: output channels; 1 for PraNet's binary (sigmoid) task.
+      base_channels: width of the receptive-field blocks and the partial decoder (the
+        paper's 32). The reverse-attention widths (256, 64, 64) and the backbone are fixed.
+      pretrained: path of a Res2Net-50 v1b 26w4s ImageNet weight file for the backbone (see
+        ``pranet_backbone.load_backbone_weights``: timm's or the Res2Net release's keys, torch
+        or safetensors); with more than 3 input channels the extra ones start at zero weight.
+        What was loaded is in ``pretrained_report``. None: random initialisation.
+    """
+
+    deep_supervision = True
+    stride = 32
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 1,
+        base_channels: int = 32,
+        pretrained: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        integer("in_channels", in_channels, minimum=1)
+        integer("num_classes", num_classes, minimum=1)
+        integer("base_channels", base_channels, minimum=1)
+        # Read first: a bad file is refused before the network is built.
+        weights = None if pretrained is None else read_weights(pretrained)
+        self.backbone = build_backbone(in_channels)
+        c8, c16, c32 = self.backbone.feature_info.channels()
+        self.rfb8 = ReceptiveField(c8, base_channels)
+        self.rfb16 = ReceptiveField(c16, base_channels)
+        self.rfb32 = ReceptiveField(c32, base_channels)
+        self.decoder = PartialDecoder(base_channels, num_classes)
+        self.reverse = nn.ModuleList(
+            ReverseAttention(channels, *branch, num_classes=num_classes)
+            for channels, branch in zip((c32, c16, c8), REVERSE_BRANCHES, strict=True)
+        )
+        self.pretrained_report: PretrainedReport | None = (
+            None if weights is None else apply_weights(self.backbone, weights, pretrained)
+        )
+
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four deep-supervision maps, each ``(B, num_classes, H, W)`` logits, in the
+        released order: the partial decoder's global map (``lateral_map_5``), then the
+        reverse-attention refinements on layer 4, 3, 2 (``lateral_map_4, _3, _2``). The last
+        is the one PraNet's own test script (``MyTest.py``) scores."""
+        x, pad = pad_to_multiple(x, self.stride)
+        f8, f16, f32 = self.backbone(x)
+        coarse = self.decoder(self.rfb32(f32), self.rfb16(f16), self.rfb8(f8))
+        maps = [coarse]
+        coarse = F.interpolate(coarse, scale_factor=0.25, mode="bilinear")
+        for i, (branch, features) in enumerate(zip(self.reverse, (f32, f16, f8), strict=True)):
+            if i > 0:
+                coarse = F.interpolate(coarse, scale_factor=2, mode="bilinear")
+            coarse = branch(features, coarse)
+            maps.append(coarse)
+        return [
+            crop_padding(F.interpolate(m, scale_factor=s, mode="bilinear"), pad)
+            for m, s in zip(maps, OUTPUT_SCALES, strict=True)
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.forward_all(x)).sum(dim=0)
+
+
+def boundary_weights(mask: torch.Tensor) -> torch.Tensor:
+    """The structure loss's pixel weights, ``1 + 5 * |avg_pool(mask) - mask|`` with a 31x31
+    mean (stride 1, zero padding 15, padding counted): 1 far from any boundary (inside or
+    outside the object), approaching 6 right beside it.
+
+    ``mask``: ``(B, C, H, W)`` float in {0, 1}. Returns the same shape, float in [1, 6].
+    """
+    return 1 + 5 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
+
+
+def structure_loss(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    released_bce: bool = False,
+) -> torch.Tensor:
+    """PraNet's loss (from F3Net): weighted binary cross-entropy plus weighted IoU.
+
+    The weight ``w`` of a pixel (``boundary_weights``) grows near the object's boundary. With
+    ``p = sigmoid(logits)``, ``m = mask`` and sums over the pixels of one image and channel:
+
+        wbce = sum(w * bce(logits, m)) / sum(w)
+        wiou = 1 - (sum(w * p * m) + 1) / (sum(w * (p + m)) - sum(w * p * m) + 1)
+
+    and the loss is the mean of ``wbce + wiou`` over images and channels. For a
+    deep-supervised PraNet, sum it over ``PraNet.forward_all``'s maps.
+
+    Arguments:
+      logits: ``(B, C, H, W)`` float logits.
+      mask: ``(B, C, H, W)`` float target in {0, 1}; each channel an independent binary mask.
+      valid: optional ``(B, 1 or C, H, W)`` float or bool, 1 on real pixels and 0 on padding.
+        Invalid pixels count as background in the pooled mask and get weight 0, so a padded
+        image gives exactly the loss of the unpadded one (``avg_pool`` already counts the
+        outside of the image as zeros); with ``valid`` all ones nothing changes. An image
+        without a valid pixel contributes 0.
+      released_bce: reproduce the released code instead of the paper's formula. The released
+        ``MyTrain.py`` passes ``reduce='none'`` (the deprecated boolean argument, which a
+        string turns on) where ``reduction='none'`` was meant, so its BCE is one unweighted
+        mean over all pixels of the batch, added to each image's weighted IoU.
+
+    Returns a scalar tensor.
+
+    The SAMAug authors' polyp script (``Polyp_HSNet_SAMAug_Train_and_Test.py``, which trains
+    HSNet) uses a further variant: the same unweighted BCE mean and an unweighted IoU (no
+    boundary weights at all). This function does not implement it.
+    """
+    if valid is not None:
+        valid = valid.to(logits.dtype)
+        mask = mask * valid
+    weight = boundary_weights(mask)
+    if valid is not None:
+        weight = weight * valid
+    bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+    if released_bce:
+        counted = torch.ones_like(bce) if valid is None else valid.expand_as(bce)
+        wbce = (bce * counted).sum() / counted.sum().clamp_min(1)  # one number for the batch
+    else:
+        # The clamp acts only on an image with no valid pixel (otherwise sum(w) >= 1).
+        wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3)).clamp_min(1e-12)
+    prob = torch.sigmoid(logits)
+    inter = (prob * mask * weight).sum(dim=(2, 3))
+    union = ((prob + mask) * weight).sum(dim=(2, 3))
+    wiou = 1 - (inter + 1) / (union - inter + 1)
+    return (wbce + wiou).mean()

@@ -1,0 +1,213 @@
+"""PraNet's backbone, Res2Net-50 v1b 26w x 4s, taken from timm, and its ImageNet weights read
+from a file.
+
+timm's ``res2net50d`` is that network: the v1b deep stem (3x3 convolutions 3->32, 32->32,
+32->64, the first of stride 2, then BatchNorm, ReLU and a 3x3 max-pool), bottlenecks of four
+26-wide scales (layers of 3, 4, 6, 3 blocks; 512, 1024, 2048 output channels at strides 8,
+16, 32 for layers 2-4), the first block of each layer average-pooling its last scale and the
+shortcut downsampling by a 2x2 average pool (ceil mode, padding not counted) before its 1x1
+convolution. tests/test_pranet.py checks this against a transcription of the authors'
+``Res2Net_v1b.py``: same tensors, same outputs.
+
+Weight files: timm's ``res2net50d`` state dict and the Res2Net authors' release
+(``res2net50_v1b_26w_4s-3cf99910.pth``, loaded by ``Res2Net_v1b.py``) use the same key names
+(``conv1.0.weight`` ... ``conv1.6.weight``, ``bn1.*``, ``layer1.0.convs.0.weight``,
+``layer1.0.bns.0.*``, ``layer1.0.downsample.1.weight``, ``fc.*``), because timm kept the
+authors' module names; so one key scheme reads both, from a torch file (``torch.load`` with
+``weights_only``) or a ``.safetensors`` file. The ImageNet classifier (``fc.*``) is not used.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from precompute.types import SettingError
+
+TIMM_NAME = "res2net50d"
+CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
+# BatchNorm's step counter: no learned value, and a file may lack it.
+_COUNTER = "num_batches_tracked"
+_READ_ERRORS = (
+    pickle.UnpicklingError,
+    SafetensorError,
+    RuntimeError,
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+)
+_EXPECTED = (
+    "a Res2Net-50 v1b 26w4s ImageNet state dict (keys 'conv1.0.weight', "
+    "'layer1.0.convs.0.weight', 'layer1.0.bns.0.weight', ..., optionally 'fc.*'), as in "
+    "res2net50_v1b_26w_4s-3cf99910.pth or timm's res2net50d, saved with torch.save or as "
+    ".safetensors"
+)
+
+
+def build_backbone(in_channels: int) -> nn.Module:
+    """Res2Net-50 v1b 26w4s without its classifier, randomly initialised (Kaiming-normal
+    convolutions, BatchNorm weight 1 and bias 0, as the authors' code does) except that the
+    last BatchNorm of every block starts at weight 0 (timm's default, Goyal et al. 2017): each
+    block starts as its shortcut. PraNet always starts from ImageNet weights, which replace
+    all of this; from scratch, the authors' init lets activations grow to hundreds through
+    the 16 blocks (in eval mode), where float32 rounding alone makes results depend on the
+    batch size at the 1e-6 level.
+
+    The module maps ``(B, in_channels, H, W)`` float, H and W multiples of 32, to the list of
+    features of layers 2, 3 and 4: ``(B, 512, H/8, W/8)``, ``(B, 1024, H/16, W/16)``,
+    ``(B, 2048, H/32, W/32)``. Its state-dict keys are those of the weight files.
+    """
+    # Imported here: importing timm takes seconds, and only PraNet needs it.
+    import timm
+
+    return timm.create_model(
+        TIMM_NAME,
+        pretrained=False,
+        features_only=True,
+        out_indices=(2, 3, 4),
+        in_chans=in_channels,
+    )
+
+
+@dataclass(frozen=True)
+class PretrainedReport:
+    """What ``load_backbone_weights`` did with a weight file; key names are the file's.
+
+    loaded: tensors copied into the backbone (``adapted`` among them).
+    adapted: tensors copied into a wider first convolution (more input channels than the
+      file's 3), the extra input channels' weights set to zero.
+    skipped: tensors of the file whose shape does not fit the backbone; not loaded.
+    missing: backbone tensors the file lacks; they keep their random initialisation.
+    ignored: tensors of the file the backbone has no use for (the ImageNet classifier).
+    BatchNorm's ``num_batches_tracked`` counters are left out of every list.
+    """
+
+    path: str
+    loaded: tuple[str, ...]
+    adapted: tuple[str, ...]
+    skipped: tuple[str, ...]
+    missing: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+    def summary(self) -> str:
+        """One line for a log: the file and the four counts."""
+        return (
+            f"{self.path}: {len(self.loaded)} backbone tensors loaded ({len(self.adapted)} "
+            f"widened to more input channels), {len(self.skipped)} skipped (shape), "
+            f"{len(self.missing)} missing, {len(self.ignored)} ignored (classifier)"
+        )
+
+
+def check_weights_file(path: str | Path) -> Path:
+    """The path of an existing file, or SettingError naming it (run before building anything)."""
+    if not isinstance(path, str | Path) or not str(path):
+        raise SettingError(f"pretrained must be the path of a weight file, not {path!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise SettingError(f"pretrained weight file {path} does not exist; give {_EXPECTED}")
+    return path
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weight file by key, on the CPU: ``.safetensors`` by name, anything else
+    through ``torch.load(weights_only=True)``. SettingError if the file holds anything else."""
+    path = check_weights_file(path)
+    try:
+        if path.suffix == ".safetensors":
+            loaded = load_file(path, device="cpu")
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    # Reading an arbitrary file fails in many ways; each becomes one clear message.
+    except _READ_ERRORS as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise SettingError(
+            f"pretrained weight file {path} cannot be read ({type(err).__name__}: {detail}); "
+            f"give {_EXPECTED}"
+        ) from err
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
+    ):
+        raise SettingError(
+            f"pretrained weight file {path} holds a {type(loaded).__name__} that is not a "
+            f"mapping of names to tensors; give {_EXPECTED}"
+        )
+    return dict(loaded)
+
+
+def _widen_input(value: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """A first-convolution weight ``(out, c, k, k)`` zero-extended to ``shape`` = ``(out, C,
+    k, k)``, C > c; None when the shapes differ otherwise."""
+    if value.dim() != 4 or len(shape) != 4 or shape[1] <= value.shape[1]:
+        return None
+    if (value.shape[0], *value.shape[2:]) != (shape[0], *shape[2:]):
+        return None
+    wide = value.new_zeros(shape)
+    wide[:, : value.shape[1]] = value
+    return wide
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> PretrainedReport:
+    """Copy a Res2Net-50 v1b 26w4s ImageNet weight file into ``build_backbone``'s module:
+    ``read_weights`` then ``apply_weights``."""
+    return apply_weights(backbone, read_weights(path), path)
+
+
+def apply_weights(
+    backbone: nn.Module, weights: Mapping[str, torch.Tensor], path: str | Path
+) -> PretrainedReport:
+    """Copy the tensors ``weights`` read from the file ``path`` into ``build_backbone``'s module.
+
+    The file must use the backbone's key names (see the module docstring) and hold at least
+    one of its tensors; a file with other keys is refused with SettingError (it is another
+    network, or a whole PraNet checkpoint, or not a weight file at all). When the backbone has
+    more input channels than the file's first convolution (the concat fusion: image plus
+    prior channels), the file's weights fill the first channels and the rest are zero, so the
+    network starts out computing exactly what the pretrained one computes on the image.
+    """
+    weights = {k: v for k, v in weights.items() if not k.endswith(_COUNTER)}
+    own = {k: v for k, v in backbone.state_dict().items() if not k.endswith(_COUNTER)}
+    foreign = sorted(k for k in weights if k not in own and k not in CLASSIFIER_KEYS)
+    if foreign or not own.keys() & weights.keys():
+        if foreign:
+            shown = ", ".join(repr(k) for k in foreign[:3])
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            problem = f"has {len(foreign)} keys that it does not have ({shown}{more})"
+        else:
+            problem = "holds none of its tensors"
+        raise SettingError(
+            f"pretrained weight file {path} is not a Res2Net-50 v1b 26w4s state dict: it "
+            f"{problem}; give {_EXPECTED}"
+        )
+    to_load: dict[str, torch.Tensor] = {}
+    adapted, skipped = [], []
+    for key, value in weights.items():
+        if key not in own:
+            continue
+        target = own[key].shape
+        if value.shape != target:
+            value = _widen_input(value, target) if key == "conv1.0.weight" else None
+            if value is None:
+                skipped.append(key)
+                continue
+            adapted.append(key)
+        to_load[key] = value
+    result = backbone.load_state_dict(to_load, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys  # only own keys were given
+    return PretrainedReport(
+        path=str(path),
+        loaded=tuple(to_load),
+        adapted=tuple(adapted),
+        skipped=tuple(skipped),
+        missing=tuple(k for k in own if k not in weights),
+        ignored=tuple(k for k in weights if k in CLASSIFIER_KEYS),
+    )
