@@ -142,6 +142,7 @@ def test_the_paper_file_fits_the_grids_and_names_a_source_for_every_number():
         assert (
             "53d84a47451a992bbb38d60b884c85a42e2a43dc" in row.source or "2304.11332" in row.source
         )
+        assert row.where.startswith("table ")
         assert all(0 < v < 1 for v in row.values.values())
         key = (row.table, row.model, row.split, row.samaug)
         assert key not in seen

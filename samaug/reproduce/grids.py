@@ -20,11 +20,16 @@ augmented inputs) under each test-time strategy: ``raw``, ``samaug``, ``ensemble
 ``select`` (``train.inference``). A ``raw``-trained model tested with priors would see an
 input it was never trained on, so those rows are not part of the grid.
 
+Test splits are the store's split names: MoNuSeg's 14-image test set ``test``, GlaS
+``testA`` and ``testB`` (the "all" group ``samaug eval`` adds for GlaS is not a column of the
+paper's table), and PraNet's five ``TestDataset`` folders, named by the polyp reader after
+the folder.
+
 Metrics and precision follow the released README (github.com/yizhezhang2000/SAMAug): MoNuSeg
 AJI and pixel F-score in percent with two decimals, polyp meanDic / meanIoU / S-measure in
 percent with one decimal. GlaS object F1 and object Dice are shown as fractions with three
-decimals and object Hausdorff in pixels with two (the GlaS challenge's convention; the
-README prints no GlaS table).
+decimals and object Hausdorff in pixels with two (our choice: the README prints no GlaS
+table).
 
 Main metric of GlaS: object Dice rather than object F1. The statistics pair *per-image*
 scores, and one image's F1 takes few distinct values (a handful of glands), so many pairs

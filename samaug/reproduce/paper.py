@@ -2,9 +2,10 @@
 
 The file holds, per table, one entry per published row: our model name and the paper's,
 whether it is the row with or without SAMAug, the test split, the values as printed
-(percent) and the source of every value (repository file at a commit, or the arXiv version
-and table). Entries the authors published but we could not read from a citable source are
-listed under "missing" with the reason, never filled in.
+(percent) and the source of the row's values: the document ("source": a repository file at a
+commit, or the arXiv version) and the table in it ("where"). Entries the authors published
+but we could not read from a citable source are listed under "missing" with the reason,
+never filled in.
 
 Which of our rows a published row stands beside is OUR mapping, stated in the file under
 "mapping": "without SAMAug" is the ``raw``-trained model tested on raw images, "with SAMAug"
@@ -26,7 +27,8 @@ PERCENT = 100.0  # the file's values are percent; ours are fractions (rounded: n
 
 @dataclass(frozen=True)
 class PaperRow:
-    """One published row. values: {our metric name: value as a fraction, like ours}."""
+    """One published row. values: {our metric name: value as a fraction, like ours}.
+    source: the document (a file at a commit, or the arXiv version); where: the table in it."""
 
     table: str
     model: str
@@ -35,6 +37,7 @@ class PaperRow:
     split: str
     values: dict[str, float]
     source: str
+    where: str
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,13 @@ class PaperResults:
     def has_table(self, table: str) -> bool:
         return any(r.table == table for r in self.rows)
 
-    def sources(self, table: str) -> list[str]:
-        return list(dict.fromkeys(r.source for r in self.rows if r.table == table))
+    def sources(self, table: str) -> dict[str, list[str]]:
+        """{source: [where in it, ...]} of a table's published rows, in file order."""
+        found: dict[str, list[str]] = {}
+        for r in self.rows:
+            if r.table == table and r.where not in found.setdefault(r.source, []):
+                found[r.source].append(r.where)
+        return found
 
     def missing_for(self, table: str) -> list[dict]:
         return [m for m in self.missing if m["table"] == table]
@@ -94,6 +102,7 @@ def parse_paper(data: dict) -> PaperResults:
             split=r["split"],
             values={k: round(v / PERCENT, 12) for k, v in r["values"].items()},
             source=r["source"],
+            where=r["where"],
         )
         for table, content in data["tables"].items()
         for r in content["rows"]

@@ -173,8 +173,11 @@ def _notes(table: Table) -> str:
         )
     if paper.has_table(grid.name):
         without, with_ = paper.mapping[False], paper.mapping[True]
+        sources = "; ".join(
+            f"{source}, {', '.join(where)}" for source, where in paper.sources(grid.name).items()
+        )
         notes.append(
-            f"(paper): {'; '.join(paper.sources(grid.name))}. Placed by OUR mapping: "
+            f"(paper): {sources}. Placed by OUR mapping: "
             f"without SAMAug beside {without[0]}-trained/{without[1]}, with SAMAug beside "
             f"{with_[0]}-trained/{with_[1]}. {paper.mapping_note}"
         )
