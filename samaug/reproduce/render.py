@@ -12,9 +12,10 @@ scientific notation. The notes say what the numbers are, where the published one
 from (and that their placement is OUR mapping), which published numbers are missing and why,
 and any comparison whose test could not run.
 
-CSV (``to_csv``): one line per row and split, with ``<metric>_mean``, ``<metric>_std``,
+CSV (``to_csv``): one line per row and split: ``table, split, model, trained, strategy,
+seeds`` (the seeds joined by ";"), then ``<metric>_mean``, ``<metric>_std``,
 ``<metric>_paper`` and ``<metric>_seed<S>`` per seed (unscaled fractions; Hausdorff in
-pixels), then the main metric's statistics: ``n_images``, ``n_excluded``,
+pixels), then the statistics of the main metric (``compared_metric``): ``n_images``, ``n_excluded``,
 ``baseline_mean``, ``row_mean``, ``mean_difference``, ``ci_low``, ``ci_high``,
 ``wilcoxon_statistic``, ``p_value``, ``note``. An empty field is a value that does not exist
 (a std of one seed, a p-value not computed).
