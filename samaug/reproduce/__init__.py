@@ -1,0 +1,48 @@
+"""The analysis half of ``samaug reproduce``: the paper's tables from evaluated runs.
+
+- ``grids``: the three tables (monuseg, glas, polyp) as data: models, training modes, rows,
+  test splits, metrics and their direction, the main metric.
+- ``runs``: ``load_run`` / ``load_runs`` read a run directory (config.json, metrics.json,
+  test_per_image.csv) into a ``RunResult``; errors name the file.
+- ``paper``: the published numbers (``paper_results.json``) and OUR mapping of them onto
+  our rows.
+- ``stats``: paired per-image comparison against the baseline (Wilcoxon signed-rank,
+  bootstrap 95% interval of the mean difference).
+- ``tables``: ``build_table(grid, runs)``: mean ± std over seeds, paper numbers, statistics.
+- ``render``: ``write_table`` (Markdown in the paper's layout and a full-precision CSV).
+- ``figure``: ``write_figure``: the per-image differences as one PNG.
+
+Typical use, once every run of a grid is trained and evaluated::
+
+    grid = get_grid("monuseg")
+    table = build_table(grid, load_runs(run_dirs, grid))
+    write_table(table, out_dir)                  # monuseg.md, monuseg.csv
+    write_figure(table, out_dir / "monuseg.png")
+"""
+
+from .figure import write_figure
+from .grids import GRIDS, Grid, Metric, get_grid
+from .paper import load_paper
+from .render import to_csv, to_markdown, write_table
+from .runs import RunResult, load_run, load_runs
+from .stats import PairedComparison, paired_comparison
+from .tables import Table, build_table
+
+__all__ = [
+    "GRIDS",
+    "Grid",
+    "Metric",
+    "PairedComparison",
+    "RunResult",
+    "Table",
+    "build_table",
+    "get_grid",
+    "load_paper",
+    "load_run",
+    "load_runs",
+    "paired_comparison",
+    "to_csv",
+    "to_markdown",
+    "write_figure",
+    "write_table",
+]

@@ -1,0 +1,208 @@
+"""Evaluated runs read back from their directories, as plain data for the tables and statistics.
+
+A run directory written by ``samaug train`` and ``samaug eval`` holds:
+
+- ``config.json``: the TrainConfig; ``model``, ``mode`` and ``seed`` are read;
+- ``metrics.json``: ``{"test": {split: {strategy: {metric: value}}}}`` (entries of a split
+  that are not a strategy, like ``select_took_samaug``, are skipped);
+- ``test_per_image.csv``: columns ``split, image_id, strategy`` and one column per metric,
+  one row per image, split and strategy.
+
+Every problem with these files is an InputError naming the file (and the line of the CSV),
+raised while loading, before any table is built. Given a grid, ``load_run`` also checks that
+the run is one of its models and modes, that ``metrics.json`` holds every table metric for
+every strategy of the grid in each of the grid's splits the run was evaluated on, and that
+the CSV has the main metric's column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from precompute.types import InputError
+
+from .grids import Grid
+
+CONFIG, METRICS, PER_IMAGE = "config.json", "metrics.json", "test_per_image.csv"
+KEY_COLUMNS = ("split", "image_id", "strategy")
+
+
+@dataclass
+class RunResult:
+    """One evaluated run.
+
+    split_scores: {split: {strategy: {metric: value}}} as metrics.json holds them (GlaS
+    scores pooled over the split, other datasets the mean over its images).
+    per_image: one dict per CSV row: "split", "image_id", "strategy" (str) and every metric
+    column as a float (NaN for an empty cell; inf is kept, e.g. an object Hausdorff).
+    """
+
+    model: str
+    mode: str
+    seed: int
+    split_scores: dict[str, dict[str, dict[str, float]]]
+    per_image: list[dict] = field(default_factory=list)
+    run_dir: str = ""
+
+    def image_scores(self, split: str, strategy: str, metric: str) -> dict[str, float]:
+        """{image_id: value} of one split, strategy and metric (empty if none was scored)."""
+        return {
+            row["image_id"]: row[metric]
+            for row in self.per_image
+            if row["split"] == split and row["strategy"] == strategy
+        }
+
+
+def load_run(run_dir: str | Path, grid: Grid | None = None) -> RunResult:
+    """Read one run directory (module doc); with ``grid``, check it fits that grid."""
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir / CONFIG, "config")
+    for key in ("model", "mode", "seed"):
+        if key not in config:
+            raise InputError(f"{run_dir / CONFIG}: no {key!r}; is this a samaug run directory?")
+    seed = config["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"{run_dir / CONFIG}: seed must be a whole number, not {seed!r}")
+    metrics = _read_json(run_dir / METRICS, "metrics")
+    if not isinstance(metrics.get("test"), dict):
+        raise InputError(
+            f"{run_dir / METRICS}: no test results; evaluate the run first (samaug eval {run_dir})"
+        )
+    run = RunResult(
+        model=str(config["model"]),
+        mode=str(config["mode"]),
+        seed=seed,
+        split_scores=_split_scores(metrics["test"], run_dir / METRICS),
+        per_image=_read_per_image(run_dir / PER_IMAGE),
+        run_dir=str(run_dir),
+    )
+    if grid is not None:
+        check_run(run, grid)
+    return run
+
+
+def load_runs(run_dirs: Iterable[str | Path], grid: Grid | None = None) -> list[RunResult]:
+    """``load_run`` of each directory; two runs of the same model, mode and seed are an
+    InputError naming both directories."""
+    runs = [load_run(d, grid) for d in run_dirs]
+    check_unique(runs)
+    return runs
+
+
+def check_unique(runs: Iterable[RunResult]) -> None:
+    """InputError naming both directories when two runs share model, mode and seed."""
+    seen: dict[tuple, str] = {}
+    for run in runs:
+        key = (run.model, run.mode, run.seed)
+        if key in seen:
+            raise InputError(
+                f"{seen[key]} and {run.run_dir} are both model {run.model}, mode {run.mode}, "
+                f"seed {run.seed}; pass one of them"
+            )
+        seen[key] = run.run_dir
+
+
+def check_run(run: RunResult, grid: Grid) -> None:
+    """InputError naming the file when ``run`` cannot fill its rows of ``grid``."""
+    config = Path(run.run_dir) / CONFIG
+    if run.model not in grid.models:
+        raise InputError(
+            f"{config}: model {run.model!r} is not in the {grid.name} table "
+            f"({', '.join(grid.models)})"
+        )
+    if run.mode not in grid.modes:
+        raise InputError(
+            f"{config}: mode {run.mode!r} is not in the {grid.name} table ({', '.join(grid.modes)})"
+        )
+    splits = [s for s in grid.splits if s in run.split_scores]
+    if not splits:
+        raise InputError(
+            f"{Path(run.run_dir) / METRICS}: none of the {grid.name} test splits "
+            f"({', '.join(grid.splits)}) was evaluated; it has {', '.join(run.split_scores)}"
+        )
+    strategies = {s for mode, s in grid.rows if mode == run.mode}
+    for split in splits:
+        for strategy in sorted(strategies):
+            scores = run.split_scores[split].get(strategy, {})
+            absent = [m.name for m in grid.metrics if m.name not in scores]
+            if absent:
+                raise InputError(
+                    f"{Path(run.run_dir) / METRICS}: split {split!r}, strategy {strategy!r} has "
+                    f"no {', '.join(absent)}; re-evaluate the run with samaug eval"
+                )
+    if run.per_image and grid.main_metric not in run.per_image[0]:
+        raise InputError(
+            f"{Path(run.run_dir) / PER_IMAGE}: no {grid.main_metric!r} column, which the "
+            f"{grid.name} statistics need; re-evaluate the run with samaug eval"
+        )
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        hint = "train the run first" if what == "config" else "evaluate the run (samaug eval)"
+        raise InputError(f"{path}: missing; {hint}")
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: cannot read it as JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def _split_scores(test: dict, path: Path) -> dict[str, dict[str, dict[str, float]]]:
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for split, by_strategy in test.items():
+        if not isinstance(by_strategy, dict):
+            raise InputError(f"{path}: test split {split!r} is not an object of strategies")
+        scores[split] = {}
+        for strategy, values in by_strategy.items():
+            if not isinstance(values, dict):
+                continue  # a per-split figure such as select_took_samaug
+            scores[split][strategy] = {
+                metric: _number(value, f"{path}: {split}/{strategy}/{metric}")
+                for metric, value in values.items()
+            }
+    return scores
+
+
+def _read_per_image(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise InputError(f"{path}: missing; evaluate the run (samaug eval) to write it")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            raw_rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{path}: cannot read it as CSV ({err})") from err
+    absent = [c for c in KEY_COLUMNS if c not in columns]
+    if absent:
+        raise InputError(f"{path}: no {', '.join(absent)} column (has {', '.join(columns)})")
+    metrics = [c for c in columns if c not in KEY_COLUMNS]
+    rows, seen = [], set()
+    for line, raw in enumerate(raw_rows, start=2):
+        key = tuple(raw[c] for c in KEY_COLUMNS)
+        if key in seen:
+            raise InputError(f"{path}, line {line}: a second row for {'/'.join(key)}")
+        seen.add(key)
+        row: dict = dict(zip(KEY_COLUMNS, key, strict=True))
+        for c in metrics:
+            text = raw.get(c)
+            row[c] = math.nan if text in (None, "") else _number(text, f"{path}, line {line}, {c}")
+        rows.append(row)
+    return rows
+
+
+def _number(value, where: str) -> float:
+    if isinstance(value, bool):
+        raise InputError(f"{where}: expected a number, found {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{where}: expected a number, found {value!r}") from err
