@@ -164,7 +164,7 @@ def test_loaded_checkpoint_equals_the_in_memory_model(tmp_path):
 
     image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     settings = SamMaskerSettings(
-        points_per_side=4, pred_iou_thresh=-1.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
     )
     loaded = SamMasker.from_checkpoint(path, settings)
     assert_identical(loaded.generate(image), SamMasker(in_memory, settings).generate(image))
@@ -280,7 +280,7 @@ def models() -> dict:
 
 
 def settings(**kwargs) -> SamMaskerSettings:
-    base = dict(points_per_side=8, pred_iou_thresh=-1.0, stability_score_thresh=0.0)
+    base = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     return SamMaskerSettings(**{**base, **kwargs})
 
 
@@ -294,11 +294,11 @@ def settings(**kwargs) -> SamMaskerSettings:
         (
             "speckle",
             (131, 97),
-            dict(pred_iou_thresh=0.02, stability_score_thresh=0.06, box_nms_thresh=1.0),
+            dict(pred_iou_thresh=0.52, stability_score_thresh=0.06, box_nms_thresh=1.0),
             25,
         ),
         # NMS at 0.5 keeps one speckled mask: every box is the whole image.
-        ("speckle", (131, 97), dict(pred_iou_thresh=0.02, stability_score_thresh=0.06), 1),
+        ("speckle", (131, 97), dict(pred_iou_thresh=0.52, stability_score_thresh=0.06), 1),
         ("blobs", (97, 131), dict(box_nms_thresh=1.0), 150),
         ("blobs", (131, 97), dict(pred_iou_thresh=0.9, stability_score_thresh=0.3), 25),
         ("blobs", (97, 131), dict(box_nms_thresh=0.5), 50),
