@@ -137,6 +137,19 @@ def test_a_failure_that_is_not_the_files_is_recorded_and_the_rest_goes_on(glas, 
     assert sorted(open_store(cfg.store).ids()) == ["testA_1", "train_1", "train_3"]
 
 
+def test_tracebacks_of_failed_images_only_with_verbose(glas, tmp_path):
+    bad = glas / "train_2.bmp"
+    bad.write_bytes(bad.read_bytes()[:200])
+    args = ["priors", "glas", "--data-root", glas, "--masker", "superpixel", "--workers", "0"]
+    quiet = samaug(*args, "--store", tmp_path / "a.zarr")
+    loud = samaug("--verbose", *args, "--store", tmp_path / "b.zarr")
+    for out in (quiet, loud):
+        assert out.returncode == 1 and f"  {bad}: cannot decode image" in out.stderr
+    assert "Traceback (most recent call last)" not in quiet.stderr
+    assert "Traceback (most recent call last)" in loud.stderr
+    assert "InputError" in log_path(tmp_path / "a.zarr").read_text()
+
+
 def test_polygon_warnings_are_listed_per_image_and_printed(tmp_path):
     folder = tmp_path / "MoNuSegTestData"
     folder.mkdir()
