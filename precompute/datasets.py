@@ -170,7 +170,7 @@ class Reader:
         warnings: list[str] = []
         if ref.label_path is not None:
             label_path = Path(ref.label_path)
-            label = self._read_label(label_path, image.shape[:2], warnings)
+            label, warnings = self._read_annotation(label_path, image.shape[:2])
             if label.shape != image.shape[:2]:
                 raise InputError(
                     f"{label_path}: annotation is {label.shape[0]}x{label.shape[1]} but image "
@@ -179,11 +179,15 @@ class Reader:
             source["label"] = self._relative(label_path)
         return Record(ref.image_id, ref.split, image, label, source, warnings)
 
-    def _read_label(self, path: Path, shape: tuple[int, int], warnings: list[str]) -> np.ndarray:
-        """HxW int32 annotation; ``shape`` is the image's (H, W) for formats that need it.
-        Problems that do not stop the image (a polygon left out) are appended to
-        ``warnings``, each naming the file."""
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
+        """HxW int32 annotation; ``shape`` is the image's (H, W) for formats that need it."""
         return read_label(path)
+
+    def _read_annotation(self, path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+        """``_read_label`` and the warnings of reading it (problems that do not stop the
+        image, such as a polygon left out), each naming the file. Readers that can warn
+        override this; the others override ``_read_label`` only."""
+        return self._read_label(path, shape), []
 
     def _relative(self, path: Path) -> str:
         try:
@@ -283,10 +287,8 @@ class MonusegReader(Reader):
             "give it with the split option (--reader-option split=train)"
         )
 
-    def _read_label(self, path: Path, shape: tuple[int, int], warnings: list[str]) -> np.ndarray:
-        label, found = read_aperio_label(path, shape)
-        warnings.extend(found)
-        return label
+    def _read_annotation(self, path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+        return read_aperio_label(path, shape)
 
 
 @register_reader("kvasir")
@@ -306,7 +308,7 @@ class KvasirReader(Reader):
         pairs = pair(images, by_stem(image_files(masks_dir)), masks_dir, required=True)
         return make_refs((stem, self.split, im, mask) for stem, (im, mask) in pairs.items())
 
-    def _read_label(self, path: Path, shape: tuple[int, int], warnings: list[str]) -> np.ndarray:
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
         return read_mask(path, threshold=128)
 
 
@@ -341,7 +343,7 @@ class PolypReader(Reader):
         # PraNet names them image/mask in TrainDataset and images/masks in TestDataset.
         return folder / singular if (folder / singular).is_dir() else self._folder(folder / plural)
 
-    def _read_label(self, path: Path, shape: tuple[int, int], warnings: list[str]) -> np.ndarray:
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
         return read_mask(path, threshold=128)
 
 
@@ -365,7 +367,7 @@ class FolderReader(Reader):
         pairs = pair(images, masks, self.masks or self.root, required=False)
         return make_refs((stem, self.split, im, mask) for stem, (im, mask) in pairs.items())
 
-    def _read_label(self, path: Path, shape: tuple[int, int], warnings: list[str]) -> np.ndarray:
+    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
         pixels = read_pixels(path, expand_palette=False)
         if pixels.ndim == 3 and pixels.shape[2] <= 2:  # gray, or gray + alpha
             pixels = pixels[..., 0]

@@ -227,19 +227,19 @@ class OnCluster(Workers):
         self.client = Client(self.cluster)
 
     def _set_up_workers(self) -> None:
-        problems = {
-            address: problem
-            for address, problem in self.client.run(_setup_on_worker, self.config).items()
-            if problem is not None
-        }
+        """``setup`` on every worker; one SamaugError for all their problems."""
+        answers = self.client.run(_setup_on_worker, self.config)
+        problems = {address: found for address, found in answers.items() if found is not None}
         if not problems:
             return
         messages = sorted({message for message, _ in problems.values()})
-        where = f"{len(problems)} Dask worker(s), e.g. {sorted(problems)[0]}"
+        others = f" (and {len(messages) - 1} other problem(s))" if len(messages) > 1 else ""
         user_error = all(is_user for _, is_user in problems.values())
         hint = "" if user_error else " (run with --workers 0 --verbose for the traceback)"
-        others = f" (and {len(messages) - 1} other problem(s))" if len(messages) > 1 else ""
-        raise SamaugError(f"setting up {where} failed: {messages[0]}{others}{hint}")
+        raise SamaugError(
+            f"{len(problems)} of {len(answers)} Dask worker(s) could not be set up (e.g. "
+            f"{min(problems)}): {messages[0]}{others}{hint}"
+        )
 
     def map(self, task, refs, finished, lost) -> None:
         from distributed import as_completed

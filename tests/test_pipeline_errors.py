@@ -223,7 +223,10 @@ def test_the_device_is_checked_where_it_is_used_before_any_image(
     if where == "remote worker":  # only the worker can tell: the driver may have no GPU
         with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
             cfg = config(scheduler=cluster.scheduler_address)
-            with pytest.raises(SamaugError, match=r"setting up 1 Dask worker\(s\).*no CUDA GPU"):
+            with pytest.raises(
+                SamaugError,
+                match=r"1 of 1 Dask worker\(s\) could not be set up .*: --device cuda: torch",
+            ):
                 run(cfg)
     else:
         cfg = config(workers=0 if where == "in this process" else None)
