@@ -5,13 +5,18 @@ lists ``refs()`` without decoding pixels and ``load(ref)`` gives a ``Record``: t
 HxWx3 uint8 RGB and the annotation as an HxW int32 instance label map (0 = background,
 1..N objects) or None. Pixel conversion follows ``precompute/imageio.py``.
 
-Image IDs are file stems with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``
-(and a leading ``.`` by ``_``), so they are safe as Zarr keys; ``polyp`` prefixes them with
-the split (``Kvasir__cju0qk...``) because PraNet's test sets reuse names. IDs are unique
-ignoring case, so a store also works on a case-insensitive file system; two files mapping to
-one ID are a SamaugError naming both. Hidden files and folders (names starting with ``.``,
-such as macOS ``._x.png``) are skipped. ``refs()`` is sorted by split, then by ID in natural
-order (``train_2`` before ``train_10``).
+Image IDs are file stems made safe by ``safe_id``: every character outside ``[A-Za-z0-9._-]``
+(and a leading ``.``) becomes ``_``, and a name Zarr reserves (``zarr.json``, ``__*``) gets the
+prefix ``id_``, so every ID is valid by ``precompute.types.image_id_problem``; ``polyp``
+prefixes them with the split (``Kvasir__cju0qk...``) because PraNet's test sets reuse names.
+IDs are unique ignoring case, so a store also works on a case-insensitive file system; two
+files mapping to one ID are a SamaugError naming both. Hidden files and folders (names
+starting with ``.``, such as macOS ``._x.png``) are skipped. ``refs()`` is sorted by split,
+then by ID in natural order (``train_2`` before ``train_10``).
+
+Reader options equal to the reader's defaults mean the same as leaving them out
+(``normalise_reader_options``). A reader may attach warnings to a ``Record`` (problems that
+do not stop the image, such as a MoNuSeg polygon left out), each naming the file.
 
 Datasets (layouts under the data root):
 
@@ -20,13 +25,10 @@ Datasets (layouts under the data root):
 - ``monuseg``: ``**/Tissue Images/<id>.tif`` with ``**/Annotations/<id>.xml``, or the flat
   test layout ``<folder>/<id>.{tif,xml}``. The split is ``test`` under a folder whose name
   contains "Test" and ``train`` under one containing "Train" (the deepest such folder counts),
-  unless the ``split`` option is given. Each Aperio ``<Region>`` polygon (``<Vertex X= Y=>``,
-  x right, y down, in pixels) is one instance, numbered in document order. Polygons with
-  fewer than 3 vertices are skipped. Vertices may be non-integer and outside the image: the
-  polygon is rasterised exactly (``skimage.draw.polygon``: pixel centres inside it) and cut at
-  the image border. Where polygons overlap, the LATER region in the document wins. Regions
-  that end up with no pixel (fully covered by later ones, or too small) get no label, and the
-  rest are renumbered 1..N keeping document order, so the label map has no gaps.
+  unless the ``split`` option is given. Each Aperio ``<Region>`` polygon is one instance,
+  rasterised by the rules of ``precompute/aperio.py`` (the later region wins where they
+  overlap; labels 1..N without gaps; regions with fewer than 3 vertices, a vertex far
+  outside the image, or no pixel inside it are left out with a warning).
 - ``kvasir``: ``images/<id>.jpg`` with ``masks/<id>.jpg`` (the root, or its ``Kvasir-SEG/``
   subfolder). Masks are 3-channel JPEGs with noise: channel 0 >= 128 -> 1 (polyp), else 0.
   Split ``train`` unless the ``split`` option is given.
@@ -46,16 +48,14 @@ from __future__ import annotations
 
 import inspect
 import re
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from skimage.draw import polygon as draw_polygon
 
+from .aperio import read_aperio_label
 from .imageio import (
-    IMAGE_SUFFIXES,
     TIFF_SUFFIXES,
     labels_from_pixels,
     read_image,
@@ -63,23 +63,8 @@ from .imageio import (
     read_mask,
     read_pixels,
 )
+from .listing import by_stem, image_files, make_refs, pair
 from .types import ImageRef, InputError, Record, SamaugError
-
-_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-_DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)
-
-
-def safe_id(name: str) -> str:
-    """``name`` with characters outside ``[A-Za-z0-9._-]`` and a leading ``.`` replaced by ``_``."""
-    image_id = _UNSAFE_ID_CHARS.sub("_", name)
-    return "_" + image_id[1:] if image_id.startswith(".") else image_id
-
-
-def natural_key(text: str) -> tuple:
-    """Sort key that orders digit runs by value: ``train_2`` before ``train_10``."""
-    parts = _DIGIT_RUNS.split(text)
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), text
-
 
 # --------------------------------------------------------------------------- registry
 
@@ -99,6 +84,15 @@ def register_reader(name: str):
 
 def list_readers() -> list[str]:
     return sorted(READERS)
+
+
+def normalise_reader_options(name: str, options: dict[str, object]) -> dict[str, object]:
+    """``options`` without those equal to reader ``name``'s defaults, so that giving a
+    default (``split=train``) signs a store as leaving it out does. An unknown reader or
+    option is kept as given, for ``get_reader`` to refuse."""
+    cls = READERS.get(name)
+    defaults = cls.option_defaults() if cls is not None else {}
+    return {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
 
 
 def get_reader(name: str, root: str | Path, **options) -> Reader:
@@ -146,8 +140,13 @@ class Reader:
 
     @classmethod
     def option_names(cls) -> list[str]:
+        return list(cls.option_defaults())
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, object]:
+        """{option: its default} for every option (the keyword-only arguments)."""
         params = inspect.signature(cls.__init__).parameters.values()
-        return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
     def refs(self) -> list[ImageRef]:
         """Every image, sorted by split then natural ID order; no pixels are decoded."""
@@ -157,29 +156,38 @@ class Reader:
         return sorted({ref.split for ref in self.refs()})
 
     def load(self, ref: ImageRef) -> Record:
-        """Decode ``ref``: image HxWx3 uint8 RGB, label HxW int32 or None.
+        """Decode ``ref``: image HxWx3 uint8 RGB, label HxW int32 or None, and the reader's
+        warnings (``Record.warnings``).
 
-        Raises InputError naming the file for an unreadable image or annotation, or an
-        annotation whose shape differs from the image's.
+        Raises InputError naming the file for an unreadable image or annotation, one that
+        claims more pixels than ``precompute.limits.max_pixels()``, or an annotation whose
+        shape differs from the image's.
         """
         image_path = Path(ref.image_path)
         image = read_image(image_path)
         source = {"image": self._relative(image_path)}
         label = None
+        warnings: list[str] = []
         if ref.label_path is not None:
             label_path = Path(ref.label_path)
-            label = self._read_label(label_path, image.shape[:2])
+            label, warnings = self._read_annotation(label_path, image.shape[:2])
             if label.shape != image.shape[:2]:
                 raise InputError(
                     f"{label_path}: annotation is {label.shape[0]}x{label.shape[1]} but image "
                     f"{image_path} is {image.shape[0]}x{image.shape[1]} (HxW)"
                 )
             source["label"] = self._relative(label_path)
-        return Record(ref.image_id, ref.split, image, label, source)
+        return Record(ref.image_id, ref.split, image, label, source, warnings)
 
     def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
         """HxW int32 annotation; ``shape`` is the image's (H, W) for formats that need it."""
         return read_label(path)
+
+    def _read_annotation(self, path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+        """``_read_label`` and the warnings of reading it (problems that do not stop the
+        image, such as a polygon left out), each naming the file. Readers that can warn
+        override this; the others override ``_read_label`` only."""
+        return self._read_label(path, shape), []
 
     def _relative(self, path: Path) -> str:
         try:
@@ -204,70 +212,6 @@ def _check_split(split: object) -> str | None:
     return split
 
 
-def _image_files(folder: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[Path]:
-    suffixes = tuple(suffixes)
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
-    )
-
-
-def _by_stem(files: Iterable[Path]) -> dict[str, Path]:
-    """{stem: path}; two files with one stem (``a.png``, ``a.jpg``) are a SamaugError."""
-    out: dict[str, Path] = {}
-    for path in files:
-        if path.stem in out:
-            raise SamaugError(
-                f"{out[path.stem]} and {path} have the same name stem {path.stem!r}; "
-                "keep one of them"
-            )
-        out[path.stem] = path
-    return out
-
-
-def _pair(
-    images: dict[str, Path],
-    labels: dict[str, Path],
-    label_dir: Path,
-    required: bool,
-    label_name: str = "{stem}.*",
-) -> dict[str, tuple[Path, Path | None]]:
-    """{stem: (image, label)}. A label without an image is an error, and so is an image
-    without a label when ``required`` (the message shows ``label_dir / label_name``)."""
-    orphans = sorted(set(labels) - set(images))
-    if orphans:
-        raise SamaugError(
-            f"{labels[orphans[0]]} has no matching image ({len(orphans)} such annotations)"
-        )
-    pairs = {}
-    for stem, image in images.items():
-        label = labels.get(stem)
-        if label is None and required:
-            expected = label_dir / label_name.format(stem=stem)
-            raise SamaugError(f"{image} has no annotation {expected}")
-        pairs[stem] = (image, label)
-    return pairs
-
-
-def make_refs(entries: Iterable[tuple[str, str, Path, Path | None]]) -> list[ImageRef]:
-    """Refs from (name, split, image, label) entries: IDs from ``safe_id``, checked unique
-    ignoring case (the error names both files), sorted by split then natural ID order."""
-    refs: list[ImageRef] = []
-    seen: dict[str, Path] = {}
-    for name, split, image, label in entries:
-        image_id = safe_id(name)
-        other = seen.setdefault(image_id.lower(), image)
-        if other != image:
-            raise SamaugError(
-                f"{other} and {image} both map to image ID {image_id!r} (IDs are file names "
-                "with characters outside [A-Za-z0-9._-] replaced by '_', compared ignoring "
-                "case); rename one of them"
-            )
-        refs.append(ImageRef(image_id, split, str(image), None if label is None else str(label)))
-    return sorted(refs, key=lambda r: (r.split, natural_key(r.image_id)))
-
-
 # --------------------------------------------------------------------------- readers
 
 
@@ -282,15 +226,15 @@ class GlasReader(Reader):
     def refs(self) -> list[ImageRef]:
         images: list[Path] = []
         annos: list[Path] = []
-        for path in _image_files(self.root, (".bmp",)):
+        for path in image_files(self.root, (".bmp",)):
             match = self._NAME.fullmatch(path.stem)
             if match:
                 (annos if match.group(2) else images).append(path)
         if not images:
             raise SamaugError(f"{self.root}: no GlaS images; expected {self.layout}")
-        anno_by_image = {stem.removesuffix("_anno"): p for stem, p in _by_stem(annos).items()}
-        pairs = _pair(
-            _by_stem(images), anno_by_image, self.root, required=True, label_name="{stem}_anno.bmp"
+        anno_by_image = {stem.removesuffix("_anno"): p for stem, p in by_stem(annos).items()}
+        pairs = pair(
+            by_stem(images), anno_by_image, self.root, required=True, label_name="{stem}_anno.bmp"
         )
         return make_refs(
             (stem, self._NAME.fullmatch(stem).group(1), image, anno)
@@ -343,49 +287,8 @@ class MonusegReader(Reader):
             "give it with the split option (--reader-option split=train)"
         )
 
-    def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
-        return rasterise_polygons(read_aperio_polygons(path), shape)
-
-
-def read_aperio_polygons(path: str | Path) -> list[np.ndarray]:
-    """Every ``<Region>`` of an Aperio ImageScope XML in document order, each a (K, 2) float64
-    array of XY vertices (x right, y down, pixels). Raises InputError naming the file."""
-    path = Path(path)
-    try:
-        document = ET.parse(path)
-    except (ET.ParseError, OSError) as err:
-        raise InputError(f"{path}: cannot read annotation XML ({err})") from err
-    polygons = []
-    for region in document.getroot().iter("Region"):
-        try:
-            xy = [(float(v.attrib["X"]), float(v.attrib["Y"])) for v in region.iter("Vertex")]
-        except (KeyError, ValueError) as err:
-            raise InputError(
-                f"{path}: Region Id={region.get('Id')} has a vertex without a numeric X/Y ({err})"
-            ) from err
-        vertices = np.array(xy, dtype=np.float64).reshape(-1, 2)
-        if not np.isfinite(vertices).all():
-            raise InputError(f"{path}: Region Id={region.get('Id')} has a non-finite vertex")
-        polygons.append(vertices)
-    return polygons
-
-
-def rasterise_polygons(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """HxW int32 instance labels from XY polygons, by the MoNuSeg rules in the module doc:
-    fewer than 3 vertices skipped, later polygons win, visible ones renumbered 1..N in order."""
-    label = np.zeros(shape, np.int32)
-    number = 0
-    for vertices in polygons:
-        if len(vertices) < 3:
-            continue
-        number += 1
-        rows, cols = draw_polygon(vertices[:, 1], vertices[:, 0], shape)
-        label[rows, cols] = number
-    visible = np.unique(label)
-    visible = visible[visible > 0]
-    renumber = np.zeros(number + 1, np.int32)
-    renumber[visible] = np.arange(1, len(visible) + 1, dtype=np.int32)
-    return renumber[label]
+    def _read_annotation(self, path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+        return read_aperio_label(path, shape)
 
 
 @register_reader("kvasir")
@@ -400,9 +303,9 @@ class KvasirReader(Reader):
         base = self.root
         if not (base / "images").is_dir() and (base / "Kvasir-SEG" / "images").is_dir():
             base = base / "Kvasir-SEG"
-        images = _by_stem(_image_files(self._folder(base / "images")))
+        images = by_stem(image_files(self._folder(base / "images")))
         masks_dir = self._folder(base / "masks")
-        pairs = _pair(images, _by_stem(_image_files(masks_dir)), masks_dir, required=True)
+        pairs = pair(images, by_stem(image_files(masks_dir)), masks_dir, required=True)
         return make_refs((stem, self.split, im, mask) for stem, (im, mask) in pairs.items())
 
     def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -430,9 +333,9 @@ class PolypReader(Reader):
             ]
         entries = []
         for split, folder in sets:
-            images = _by_stem(_image_files(self._either(folder, "image", "images")))
+            images = by_stem(image_files(self._either(folder, "image", "images")))
             masks_dir = self._either(folder, "mask", "masks")
-            pairs = _pair(images, _by_stem(_image_files(masks_dir)), masks_dir, required=True)
+            pairs = pair(images, by_stem(image_files(masks_dir)), masks_dir, required=True)
             entries += [(f"{split}__{stem}", split, im, mask) for stem, (im, mask) in pairs.items()]
         return make_refs(entries)
 
@@ -457,11 +360,11 @@ class FolderReader(Reader):
         self.masks = None if masks is None else self.root / masks  # absolute stays absolute
 
     def refs(self) -> list[ImageRef]:
-        images = _by_stem(_image_files(self.root))
+        images = by_stem(image_files(self.root))
         if not images:
             raise SamaugError(f"{self.root}: no image files; expected {self.layout}")
-        masks = {} if self.masks is None else _by_stem(_image_files(self._folder(self.masks)))
-        pairs = _pair(images, masks, self.masks or self.root, required=False)
+        masks = {} if self.masks is None else by_stem(image_files(self._folder(self.masks)))
+        pairs = pair(images, masks, self.masks or self.root, required=False)
         return make_refs((stem, self.split, im, mask) for stem, (im, mask) in pairs.items())
 
     def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:

@@ -28,11 +28,17 @@ one whose channels differ is an InputError, since its colours are not labels. Ne
 values above the int32 range and float annotations are InputErrors.
 
 Every failure to read or decode raises ``InputError("<path>: cannot decode image (<reason>)")``.
+
+Before anything is decoded, the size the file claims (PNG/JPEG/BMP header, TIFF page) is
+checked against ``precompute.limits.max_pixels()`` (``SAMAUG_MAX_PIXELS``): a file claiming
+more pixels is an InputError naming it, whatever its format. Pillow's own decompression-bomb
+check (``Image.MAX_IMAGE_PIXELS``) is set to the same limit.
 """
 
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -40,7 +46,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from .types import InputError
+from .limits import check_pixels, max_pixels
+from .types import InputError, SamaugError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -143,6 +150,12 @@ def read_pixels(path: str | Path, expand_palette: bool = True) -> np.ndarray:
             pixels = imagecodecs.png_decode(path.read_bytes())
         else:
             pixels = _read_pillow(path, expand_palette)
+    except Image.DecompressionBombError as err:
+        # Pillow refuses at twice MAX_IMAGE_PIXELS, before the check in _read_pillow.
+        raise InputError(
+            f"{path}: {err} (the limit is {max_pixels():,} pixels; set SAMAUG_MAX_PIXELS to "
+            "allow larger images)"
+        ) from None
     except _DECODE_ERRORS as err:
         raise InputError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
     if pixels.ndim < 2 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
@@ -172,8 +185,22 @@ def _to_uint8(pixels: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
+def _check_claimed_size(height: int, width: int, path: Path) -> None:
+    """InputError naming ``path`` if a header's ``height`` x ``width`` is over the limit."""
+    try:
+        check_pixels(height, width, str(path))
+    except SamaugError as err:
+        raise InputError(str(err)) from None
+
+
 def _read_pillow(path: Path, expand_palette: bool) -> np.ndarray:
-    with Image.open(path) as image:
+    Image.MAX_IMAGE_PIXELS = max_pixels()  # Pillow's bomb check, on the same limit
+    with warnings.catch_warnings():
+        # Pillow warns between the limit and twice it; the check below refuses those.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)  # reads the header only
+    with image:
+        _check_claimed_size(image.height, image.width, path)
         image.load()  # decode now: a truncated file fails here, not later
         if image.mode in ("P", "PA") and expand_palette:
             image = image.convert("RGBA" if image.mode == "PA" else "RGB")
@@ -189,6 +216,7 @@ def _read_tiff(path: Path, expand_palette: bool) -> np.ndarray:
         if not tif.pages:
             raise ValueError("no readable image page (truncated, or not an image TIFF)")
         page = tif.pages.first
+        _check_claimed_size(page.imagelength, page.imagewidth, path)
         pixels = page.asarray()
         axes, photometric = page.axes, page.photometric
         colormap, compression = page.colormap, page.compression
@@ -214,9 +242,14 @@ def _read_tiff(path: Path, expand_palette: bool) -> np.ndarray:
 
 
 def _is_16bit_colour_png(path: Path) -> bool:
-    """True for a PNG of bit depth 16 and colour type RGB, gray+alpha or RGBA (IHDR bytes)."""
+    """True for a PNG of bit depth 16 and colour type RGB, gray+alpha or RGBA (IHDR bytes);
+    its claimed size (IHDR width and height) is checked here, as Pillow does not read it."""
     with open(path, "rb") as f:
         head = f.read(26)
-    return (
+    found = (
         head[:8] == _PNG_SIGNATURE and len(head) == 26 and head[24] == 16 and head[25] in (2, 4, 6)
     )
+    if found:
+        width, height = struct.unpack(">II", head[16:24])
+        _check_claimed_size(height, width, path)
+    return found

@@ -29,8 +29,7 @@ batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and to
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
-from numbers import Real
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -58,58 +57,8 @@ from .sam_masks import (
     unpack_rows,
     upscaling_layout,
 )
+from .sam_settings import SamMaskerSettings
 from .types import MaskSet, SamaugError
-
-
-@dataclass(frozen=True)
-class SamMaskerSettings:
-    """SamAutomaticMaskGenerator's settings; the defaults are the SAMAug paper's.
-
-    points_per_side: the prompt grid is points_per_side x points_per_side per crop layer 0.
-    points_per_batch: prompts per decoder call (memory only; results do not depend on it).
-    pred_iou_thresh: keep masks whose predicted IoU is above it (no filter when <= 0).
-    stability_score_thresh: keep masks whose stability score is at least it (no filter
-        when <= 0).
-    stability_score_offset: the logit offset of the stability score's two thresholds.
-    box_nms_thresh: box IoU above which NMS drops the lower-IoU mask within a crop.
-    crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor:
-        SAM's multi-crop mode (0 layers = the whole image only).
-    """
-
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.5
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.5
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.5
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-
-    def __post_init__(self) -> None:
-        counts = {
-            "points_per_side": (self.points_per_side, 1),
-            "points_per_batch": (self.points_per_batch, 1),
-            "crop_n_layers": (self.crop_n_layers, 0),
-            "crop_n_points_downscale_factor": (self.crop_n_points_downscale_factor, 1),
-        }
-        for name, (value, low) in counts.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise SamaugError(f"sam setting {name} must be an integer >= {low}, got {value!r}")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name not in counts and (isinstance(value, bool) or not isinstance(value, Real)):
-                raise SamaugError(f"sam setting {f.name} must be a number, got {value!r}")
-        if not 0 <= self.crop_overlap_ratio < 1:
-            raise SamaugError(
-                f"sam setting crop_overlap_ratio must be in [0, 1), got {self.crop_overlap_ratio!r}"
-            )
-        if self.stability_score_offset < 0:
-            raise SamaugError(
-                "sam setting stability_score_offset must be >= 0, got "
-                f"{self.stability_score_offset!r}"
-            )
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -298,7 +247,7 @@ class SamMasker:
 
         per_point = low_res.shape[1]
         iou_preds = iou_preds.flatten(0, 1)
-        if s.pred_iou_thresh > 0.0:
+        if s.pred_iou_thresh > 0.0:  # as the reference: 0 filters nothing
             candidates = torch.nonzero(iou_preds > s.pred_iou_thresh).flatten()
         else:
             candidates = torch.arange(len(iou_preds), device=iou_preds.device)

@@ -21,6 +21,7 @@ This module imports numpy, scipy and scikit-image only (no torch).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 
@@ -28,7 +29,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import felzenszwalb, slic
 
-from .types import MaskSet, SamaugError
+from . import checks
+from .types import MaskSet, SettingError
 
 METHODS = ("felzenszwalb", "slic")
 
@@ -41,17 +43,21 @@ class SuperpixelSettings:
     """How the superpixel masker over-segments an image.
 
     method: "felzenszwalb" or "slic".
-    scales: one over-segmentation per value, at least two (stability needs another scale
-        to compare with); None = the method's defaults: felzenszwalb ``scale`` (100, 300,
-        1000) or SLIC ``n_segments`` (400, 150, 50). Stored as a tuple of floats.
-    sigma: felzenszwalb's Gaussian pre-smoothing width in pixels (SLIC runs unsmoothed).
-    min_size_fraction: felzenszwalb's ``min_size`` as a fraction of the image area, so that
-        the number of regions (and masks) does not grow with the resolution:
+    scales: one over-segmentation per value, at least two finite numbers > 0 (stability
+        needs another scale to compare with; whole numbers for slic); None = the method's
+        defaults: felzenszwalb ``scale`` (100, 300, 1000) or SLIC ``n_segments`` (400, 150,
+        50). Stored as a tuple of floats.
+    sigma: felzenszwalb's Gaussian pre-smoothing width in pixels, >= 0 (SLIC runs
+        unsmoothed).
+    min_size_fraction: in [0, 1), felzenszwalb's ``min_size`` as a fraction of the image
+        area, so that the number of regions (and masks) does not grow with the resolution:
         ``min_size = max(1, round(min_size_fraction * H * W))`` (131 px at 512x512).
-    compactness: SLIC's colour/space trade-off (higher = more square superpixels).
-    min_area: regions with fewer pixels are left out of the MaskSet (after scoring, so a
-        region's score does not depend on it). 0 keeps every region; any other value may
-        leave pixels that no mask of a scale covers.
+    compactness: SLIC's colour/space trade-off, > 0 (higher = more square superpixels).
+    min_area: a whole number >= 0; regions with fewer pixels are left out of the MaskSet
+        (after scoring, so a region's score does not depend on it). 0 keeps every region;
+        any other value may leave pixels that no mask of a scale covers.
+
+    A value of the wrong type or out of range is a SettingError naming the setting.
     """
 
     method: str = "felzenszwalb"
@@ -62,36 +68,38 @@ class SuperpixelSettings:
     min_area: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise SamaugError(
-                f"unknown superpixel method {self.method!r}; choose one of {', '.join(METHODS)}"
-            )
+        checks.choice("superpixel setting method", self.method, METHODS)
         # Resolve the defaults here so that the recorded settings say which scales ran;
         # the CLI hands in JSON lists, hence the tuple.
         scales = DEFAULT_SCALES[self.method] if self.scales is None else self.scales
-        try:
-            scales = tuple(float(s) for s in scales)
-        except (TypeError, ValueError) as err:
-            raise SamaugError(
-                f"superpixel scales must be a list of numbers, got {self.scales!r}"
-            ) from err
-        if len(scales) < 2 or any(not s > 0 for s in scales):
-            raise SamaugError(
-                f"superpixel scales must be at least two positive numbers, got {self.scales!r}"
+        if isinstance(scales, (str, bytes)) or not isinstance(scales, Iterable):
+            raise SettingError(
+                f"superpixel setting scales must be a list of numbers, not {self.scales!r}"
+            )
+        scales = tuple(checks.number("superpixel setting scales", s, positive=True) for s in scales)
+        if len(scales) < 2:
+            raise SettingError(
+                f"superpixel setting scales must hold at least two numbers, not {self.scales!r}"
             )
         if self.method == "slic" and any(s != int(s) for s in scales):
-            raise SamaugError(f"slic scales are n_segments and must be integers, got {scales}")
-        object.__setattr__(self, "scales", scales)
-        if not 0 <= self.min_size_fraction < 1:
-            raise SamaugError(
-                f"min_size_fraction must be in [0, 1), got {self.min_size_fraction!r}"
+            raise SettingError(
+                "superpixel setting scales must be whole numbers for slic (its n_segments), "
+                f"not {scales}"
             )
-        if self.sigma < 0 or self.compactness <= 0 or self.min_area < 0:
-            raise SamaugError(
-                "superpixel sigma and min_area must be >= 0 and compactness > 0, got "
-                f"sigma={self.sigma!r}, compactness={self.compactness!r}, "
-                f"min_area={self.min_area!r}"
-            )
+        fraction = checks.fraction("superpixel setting min_size_fraction", self.min_size_fraction)
+        if fraction == 1:
+            raise SettingError("superpixel setting min_size_fraction must be below 1, not 1")
+        checked = {
+            "scales": scales,
+            "sigma": checks.number("superpixel setting sigma", self.sigma, minimum=0),
+            "min_size_fraction": fraction,
+            "compactness": checks.number(
+                "superpixel setting compactness", self.compactness, positive=True
+            ),
+            "min_area": checks.integer("superpixel setting min_area", self.min_area, minimum=0),
+        }
+        for setting, value in checked.items():
+            object.__setattr__(self, setting, value)
 
 
 def sequential_labels(labels: np.ndarray) -> np.ndarray:

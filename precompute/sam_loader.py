@@ -294,9 +294,16 @@ def load_state_dict(path: str | Path, mmap: bool = False) -> dict[str, torch.Ten
 
     Only tensors are unpickled (``weights_only``). mmap=True maps the file instead of
     reading it, for when only shapes are needed.
-    Raises SamaugError when the file is missing or is not a torch state dict.
+    Raises SamaugError when the file is missing, is a folder, or is not a torch state dict.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pth"))
+        inside = f" (it holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+        raise SamaugError(
+            f"SAM checkpoint {path} is a folder, not a checkpoint file; give the .pth file "
+            f"itself{inside if found else ''}"
+        )
     if not path.is_file():
         raise _missing_checkpoint(path)
     # Files written by torch < 1.6 (not zip archives) cannot be mapped.

@@ -31,14 +31,19 @@ def build_tiny_sam(
     prompt_dim: int = 32,
     decoder_mlp_dim: int = 64,
     hypernet_gain: float = 50.0,
+    iou_offset: float = 0.5,
     seed: int = 0,
 ) -> Sam:
     """Build a small random SAM.
 
     hypernet_gain multiplies the last layer of the decoder's output hypernetworks: untrained
     logits sit near zero (every stability score 0, one mask after NMS); scaled up, masks are
-    many, distinct and their scores spread out. The decoder transformer keeps SAM's 8 heads,
-    which a state dict cannot reveal.
+    many, distinct and their scores spread out. iou_offset is added to the bias of the IoU
+    head's last layer: untrained, its predictions lie within about +-0.13 of 0, half of them
+    negative; shifted by 0.5 they lie in about [0.37, 0.63], so every mask passes
+    ``pred_iou_thresh=0`` (a valid setting, in [0, 1]) and a threshold such as the paper's
+    0.5 keeps some and drops others. The decoder transformer keeps SAM's 8 heads, which a
+    state dict cannot reveal.
     """
     torch.manual_seed(seed)
     embedding_size = img_size // patch_size
@@ -83,6 +88,7 @@ def build_tiny_sam(
         for mlp in sam.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(hypernet_gain)
             mlp.layers[-1].bias.mul_(hypernet_gain)
+        sam.mask_decoder.iou_prediction_head.layers[-1].bias.add_(iou_offset)
     return sam.eval()
 
 

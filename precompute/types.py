@@ -84,6 +84,8 @@ class Record:
     """One decoded image.
 
     image: HxWx3 uint8 RGB. label: HxW int32 instance label map (0 = background) or None.
+    source: the files read, relative to the data root. warnings: problems the reader worked
+    around (e.g. an annotation polygon left out), one line each, naming the file.
     """
 
     image_id: str
@@ -91,6 +93,7 @@ class Record:
     image: np.ndarray
     label: np.ndarray | None
     source: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

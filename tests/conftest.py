@@ -14,7 +14,7 @@ SHARED_DATA_VARIABLE = "SAMAUG_SHARED_DATA"
 # Generator settings that let a random tiny SAM keep many masks (see precompute/tiny_sam.py).
 TINY_SAM_SETTINGS = {
     "points_per_side": 8,
-    "pred_iou_thresh": -1.0,
+    "pred_iou_thresh": 0.0,
     "stability_score_thresh": 0.0,
     "box_nms_thresh": 1.0,
 }

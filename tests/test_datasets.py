@@ -5,16 +5,14 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import imagecodecs
 import numpy as np
 import pytest
-import tifffile
 from PIL import Image
 from skimage.draw import polygon as draw_polygon
 
-from precompute.datasets import READERS, get_reader, iter_records, safe_id
-from precompute.imageio import read_image, read_label
-from precompute.types import InputError, SamaugError
+from precompute.datasets import READERS, get_reader, iter_records, normalise_reader_options
+from precompute.listing import safe_id
+from precompute.types import InputError, SamaugError, image_id_problem
 
 RNG = np.random.default_rng(0)
 MONUSEG_TRAIN = Path("monuseg") / "MoNuSeg 2018 Training Data"
@@ -343,49 +341,68 @@ def test_label_shape_mismatch_names_both_files(tmp_path):
         reader.load(reader.refs()[0])
 
 
-# --------------------------------------------------------------------------- conversion
+# --------------------------------------------------------------------------- IDs, options, polygons
 
 
-def test_grayscale_rgba_palette_and_bool_to_rgb(tmp_path):
-    gray = RNG.integers(0, 256, (3, 4), dtype=np.uint8)
-    np.testing.assert_array_equal(read_image(save(tmp_path / "g.png", gray)), np.dstack([gray] * 3))
-    rgba = RNG.integers(0, 256, (3, 4, 4), dtype=np.uint8)
-    rgba[0, 0, 3] = 0  # fully transparent: its colour is kept, not composited
-    np.testing.assert_array_equal(read_image(save(tmp_path / "a.png", rgba)), rgba[..., :3])
-    indices = RNG.integers(0, 4, (3, 4), dtype=np.uint8)
-    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], np.uint8)
-    palette = Image.fromarray(indices, mode="L").convert("P")
-    palette.putpalette(colours.tobytes())
-    palette.save(tmp_path / "p.png")
-    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), colours[indices])
-    np.testing.assert_array_equal(read_label(tmp_path / "p.png"), indices)  # labels: indices
-    bits = RNG.integers(0, 2, (3, 4)).astype(bool)
-    np.testing.assert_array_equal(
-        read_image(save(tmp_path / "b.png", bits)), np.dstack([bits * 255] * 3)
+@pytest.mark.parametrize(
+    "name",
+    ["zarr.json", "ZARR.json", "__init__", "__", "", ".", "a" * 300, "x" * 250 + "é", "ok-1.2"],
+)
+def test_safe_id_is_always_a_valid_image_id(name):
+    image_id = safe_id(name)
+    assert image_id_problem(image_id) is None
+    assert image_id == name or name not in ("ok-1.2",)
+
+
+def test_long_names_keep_apart_and_reserved_names_get_a_prefix():
+    assert safe_id("a" * 300) != safe_id("a" * 299 + "b")
+    assert safe_id("zarr.json") == "id_zarr.json" and safe_id("__x") == "id___x"
+    assert safe_id("ok-1.2") == "ok-1.2"
+
+
+def test_a_file_named_zarr_json_png_gets_an_id_that_is_not_zarrs(tmp_path):
+    save(tmp_path / "zarr.json.png", rgb(4, 4))
+    save(tmp_path / "a.png", rgb(4, 4))
+    refs = get_reader("folder", tmp_path).refs()
+    assert [r.image_id for r in refs] == ["a", "id_zarr.json"]
+    assert all(image_id_problem(r.image_id) is None for r in refs)
+
+
+def test_reader_options_equal_to_the_defaults_are_dropped():
+    assert normalise_reader_options("kvasir", {"split": "train"}) == {}
+    assert normalise_reader_options("folder", {"split": "train", "masks": None}) == {}
+    assert normalise_reader_options("folder", {"split": "val", "masks": "m"}) == {
+        "split": "val",
+        "masks": "m",
+    }
+    # MoNuSeg's default is "from the folder", so an explicit train is kept.
+    assert normalise_reader_options("monuseg", {"split": "train"}) == {"split": "train"}
+
+
+def test_polygons_far_outside_or_without_pixels_are_left_out_with_a_warning(tmp_path):
+    folder = tmp_path / "MoNuSegTestData"
+    save(folder / "t.tif", rgb(10, 12))
+    aperio_xml(
+        folder / "t.xml",
+        [
+            square(0.5, 0.5, 3.5, 3.5),  # kept: label 1
+            [(1, 1), (8, 1), (8, 8), (1e300, 8)],  # a corrupt vertex: left out
+            [(1e300, 1e300), (2e300, 1e300), (2e300, 2e300)],  # once an OverflowError
+            square(12.5, 1.5, 14.5, 3.5),  # outside the image, but near: no pixel
+            [(1.0, 1.0), (8.0, 8.0)],  # 2 vertices
+            square(5.5, 5.5, 7.5, 7.5),  # kept: label 2
+        ],
     )
-
-
-def test_sixteen_bit_is_scaled_by_257_in_every_container(tmp_path):
-    values = np.array([[0, 128, 129, 385], [2500, 40000, 65406, 65535]], np.uint16)
-    expected = np.round(values / 257).astype(np.uint8)
-    assert expected.tolist() == [[0, 0, 1, 1], [10, 156, 254, 255]]
-    np.testing.assert_array_equal(read_image(save(tmp_path / "g.png", values))[..., 0], expected)
-    colour = np.dstack([values, values[::-1], values])
-    (tmp_path / "c.png").write_bytes(imagecodecs.png_encode(colour))  # Pillow would cut it
-    np.testing.assert_array_equal(read_image(tmp_path / "c.png"), np.round(colour / 257))
-    tifffile.imwrite(tmp_path / "c.tif", colour, photometric="rgb", compression="lzw")
-    np.testing.assert_array_equal(read_image(tmp_path / "c.tif"), np.round(colour / 257))
-    planar = np.moveaxis(colour, -1, 0)
-    tifffile.imwrite(tmp_path / "s.tif", planar, photometric="rgb", planarconfig="separate")
-    np.testing.assert_array_equal(read_image(tmp_path / "s.tif"), np.round(colour / 257))
-
-
-def test_float_images_in_unit_range_only(tmp_path):
-    unit = np.array([[0.0, 0.5, 1 / 255, 1.0]], np.float32)
-    tifffile.imwrite(tmp_path / "f.tif", unit)
-    np.testing.assert_array_equal(read_image(tmp_path / "f.tif")[..., 1], [[0, 128, 1, 255]])
-    tifffile.imwrite(tmp_path / "big.tif", unit * 2)
-    with pytest.raises(InputError, match=r"big\.tif: cannot decode image \(float pixels"):
-        read_image(tmp_path / "big.tif")
-    with pytest.raises(InputError, match=r"f\.tif: annotation has float32 values"):
-        read_label(tmp_path / "f.tif")
+    reader = get_reader("monuseg", tmp_path)
+    record = reader.load(reader.refs()[0])
+    expected = np.zeros((10, 12), np.int32)
+    expected[1:4, 1:4] = 1
+    expected[6:8, 6:8] = 2
+    np.testing.assert_array_equal(record.label, expected)
+    xml = folder / "t.xml"
+    assert record.warnings == [
+        f"{xml}: 1 region(s) left out, fewer than 3 vertices (12x10 image): Id=5",
+        f"{xml}: 2 region(s) left out, a vertex farther outside the image than its own size "
+        "(12x10 image): Id=2, 3",
+        f"{xml}: 1 region(s) left out, no pixel inside the image (12x10 image): Id=4",
+    ]

@@ -27,7 +27,7 @@ from precompute.sam_loader import (
 )
 from precompute.sam_masks import threshold_torch, upscaling_layout
 from precompute.tiny_sam import build_tiny_sam, save_tiny_sam
-from precompute.types import MaskSet, SamaugError
+from precompute.types import MaskSet, SamaugError, SettingError
 from precompute.weights import sha256_file
 
 
@@ -164,7 +164,7 @@ def test_loaded_checkpoint_equals_the_in_memory_model(tmp_path):
 
     image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     settings = SamMaskerSettings(
-        points_per_side=4, pred_iou_thresh=-1.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
     )
     loaded = SamMasker.from_checkpoint(path, settings)
     assert_identical(loaded.generate(image), SamMasker(in_memory, settings).generate(image))
@@ -280,7 +280,7 @@ def models() -> dict:
 
 
 def settings(**kwargs) -> SamMaskerSettings:
-    base = dict(points_per_side=8, pred_iou_thresh=-1.0, stability_score_thresh=0.0)
+    base = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     return SamMaskerSettings(**{**base, **kwargs})
 
 
@@ -294,11 +294,11 @@ def settings(**kwargs) -> SamMaskerSettings:
         (
             "speckle",
             (131, 97),
-            dict(pred_iou_thresh=0.02, stability_score_thresh=0.06, box_nms_thresh=1.0),
+            dict(pred_iou_thresh=0.52, stability_score_thresh=0.06, box_nms_thresh=1.0),
             25,
         ),
         # NMS at 0.5 keeps one speckled mask: every box is the whole image.
-        ("speckle", (131, 97), dict(pred_iou_thresh=0.02, stability_score_thresh=0.06), 1),
+        ("speckle", (131, 97), dict(pred_iou_thresh=0.52, stability_score_thresh=0.06), 1),
         ("blobs", (97, 131), dict(box_nms_thresh=1.0), 150),
         ("blobs", (131, 97), dict(pred_iou_thresh=0.9, stability_score_thresh=0.3), 25),
         ("blobs", (97, 131), dict(box_nms_thresh=0.5), 50),
@@ -378,13 +378,58 @@ def test_empty_union_scores_zero_where_segment_anything_says_nan(models):
     assert np.all(np.isfinite(ours.stability_score))
 
 
-def test_bad_images_and_settings_are_refused(models):
+def test_bad_images_are_refused(models):
     masker = SamMasker(models["speckle"], settings(), info={})
     with pytest.raises(SamaugError, match="HxWx3 uint8"):
         masker.generate(np.zeros((10, 10), np.uint8))
     with pytest.raises(SamaugError, match="HxWx3 uint8"):
         masker.generate(np.zeros((10, 10, 3), np.float32))
-    with pytest.raises(SamaugError, match="points_per_side"):
-        SamMaskerSettings(points_per_side=0)
-    with pytest.raises(SamaugError, match="box_nms_thresh must be a number, got 'high'"):
-        SamMaskerSettings(box_nms_thresh="high")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "problem"),
+    [
+        ("points_per_side", 0, "at least 1"),
+        ("points_per_side", True, "whole number"),
+        ("points_per_side", 4.0, "whole number"),
+        ("points_per_batch", 0, "at least 1"),
+        ("pred_iou_thresh", 2.0, "at most 1"),  # accepted once, and kept no mask at all
+        ("pred_iou_thresh", -1.0, "at least 0"),
+        ("stability_score_thresh", 1.5, "at most 1"),
+        ("stability_score_thresh", float("nan"), "finite number"),
+        ("stability_score_offset", 0.0, "greater than 0"),
+        ("stability_score_offset", float("inf"), "finite number"),
+        ("box_nms_thresh", "high", "finite number, not 'high'"),
+        ("box_nms_thresh", -0.1, "at least 0"),
+        ("crop_n_layers", -1, "at least 0"),
+        ("crop_nms_thresh", 1.01, "at most 1"),
+        ("crop_overlap_ratio", 1.0, "below 1"),
+        ("crop_n_points_downscale_factor", 0, "at least 1"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(setting, value, problem):
+    with pytest.raises(SettingError, match=rf"sam setting {setting} must be .*{problem}"):
+        SamMaskerSettings(**{setting: value})
+
+
+def test_settings_at_their_bounds_are_accepted_and_stored_as_numbers():
+    s = SamMaskerSettings(pred_iou_thresh=0, stability_score_thresh=1, box_nms_thresh=1)
+    assert (s.pred_iou_thresh, s.stability_score_thresh, s.box_nms_thresh) == (0.0, 1.0, 1.0)
+    assert isinstance(s.pred_iou_thresh, float)
+
+
+def test_tiny_sam_predicts_positive_ious_so_zero_keeps_every_mask(models):
+    image = noise((64, 80), seed=5)
+    every = SamMasker(models["speckle"], settings(box_nms_thresh=1.0), info={}).generate(image)
+    assert len(every) == 3 * 8 * 8  # three outputs for each of the 8 x 8 prompts
+    assert 0 < every.predicted_iou.min() and every.predicted_iou.max() < 1
+    paper = SamMasker(models["speckle"], settings(pred_iou_thresh=0.5), info={}).generate(image)
+    assert 0 < len(paper) < len(every)  # the paper's threshold keeps some, drops others
+
+
+def test_a_folder_given_as_checkpoint_is_named_a_folder(tmp_path):
+    save_tiny_sam(tmp_path / "sam_vit_b.pth")
+    with pytest.raises(SamaugError, match="is a folder, not a checkpoint file") as err:
+        build_sam_from_checkpoint(tmp_path)
+    assert str(tmp_path) in str(err.value) and "sam_vit_b.pth" in str(err.value)
+    assert "does not exist" not in str(err.value)

@@ -9,7 +9,7 @@ from precompute.masker_superpixel import (
     sequential_labels,
 )
 from precompute.synthetic import tissue_image
-from precompute.types import SamaugError
+from precompute.types import SettingError
 
 # Scales small enough for a 64x64 image to give several regions at each one.
 SETTINGS = {
@@ -135,7 +135,7 @@ def test_deterministic(image, method):
 
 def test_min_area_drops_small_regions_and_keeps_the_other_scores(image):
     full = SuperpixelMasker(SETTINGS["slic"]).generate(image)
-    cut = np.median(full.area)
+    cut = int(np.median(full.area))
     kept = SuperpixelMasker(SuperpixelSettings(method="slic", scales=(60, 25, 8), min_area=cut))
     out = kept.generate(image)
     keep = full.area >= cut
@@ -152,12 +152,23 @@ def test_settings_resolve_defaults_and_refuse_bad_values():
         {"method": "watershed"},
         {"scales": (100,)},
         {"scales": (100, -1)},
+        {"scales": (100, float("inf"))},
         {"scales": "big"},
+        {"scales": 7},
         {"method": "slic", "scales": (10.5, 3)},
         {"min_size_fraction": 1.5},
+        {"min_size_fraction": 1},
+        {"sigma": "wide"},  # a TypeError once, not a one-line error
+        {"sigma": float("nan")},
+        {"sigma": -1},
         {"compactness": 0},
+        {"compactness": float("inf")},
+        {"min_area": 1.5},
+        {"min_area": -1},
+        {"min_area": True},
     ):
-        with pytest.raises(SamaugError):
+        setting = next(iter(bad)) if len(bad) == 1 else "scales"
+        with pytest.raises(SettingError, match=f"superpixel setting {setting} must"):
             SuperpixelSettings(**bad)
 
 

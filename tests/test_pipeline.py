@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY_SAM_SETTINGS
 
 from precompute.datasets import get_reader
-from precompute.pipeline import PriorsConfig, process_image, resolve_device, run
+from precompute.pipeline import PriorsConfig, log_path, process_image, run
 from precompute.priors import compute_priors
 from precompute.report import verify
 from precompute.store import complete_ids, open_store
@@ -129,7 +129,13 @@ def test_corrupt_image_is_reported_others_finish_rerun_redoes_only_it(
     first = subprocess.run(args, capture_output=True, text=True)
     assert first.returncode == 1
     assert "5 done, 0 skipped (already complete), 1 failed, of 6 images" in first.stdout
-    assert str(bad) in first.stderr
+    assert f"  {bad}: cannot decode image" in first.stderr
+    assert "Fix these files" in first.stderr
+    # Users see the summary; the traceback is in the log beside the store, not on screen.
+    assert "Traceback (most recent" not in first.stderr and "Compute Failed" not in first.stderr
+    assert f"Tracebacks: {log_path(store)}" in first.stderr
+    log = log_path(store).read_text()
+    assert "== train_2: " in log and "Traceback (most recent call last)" in log
     assert sorted(open_store(store).ids()) == sorted(
         ["testA_1", "testA_2", "testB_1", "train_1", "train_3"]
     )
@@ -327,6 +333,9 @@ def test_strip_and_attach_images_for_sharing(glas, tmp_path):
 def test_auto_device_is_cuda_exactly_where_torch_sees_a_gpu():
     import torch
 
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert [resolve_device(d) for d in ("cpu", "cuda", "cuda:1")] == ["cpu", "cuda", "cuda:1"]
-    assert PriorsConfig("glas", "data", "s.zarr").device == "auto"
+    from precompute.workers import worker_device
+
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert worker_device("auto") == expected
+    assert worker_device("cpu") == torch.device("cpu")
+    assert PriorsConfig("glas", "data", "s.zarr", checkpoint="sam.pth").device == "auto"

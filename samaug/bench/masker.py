@@ -26,7 +26,7 @@ from precompute.sam_loader import build_sam_from_checkpoint
 from precompute.synthetic import tissue_image
 from precompute.types import MaskSet
 
-MANY_MASKS = {"pred_iou_thresh": -1.0, "stability_score_thresh": 0.15, "box_nms_thresh": 1.0}
+MANY_MASKS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.15, "box_nms_thresh": 1.0}
 
 
 def identical(a: MaskSet, b: MaskSet) -> bool:

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
+from precompute.maskers import MaskerName
 from precompute.types import SamaugError
 
-from ..options import parse_pairs
+from ..options import parse_pairs, verbose
 
 
 class _Progress:
@@ -54,18 +55,18 @@ def priors(
     dataset: Annotated[str, typer.Argument(help="Reader: glas, monuseg, kvasir, polyp, folder.")],
     data_root: Annotated[Path, typer.Option(help="The dataset in its original layout.")],
     store: Annotated[Path, typer.Option(help="Zarr store to create or resume.")],
-    masker: Annotated[str, typer.Option(help="sam or superpixel.")] = "sam",
+    masker: Annotated[MaskerName, typer.Option(help="Which masker makes the masks.")] = "sam",
     checkpoint: Annotated[
         Path | None, typer.Option(help="SAM checkpoint (.pth); any SAM architecture.")
     ] = None,
     points_per_side: Annotated[int | None, typer.Option(help="SAM grid: N x N points.")] = None,
     points_per_batch: Annotated[int | None, typer.Option(help="Prompts per decoder call.")] = None,
-    pred_iou_thresh: Annotated[float | None, typer.Option()] = None,
-    stability_score_thresh: Annotated[float | None, typer.Option()] = None,
-    stability_score_offset: Annotated[float | None, typer.Option()] = None,
-    box_nms_thresh: Annotated[float | None, typer.Option()] = None,
-    crop_n_layers: Annotated[int | None, typer.Option()] = None,
-    crop_nms_thresh: Annotated[float | None, typer.Option()] = None,
+    pred_iou_thresh: Annotated[float | None, typer.Option(help="In [0, 1].")] = None,
+    stability_score_thresh: Annotated[float | None, typer.Option(help="In [0, 1].")] = None,
+    stability_score_offset: Annotated[float | None, typer.Option(help="Above 0.")] = None,
+    box_nms_thresh: Annotated[float | None, typer.Option(help="In [0, 1].")] = None,
+    crop_n_layers: Annotated[int | None, typer.Option(help="0 or more.")] = None,
+    crop_nms_thresh: Annotated[float | None, typer.Option(help="In [0, 1].")] = None,
     masker_option: Annotated[
         list[str] | None, typer.Option(help="Any masker setting as KEY=VALUE (repeatable).")
     ] = None,
@@ -82,6 +83,9 @@ def priors(
     scheduler: Annotated[
         str | None, typer.Option(help="Address of a running Dask scheduler (SLURM, dask-cuda).")
     ] = None,
+    scheduler_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for --scheduler and its first worker.")
+    ] = 30.0,
     device: Annotated[
         str, typer.Option(help="auto (CUDA where there is a GPU), cpu, cuda or cuda:K.")
     ] = "auto",
@@ -95,8 +99,10 @@ def priors(
     """Generate masks and priors for every image of DATASET into --store (resumable)."""
     import os
 
+    from precompute.devices import check_device
     from precompute.pipeline import PriorsConfig, run
 
+    check_device(device)
     settings = {
         k: v
         for k, v in {
@@ -130,6 +136,7 @@ def priors(
         scheduler=scheduler,
         torch_threads=threads,
         overwrite=overwrite,
+        connect_timeout=scheduler_timeout,
     )
     summary = run(config, on_progress=_Progress())
     if summary.replaced:
@@ -143,14 +150,38 @@ def priors(
             f"{summary.mean_masks():.1f} masks per image, "
             f"{summary.seconds_per_image():.2f} s per image (worker time)"
         )
+    _report_warnings(summary)
     if summary.failures:
-        typer.echo("failed:", err=True)
-        for failure in summary.failures:
-            typer.echo(f"  {failure}", err=True)
-        typer.echo(
-            "Fix these files and run the same command again: only they are redone.", err=True
-        )
+        _report_failures(summary)
         raise typer.Exit(1)
+
+
+def _report_warnings(summary) -> None:
+    found = summary.warnings()
+    if found:
+        typer.echo(f"warnings ({len(found)}):", err=True)
+        for image_id, warning in found:
+            typer.echo(f"  {image_id}: {warning}", err=True)
+
+
+def _report_failures(summary) -> None:
+    typer.echo("failed:", err=True)
+    for failure in summary.failures:
+        typer.echo(f"  {failure}", err=True)
+        if verbose():
+            typer.echo(failure.traceback, err=True)
+    if any(f.user_error for f in summary.failures):
+        typer.echo(
+            "Fix these files and run the same command again: only the failed images are redone.",
+            err=True,
+        )
+    if not all(f.user_error for f in summary.failures):
+        typer.echo(
+            "Images whose files are not at fault (memory, the GPU, ...) are retried by running "
+            "the same command again.",
+            err=True,
+        )
+    typer.echo(f"Tracebacks: {summary.log} (or run with samaug --verbose).", err=True)
 
 
 def weights(

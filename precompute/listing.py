@@ -1,0 +1,112 @@
+"""Listing a dataset's files: image IDs, their order, images paired with annotations, refs.
+
+The readers of ``precompute/datasets.py`` find files with these and turn them into sorted
+``ImageRef``s whose IDs are valid (``precompute.types.image_id_problem``) and unique ignoring
+case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from .imageio import IMAGE_SUFFIXES
+from .types import MAX_ID_LENGTH, RESERVED_IDS, ImageRef, SamaugError, image_id_problem
+
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)
+
+
+def safe_id(name: str) -> str:
+    """The image ID of a file named ``name`` (its stem): always a valid ID by
+    ``precompute.types.image_id_problem``.
+
+    Characters outside ``[A-Za-z0-9._-]`` and a leading ``.`` become ``_``; a name Zarr
+    reserves (``zarr.json`` in any case, or one starting with ``__``) gets the prefix
+    ``id_``; a name longer than the limit is cut and ends in ``_`` + the first 16 hex digits
+    of the sha256 of ``name``, so that two long names stay apart.
+    """
+    image_id = _UNSAFE_ID_CHARS.sub("_", name) or "_"
+    if image_id.startswith("."):
+        image_id = "_" + image_id[1:]
+    if image_id.lower() in RESERVED_IDS or image_id.startswith("__"):
+        image_id = "id_" + image_id
+    if len(image_id) > MAX_ID_LENGTH:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        image_id = f"{image_id[: MAX_ID_LENGTH - 17]}_{digest}"
+    return image_id
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders digit runs by value: ``train_2`` before ``train_10``."""
+    parts = _DIGIT_RUNS.split(text)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), text
+
+
+def image_files(folder: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[Path]:
+    suffixes = tuple(suffixes)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+    )
+
+
+def by_stem(files: Iterable[Path]) -> dict[str, Path]:
+    """{stem: path}; two files with one stem (``a.png``, ``a.jpg``) are a SamaugError."""
+    out: dict[str, Path] = {}
+    for path in files:
+        if path.stem in out:
+            raise SamaugError(
+                f"{out[path.stem]} and {path} have the same name stem {path.stem!r}; "
+                "keep one of them"
+            )
+        out[path.stem] = path
+    return out
+
+
+def pair(
+    images: dict[str, Path],
+    labels: dict[str, Path],
+    label_dir: Path,
+    required: bool,
+    label_name: str = "{stem}.*",
+) -> dict[str, tuple[Path, Path | None]]:
+    """{stem: (image, label)}. A label without an image is an error, and so is an image
+    without a label when ``required`` (the message shows ``label_dir / label_name``)."""
+    orphans = sorted(set(labels) - set(images))
+    if orphans:
+        raise SamaugError(
+            f"{labels[orphans[0]]} has no matching image ({len(orphans)} such annotations)"
+        )
+    pairs = {}
+    for stem, image in images.items():
+        label = labels.get(stem)
+        if label is None and required:
+            expected = label_dir / label_name.format(stem=stem)
+            raise SamaugError(f"{image} has no annotation {expected}")
+        pairs[stem] = (image, label)
+    return pairs
+
+
+def make_refs(entries: Iterable[tuple[str, str, Path, Path | None]]) -> list[ImageRef]:
+    """Refs from (name, split, image, label) entries: IDs from ``safe_id``, checked unique
+    ignoring case (the error names both files), sorted by split then natural ID order."""
+    refs: list[ImageRef] = []
+    seen: dict[str, Path] = {}
+    for name, split, image, label in entries:
+        image_id = safe_id(name)
+        problem = image_id_problem(image_id)
+        if problem:
+            raise SamaugError(f"{image}: {problem}; rename the file")
+        other = seen.setdefault(image_id.lower(), image)
+        if other != image:
+            raise SamaugError(
+                f"{other} and {image} both map to image ID {image_id!r} (IDs are file names "
+                "with characters outside [A-Za-z0-9._-] replaced by '_', compared ignoring "
+                "case); rename one of them"
+            )
+        refs.append(ImageRef(image_id, split, str(image), None if label is None else str(label)))
+    return sorted(refs, key=lambda r: (r.split, natural_key(r.image_id)))

@@ -1,0 +1,65 @@
+"""The masker registry: every registered masker builds, generates and describes itself alike."""
+
+import subprocess
+import sys
+from dataclasses import asdict
+from typing import get_args
+
+import pytest
+
+from precompute.maskers import (
+    MaskerName,
+    build_masker,
+    list_maskers,
+    make_settings,
+    masker_kind,
+    masker_provenance,
+)
+from precompute.synthetic import tissue_image
+from precompute.types import MaskSet, SettingError
+
+# Small settings per masker, so that each generates in well under a second.
+FAST = {
+    "sam": {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+    "superpixel": {},
+}
+
+
+def test_the_command_line_offers_exactly_the_registered_maskers():
+    assert list(get_args(MaskerName)) == list_maskers() == ["sam", "superpixel"]
+    assert sorted(FAST) == list_maskers()
+
+
+def test_unknown_masker_or_setting_lists_the_valid_ones():
+    with pytest.raises(SettingError, match="unknown masker 'sam2'; valid names: sam, superpixel"):
+        masker_kind("sam2")
+    with pytest.raises(SettingError, match="unknown sam masker setting.*points_per_sid;.*valid"):
+        make_settings("sam", {"points_per_sid": 4})
+    with pytest.raises(SettingError, match="the sam masker needs --checkpoint PATH"):
+        masker_provenance("sam", None, {})
+
+
+@pytest.mark.parametrize("name", list_maskers())
+def test_every_masker_generates_and_records_every_setting(name, tiny_sam_checkpoint):
+    checkpoint = str(tiny_sam_checkpoint)
+    provenance = masker_provenance(name, checkpoint, FAST[name])
+    assert provenance["kind"] == name
+    assert provenance["settings"] == asdict(make_settings(name, FAST[name]))
+    assert ("checkpoint_sha256" in provenance) == masker_kind(name).needs_checkpoint
+    masker = build_masker(name, checkpoint, FAST[name], "cpu")
+    assert masker.provenance() == provenance
+    image, _ = tissue_image(48, 64, objects=4, seed=0)
+    masks = masker.generate(image)
+    assert isinstance(masks, MaskSet) and len(masks) > 0
+    assert masks.masks.shape[1:] == (48, 64) and masks.masks.dtype == bool
+
+
+def test_importing_the_registry_imports_no_torch():
+    code = (
+        "import sys, precompute.maskers as m\n"
+        "m.make_settings('sam', {'points_per_side': 4})\n"
+        "m.make_settings('superpixel', {})\n"
+        "print('torch' in sys.modules, 'segment_anything' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
