@@ -270,13 +270,16 @@ def open_store(path_or_url: str | Path, storage_options: dict | None = None) -> 
             raise SamaugError(f"{location}: no such store; create it with `samaug priors`")
         if not path.is_dir():
             raise SamaugError(f"{location} is a file, not a store (a store is a folder)")
+        if not (path / "zarr.json").is_file():
+            raise SamaugError(f"{location} is not a samaug store (it has no zarr.json)")
         base = LocalStore(path, read_only=True)
     guarded = GuardedStore(base, location)
     try:
         root = zarr.open_group(store=guarded, mode="r", zarr_format=3)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise SamaugError(
-            f"{location} is not a samaug store (no readable root zarr.json: {err})"
+            f"{location} is not a samaug store (its root zarr.json cannot be read: "
+            f"{type(err).__name__})"
         ) from err
     tool = root.attrs.get("tool")
     if not (isinstance(tool, dict) and tool.get("name") == "samaug"):

@@ -68,6 +68,7 @@ def strip_images(src: str | Path, dst: str | Path) -> list[str]:
 
 def _copy_layout(src: Path, dst: Path, left_out: list[str]) -> None:
     _copy_file(src / "zarr.json", dst / "zarr.json", src, left_out)
+    left_out += [p.name for p in src.iterdir() if p.name not in ("zarr.json", "images")]
     if not _is_folder(src / "images"):
         left_out.append("images")
         return
