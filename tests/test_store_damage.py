@@ -60,6 +60,21 @@ def test_a_missing_chunk_is_damage_not_zeros(toy):
     assert (result.checked, result.flagged, result.notes) == (3, ["b_2", "c_3"], [])
 
 
+def test_training_stops_at_a_missing_chunk_with_one_line(toy):
+    from train.data import PatchDataset
+
+    path, _ = toy
+    for chunk in (path / "images" / "a_1" / "seg_prior" / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.unlink()
+    dataset = PatchDataset(path, ["a_1"], patch_size=64, task="binary")
+    with pytest.raises(st.DamagedStoreError, match=r"image 'a_1': seg_prior: chunk c/") as err:
+        dataset[0]
+    one_line(err)
+    # A DataLoader worker re-raises an error from its message alone: it must stay the same type.
+    assert type(type(err.value)(str(err.value))) is st.DamagedStoreError
+
+
 def test_a_chunk_that_goes_missing_on_a_server_is_damage(toy, tmp_path):
     path, data = toy
     with serve(tmp_path) as url:

@@ -28,6 +28,7 @@ from .schema import (
     array_problem,
     array_specs,
     check_root_attrs,
+    damaged,
     expected_arrays,
     image_attrs_problem,
     unpack_masks,
@@ -82,7 +83,7 @@ def _missing_chunk(location: str, key: str) -> DamagedStoreError:
     parts = head.split("/")
     image_id = parts[1] if len(parts) > 2 and parts[0] == "images" else None
     array = "/".join(parts[2:]) if image_id else head
-    return DamagedStoreError(
+    return damaged(
         location, image_id, f"{array}: chunk c/{coords} is missing (every chunk was written)"
     )
 
@@ -117,7 +118,7 @@ class SamaugStore:
         return dict(sorted(counts.items()))
 
     def _damaged(self, image_id: str, problem: str) -> DamagedStoreError:
-        return DamagedStoreError(self.location, image_id, problem)
+        return damaged(self.location, image_id, problem)
 
     def _group(self, image_id: str) -> tuple[zarr.Group, dict, dict[str, ArraySpec]]:
         """The image's group, its checked attributes and the arrays they call for."""
@@ -155,11 +156,12 @@ class SamaugStore:
                 raise self._damaged(image_id, f"{name}: array metadata is missing")
             if array is not None:
                 spec = expected.get(name) or array_specs(*attrs["shape"], attrs["mask_count"])[name]
-                problem = (
-                    f"{name}: is a group, not an array"
-                    if not isinstance(array, zarr.Array)
-                    else array_problem(name, array.shape, array.dtype, array.chunks, spec)
-                )
+                if not isinstance(array, zarr.Array):
+                    problem = f"{name}: is a group, not an array"
+                elif array.shards is not None:  # inner chunks could go missing unseen
+                    problem = f"{name}: is sharded; the schema's arrays are not"
+                else:
+                    problem = array_problem(name, array.shape, array.dtype, array.chunks, spec)
                 if problem:
                     raise self._damaged(image_id, problem)
             self._arrays[key] = array

@@ -57,18 +57,26 @@ class DamagedStoreError(SamaugError):
     does not match its image's attributes, a missing or undecodable chunk.
 
     ``image_id`` (None for the root) and ``problem`` (a phrase such as "seg_prior: chunk c/1/0
-    is missing") let ``samaug store verify`` report it as one line and go on.
+    is missing") let ``samaug store verify`` report it as one line and go on. Made by
+    ``damaged``; constructible from the message alone, as DataLoader workers re-raise it.
     """
 
-    def __init__(self, location: str, image_id: str | None, problem: str) -> None:
-        self.location, self.image_id, self.problem = location, image_id, problem
-        if image_id is None:
-            super().__init__(f"{location}: {problem} (the store is damaged or not a samaug store)")
-            return
-        super().__init__(
+    def __init__(self, message: str, image_id: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.image_id = image_id
+        self.problem = message if problem is None else problem
+
+
+def damaged(location: str, image_id: str | None, problem: str) -> DamagedStoreError:
+    """The DamagedStoreError for ``problem`` of image ``image_id`` (None: the root)."""
+    if image_id is None:
+        message = f"{location}: {problem} (the store is damaged or not a samaug store)"
+    else:
+        message = (
             f"{location}: image {image_id!r}: {problem} (the store is damaged: `samaug store "
             "verify` lists what is, `samaug store repair` marks it to be redone)"
         )
+    return DamagedStoreError(message, image_id, problem)
 
 
 def codecs(shuffle: str) -> tuple:
@@ -192,7 +200,7 @@ def check_root_attrs(attrs: Mapping, location: str) -> None:
     found = root_attrs_problem(attrs)
     if found:
         key, problem = found
-        raise DamagedStoreError(location, None, f"root attribute {key!r} {problem}")
+        raise damaged(location, None, f"root attribute {key!r} {problem}")
 
 
 def image_attrs_problem(attrs: Any) -> str | None:
