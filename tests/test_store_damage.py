@@ -173,7 +173,7 @@ def test_masks_shape_must_match_the_mask_count(toy):
         ("index", {"a_1": 3}, "'index' image 'a_1' has split 3"),
         ("dataset", "glas", "'dataset' is str, not a mapping"),
         ("masker", {"kind": 1}, "'masker.kind' must be a string"),
-        ("images_stripped", "yes", "'images_stripped' must be true/false"),
+        ("images_stripped", "yes", "'images_stripped' must be true or false"),
     ],
 )
 def test_hostile_root_attributes_are_one_error_on_open(toy, key, value, message):

@@ -155,7 +155,7 @@ class SamaugStore:
             if array is None and name in expected:
                 raise self._damaged(image_id, f"{name}: array metadata is missing")
             if array is not None:
-                spec = expected.get(name) or array_specs(*attrs["shape"], attrs["mask_count"])[name]
+                spec = array_specs(*attrs["shape"], attrs["mask_count"])[name]
                 if not isinstance(array, zarr.Array):
                     problem = f"{name}: is a group, not an array"
                 elif array.shards is not None:  # inner chunks could go missing unseen

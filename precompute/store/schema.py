@@ -170,12 +170,20 @@ def root_attrs_problem(attrs: Mapping) -> tuple[str, str] | None:
     dataset, masker = attrs["dataset"], attrs["masker"]
     checks = [
         ("dataset.name", isinstance(dataset.get("name"), str), "a string"),
-        ("dataset.reader_options", isinstance(dataset.get("reader_options", {}), dict), "a map"),
+        (
+            "dataset.reader_options",
+            isinstance(dataset.get("reader_options", {}), dict),
+            "a mapping",
+        ),
         ("dataset.splits", isinstance(dataset.get("splits", {}), dict), "a mapping"),
         ("masker.kind", isinstance(masker.get("kind"), str), "a string"),
         ("masker.settings", isinstance(masker.get("settings", {}), dict), "a mapping"),
-        ("images_stripped", isinstance(attrs.get("images_stripped", False), bool), "true/false"),
-        (EVERY_CHUNK_WRITTEN, isinstance(attrs.get(EVERY_CHUNK_WRITTEN, False), bool), "bool"),
+        ("images_stripped", isinstance(attrs.get("images_stripped", False), bool), "true or false"),
+        (
+            EVERY_CHUNK_WRITTEN,
+            isinstance(attrs.get(EVERY_CHUNK_WRITTEN, False), bool),
+            "true or false",
+        ),
     ]
     for key, ok, what in checks:
         if not ok:

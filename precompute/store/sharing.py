@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +52,12 @@ def strip_images(src: str | Path, dst: str | Path) -> list[str]:
         )
     if not dst.parent.is_dir():
         raise SamaugError(f"{dst.parent}: no such folder for the destination")
+    if (src / "zarr.json").is_symlink():
+        raise SamaugError(f"{src / 'zarr.json'} is a symbolic link; strip copies no links")
     left_out: list[str] = []
-    partial = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial"))
+    # A folder made like any other (permissions from the umask), renamed once complete.
+    partial = dst.parent / f".{dst.name}.{os.getpid()}.{time.time_ns()}.partial"
+    partial.mkdir()
     try:
         _copy_layout(src, partial, left_out)
         zarr.open_group(partial, mode="r+").attrs.update(
@@ -68,10 +72,11 @@ def strip_images(src: str | Path, dst: str | Path) -> list[str]:
 
 def _copy_layout(src: Path, dst: Path, left_out: list[str]) -> None:
     _copy_file(src / "zarr.json", dst / "zarr.json", src, left_out)
-    left_out += [p.name for p in src.iterdir() if p.name not in ("zarr.json", "images")]
+    left_out += [
+        p.name for p in src.iterdir() if p.name not in ("zarr.json", "images") or p.is_symlink()
+    ]
     if not _is_folder(src / "images"):
-        left_out.append("images")
-        return
+        return  # a link is named above with the other strays; a missing folder is no loss
     _copy_file(src / "images" / "zarr.json", dst / "images" / "zarr.json", src, left_out)
     for entry in sorted((src / "images").iterdir()):
         if entry.name == "zarr.json":

@@ -193,7 +193,6 @@ def prepare_store(
                 + "\nUse another --store, the store's settings, or --overwrite to replace it."
             )
         root.attrs.update({"dataset": attrs["dataset"], "updated": now()})
-        refuse_link(path / "images", path)
         root.require_group("images")
         return PreparedStore(complete_ids(path))
     root = zarr.open_group(path, mode="w-", zarr_format=3)
