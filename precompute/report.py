@@ -192,8 +192,13 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
     refuse_links(location, "attach images to it")
     dataset = store.attrs["dataset"]
     options = dict(dataset.get("reader_options", {}))
-    if "confine" in options:
-        raise SamaugError(f"{location}: dataset.reader_options has an option 'confine'")
+    for key, value in options.items():
+        # Every reader option is a name or a path; "confine" is get_reader's own keyword.
+        if key == "confine" or not isinstance(value, str):
+            raise SamaugError(
+                f"{location}: root attribute dataset.reader_options has {key}={value!r}, "
+                "which no dataset reader takes"
+            )
     reader = get_reader(dataset["name"], data_root, confine=True, **options)
     refs = {ref.image_id: ref for ref in reader.refs()}
     attached, problems = 0, []

@@ -120,6 +120,10 @@ def test_attach_reads_nothing_outside_the_data_root(shared, tmp_path):
         root.attrs["dataset"] = {**DATASET, "name": "folder", "reader_options": {"masks": masks}}
         with pytest.raises(SamaugError, match=r"reader option masks=.* leads to .*etc, outside"):
             attach_images(stripped, data)
+    for hostile in ({"masks": 5}, {"confine": "false"}):
+        root.attrs["dataset"] = {**DATASET, "name": "folder", "reader_options": hostile}
+        with pytest.raises(SamaugError, match="which no dataset reader takes"):
+            attach_images(stripped, data)
     assert not (stripped / "images" / ids[0] / "image").exists()
     # A file inside the data root that is a link to one outside it is refused too.
     (data / "img_link.png").symlink_to(outside / f"{ids[0]}.png")
