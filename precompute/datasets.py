@@ -95,11 +95,13 @@ def normalise_reader_options(name: str, options: dict[str, object]) -> dict[str,
     return {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
 
 
-def get_reader(name: str, root: str | Path, **options) -> Reader:
+def get_reader(name: str, root: str | Path, *, confine: bool = False, **options) -> Reader:
     """The reader registered as ``name`` for the dataset at ``root``.
 
     Raises SamaugError for an unknown name or option (listing the valid ones) and for a root
-    that does not exist.
+    that does not exist. With ``confine`` (options that came from an untrusted store), every
+    folder an option names and every file the reader lists must resolve, links followed,
+    inside ``root``; else SamaugError naming the option or file and where it leads.
     """
     if name not in READERS:
         raise SamaugError(f"unknown dataset {name!r}; valid names: {', '.join(list_readers())}")
@@ -111,7 +113,30 @@ def get_reader(name: str, root: str | Path, **options) -> Reader:
             f"dataset {name!r} has no option {', '.join(unknown)}; "
             f"its options: {', '.join(valid) or 'none'}"
         )
-    return cls(root, **options)
+    reader = cls(root, **options)
+    if confine:
+        _check_confined(reader)
+    return reader
+
+
+def _check_confined(reader: Reader) -> None:
+    inside = reader.root.resolve()
+
+    def check(path: Path, what: str) -> None:
+        resolved = Path(path).resolve()
+        if resolved != inside and inside not in resolved.parents:
+            raise SamaugError(
+                f"{what} leads to {resolved}, outside the data root {reader.root}; "
+                "only files inside the data root are read"
+            )
+
+    for option, value in vars(reader).items():
+        if isinstance(value, Path) and option != "root":
+            check(value, f"reader option {option}={value}")
+    for ref in reader.refs():
+        for path in (ref.image_path, ref.label_path):
+            if path is not None:
+                check(Path(path), str(path))
 
 
 def iter_records(reader: Reader, split: str | None = None) -> Iterator[Record]:

@@ -4,62 +4,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from http_server import serve
+from store_toys import DATASET, MASKER, toy_store, write
 
 from precompute import store as st
-from precompute.priors import boxes_from_masks, compute_priors
 from precompute.report import verify
-from precompute.synthetic import random_masks
-from precompute.types import MaskSet, SamaugError
-
-DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 2, "test": 1}}
-MASKER = {"kind": "superpixel", "settings": {"scales": [1, 2], "method": "slic"}}
+from precompute.types import SamaugError
 
 
-def mask_set(height, width, n, seed):
-    masks, scores = random_masks(height, width, n, seed=seed)
-    rng = np.random.default_rng(seed)
-    return MaskSet(
-        masks=masks,
-        stability_score=scores,
-        predicted_iou=rng.random(n).astype(np.float32),
-        box=boxes_from_masks(masks),
-        point=(rng.random((n, 2)) * [width, height]).astype(np.float32),
-        area=masks.sum(axis=(1, 2)),
-    )
-
-
-def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True):
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
-    lab = rng.integers(0, 700, shape, dtype=np.int32) if label else None
-    ms = mask_set(*shape, n, seed)
-    seg, boundary = compute_priors(ms.masks, ms.stability_score, ms.box)
-    st.write_image(
-        path,
-        image_id,
-        split,
-        image,
-        lab,
-        ms,
-        seg,
-        boundary,
-        {"image": f"{image_id}.png"},
-        {"read": 0.5},
-    )
-    return image, lab, ms, seg, boundary
-
-
-@pytest.fixture
-def toy_store(tmp_path):
+@pytest.fixture(name="toy_store")
+def toy_store_fixture(tmp_path):
     path = tmp_path / "toy.zarr"
-    assert st.prepare_store(path, st.store_root_attrs(DATASET, MASKER)).complete == set()
-    data = {
-        "a_1": write(path, "a_1", "train", seed=1),
-        "b_2": write(path, "b_2", "train", shape=(40, 33), n=0, seed=2, label=False),
-        "c_3": write(path, "c_3", "test", shape=(257, 513), n=70, seed=3),
-    }
-    st.set_index(path, {"a_1": "train", "b_2": "train", "c_3": "test"})
-    return path, data
+    return path, toy_store(path)
 
 
 def test_round_trip_values_and_provenance(toy_store):

@@ -1,0 +1,78 @@
+"""The samaug Zarr store: the only package that touches zarr. ``store_schema.md`` is its contract.
+
+- ``schema``: the arrays, codecs, attributes and size limits as data and checks.
+- ``writer``: ``prepare_store`` (driver, root metadata), ``write_image`` (one task, one image
+  group), ``set_index`` (driver), ``complete_ids``, ``unmark_images`` (repair).
+- ``sharing``: ``strip_images`` and ``attach_image`` (a store shared without its images).
+- ``reader``: ``open_store`` -> ``SamaugStore``, local or over fsspec, checking every claim.
+- ``links``: no writer goes through a symbolic link inside a store.
+
+Imports numpy and zarr only: no torch, no segment_anything.
+"""
+
+from .links import links_inside
+from .reader import GuardedStore, SamaugStore, StoreUnreachableError, open_store
+from .schema import (
+    ARRAY_NAMES,
+    EVERY_CHUNK_WRITTEN,
+    MAP_NAMES,
+    MASKS_PER_CHUNK,
+    PER_MASK_DTYPES,
+    PER_MASK_NAMES,
+    PRIOR_DEFINITIONS,
+    SCHEMA_VERSION,
+    TILE,
+    DamagedStoreError,
+    pack_masks,
+    unpack_masks,
+)
+from .sharing import attach_image, mark_images_attached, strip_images
+from .writer import (
+    PreparedStore,
+    complete_ids,
+    group_problem,
+    is_samaug_store,
+    prepare_store,
+    set_index,
+    signature,
+    signature_differences,
+    split_of,
+    store_root_attrs,
+    unmark_images,
+    write_image,
+)
+
+__all__ = [
+    "ARRAY_NAMES",
+    "EVERY_CHUNK_WRITTEN",
+    "MAP_NAMES",
+    "MASKS_PER_CHUNK",
+    "PER_MASK_DTYPES",
+    "PER_MASK_NAMES",
+    "PRIOR_DEFINITIONS",
+    "SCHEMA_VERSION",
+    "TILE",
+    "DamagedStoreError",
+    "GuardedStore",
+    "PreparedStore",
+    "SamaugStore",
+    "StoreUnreachableError",
+    "attach_image",
+    "complete_ids",
+    "group_problem",
+    "is_samaug_store",
+    "links_inside",
+    "mark_images_attached",
+    "open_store",
+    "pack_masks",
+    "prepare_store",
+    "set_index",
+    "signature",
+    "signature_differences",
+    "split_of",
+    "store_root_attrs",
+    "strip_images",
+    "unmark_images",
+    "unpack_masks",
+    "write_image",
+]

@@ -1,0 +1,292 @@
+"""Reading a store: ``open_store`` -> ``SamaugStore``, from a local path or an fsspec URL.
+
+Nothing a store claims is trusted before it is checked (``schema``): the root attributes on
+open, an image's attributes on first access, each array's shape, dtype and chunks against
+them before any chunk is read. Every read goes through ``GuardedStore``, which turns a
+missing chunk (in a store that says every chunk was written) into a DamagedStoreError and a
+failing connection into a StoreUnreachableError: never zeros, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.storage import FsspecStore, LocalStore, WrapperStore
+
+from ..types import NotInStoreError, SamaugError
+from .schema import (
+    ARRAY_NAMES,
+    EVERY_CHUNK_WRITTEN,
+    MAP_NAMES,
+    PER_MASK_NAMES,
+    ArraySpec,
+    DamagedStoreError,
+    array_problem,
+    array_specs,
+    check_root_attrs,
+    damaged,
+    expected_arrays,
+    image_attrs_problem,
+    unpack_masks,
+)
+
+
+class StoreUnreachableError(SamaugError):
+    """Reading the store failed for a reason outside it: the network, the server, the disk."""
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    # OSError covers connection refused/reset, timeouts (TimeoutError) and disk errors;
+    # aiohttp's own errors (a dropped connection, an HTTP 5xx) come in where it is installed.
+    errors: tuple[type[BaseException], ...] = (OSError,)
+    try:
+        import aiohttp
+    except ImportError:
+        return errors
+    return (*errors, aiohttp.ClientError)
+
+
+class GuardedStore(WrapperStore):
+    """A zarr store wrapper for reading: a chunk key that is missing is damage when
+    ``strict`` (the store says every chunk was written), and any transport error becomes a
+    StoreUnreachableError naming ``location`` and the key."""
+
+    def __init__(self, store, location: str = "", strict: bool = False) -> None:
+        super().__init__(store)
+        self.location, self.strict = location, strict
+        self._errors = _transport_errors()
+
+    def _with_store(self, store):
+        return type(self)(store, self.location, self.strict)
+
+    async def get(self, key, prototype, byte_range=None):
+        try:
+            value = await self._store.get(key, prototype, byte_range)
+        except self._errors as err:
+            raise StoreUnreachableError(
+                f"{self.location}: reading {key} failed ({type(err).__name__}: {err}); check "
+                "the connection or the server, then run the same command again (training "
+                "resumes from its last checkpoint)"
+            ) from err
+        if value is None and self.strict and not key.endswith("zarr.json"):
+            raise _missing_chunk(self.location, key)
+        return value
+
+
+def _missing_chunk(location: str, key: str) -> DamagedStoreError:
+    # Keys are "images/<id>/<array path>/c/<i>/<j>...".
+    head, _, coords = key.partition("/c/")
+    parts = head.split("/")
+    image_id = parts[1] if len(parts) > 2 and parts[0] == "images" else None
+    array = "/".join(parts[2:]) if image_id else head
+    return damaged(
+        location, image_id, f"{array}: chunk c/{coords} is missing (every chunk was written)"
+    )
+
+
+class SamaugStore:
+    """Read access to a samaug store (see store_schema.md). Open with ``open_store``."""
+
+    def __init__(self, root: zarr.Group, location: str) -> None:
+        self._root = root
+        self.location = location
+        self.attrs: dict = dict(root.attrs)
+        check_root_attrs(self.attrs, location)
+        self._index: dict[str, str] = dict(self.attrs["index"])
+        self.stripped = self.attrs.get("images_stripped", False)
+        # Opening a group or array costs a metadata round trip (a request over HTTP); the
+        # trainer reads the same few arrays over and over, so handles are kept.
+        self._groups: dict[str, tuple[zarr.Group, dict, dict[str, ArraySpec]]] = {}
+        self._arrays: dict[tuple[str, str], zarr.Array | None] = {}
+
+    def ids(self, split: str | Iterable[str] | None = None) -> list[str]:
+        """Sorted IDs of the complete images, optionally of one split (or several)."""
+        if split is None:
+            return sorted(self._index)
+        wanted = {split} if isinstance(split, str) else set(split)
+        return sorted(i for i, s in self._index.items() if s in wanted)
+
+    def splits(self) -> dict[str, int]:
+        """Complete images per split."""
+        counts: dict[str, int] = {}
+        for s in self._index.values():
+            counts[s] = counts.get(s, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def _damaged(self, image_id: str, problem: str) -> DamagedStoreError:
+        return damaged(self.location, image_id, problem)
+
+    def _group(self, image_id: str) -> tuple[zarr.Group, dict, dict[str, ArraySpec]]:
+        """The image's group, its checked attributes and the arrays they call for."""
+        if image_id not in self._index:
+            raise NotInStoreError(f"{self.location}: no complete image {image_id!r} in the store")
+        if image_id not in self._groups:
+            try:
+                group = self._root[f"images/{image_id}"]
+            except KeyError:
+                raise self._damaged(image_id, "listed in the index but has no group") from None
+            except (ValueError, TypeError) as err:  # zarr.json not JSON, or not Zarr metadata
+                raise self._damaged(image_id, f"group metadata is unreadable ({err})") from err
+            if not isinstance(group, zarr.Group):
+                raise self._damaged(image_id, "is an array, not a group")
+            attrs = dict(group.attrs)
+            problem = image_attrs_problem(attrs)
+            if problem:
+                raise self._damaged(image_id, problem)
+            self._groups[image_id] = group, attrs, expected_arrays(attrs, self.stripped)
+        return self._groups[image_id]
+
+    def _array(self, image_id: str, name: str) -> zarr.Array | None:
+        """The array, its metadata checked against the image's attributes; None if the image
+        has no such array (no label, or a stripped image)."""
+        key = (image_id, name)
+        if key not in self._arrays:
+            group, attrs, expected = self._group(image_id)
+            try:
+                array = group[name]
+            except KeyError:
+                array = None
+            except (ValueError, TypeError) as err:
+                raise self._damaged(image_id, f"{name}: metadata is unreadable ({err})") from err
+            if array is None and name in expected:
+                raise self._damaged(image_id, f"{name}: array metadata is missing")
+            if array is not None:
+                spec = array_specs(*attrs["shape"], attrs["mask_count"])[name]
+                if not isinstance(array, zarr.Array):
+                    problem = f"{name}: is a group, not an array"
+                elif array.shards is not None:  # inner chunks could go missing unseen
+                    problem = f"{name}: is sharded; the schema's arrays are not"
+                else:
+                    problem = array_problem(name, array.shape, array.dtype, array.chunks, spec)
+                if problem:
+                    raise self._damaged(image_id, problem)
+            self._arrays[key] = array
+        return self._arrays[key]
+
+    def _get(self, image_id: str, name: str, selection=Ellipsis) -> np.ndarray:
+        """Decode ``array[selection]``; a chunk that fails its checksum is damage."""
+        array = self._array(image_id, name)
+        try:
+            return array[selection]
+        except (ValueError, RuntimeError) as err:  # crc32c mismatch, undecodable blosc
+            raise self._damaged(image_id, f"{name}: cannot decode a chunk ({err})") from err
+
+    def image_attrs(self, image_id: str) -> dict:
+        """The image's attributes (store_schema.md), checked: ``shape`` [H, W] ints within
+        the pixel limit, ``mask_count`` an int within the mask limit, ``sha256`` a map."""
+        return dict(self._group(image_id)[1])
+
+    def has(self, image_id: str, name: str) -> bool:
+        """Whether the image holds array ``name`` (e.g. "label"; "image" in a stripped store)."""
+        if name not in ARRAY_NAMES:
+            raise ValueError(f"unknown array {name!r}; one of {', '.join(ARRAY_NAMES)}")
+        return self._array(image_id, name) is not None
+
+    def read(
+        self, image_id: str, name: str, window: tuple[int, int, int, int] | None = None
+    ) -> np.ndarray:
+        """One map of one image as numpy: whole, or the (y0, x0, y1, x1) window of it.
+
+        name: "image" (H, W, 3) uint8, "label" (H, W) int32, "seg_prior" (H, W) float32,
+        "boundary_prior" (H, W) uint8.
+        """
+        if name not in MAP_NAMES:
+            raise ValueError(f"unknown array {name!r}; one of {', '.join(MAP_NAMES)}")
+        array = self._array(image_id, name)
+        if array is None:
+            if name == "image" and self.stripped:
+                raise SamaugError(
+                    f"{self.location} was shared without images; attach your copy with "
+                    "`samaug store attach`"
+                )
+            raise NotInStoreError(f"{self.location}: image {image_id!r} has no {name!r}")
+        if window is None:
+            return self._get(image_id, name)
+        y0, x0, y1, x1 = (int(v) for v in window)
+        height, width = array.shape[:2]
+        if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+            raise ValueError(
+                f"window {window} is outside image {image_id!r} of shape {height}x{width}"
+            )
+        return self._get(image_id, name, (slice(y0, y1), slice(x0, x1)))
+
+    def per_mask(self, image_id: str) -> dict[str, np.ndarray]:
+        """The per-mask arrays (store_schema.md): ``stability_score`` (N,) float32, ..."""
+        return {name: self._get(image_id, f"masks/{name}") for name in PER_MASK_NAMES}
+
+    def masks(self, image_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(N, H, W) bool masks and the per-mask arrays (see store_schema.md)."""
+        width = self.image_attrs(image_id)["shape"][1]
+        return unpack_masks(self._get(image_id, "masks/bits"), width), self.per_mask(image_id)
+
+    def mask_blocks(self, image_id: str) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """The masks 64 (a chunk) at a time, in order: (n, H, W) bool and the per-mask
+        arrays' rows of those masks. Memory is bounded by one block, not N x H x W."""
+        width = self.image_attrs(image_id)["shape"][1]
+        per_mask = self.per_mask(image_id)
+        for start, bits in self._blocks(image_id, "masks/bits"):
+            stop = start + len(bits)
+            yield unpack_masks(bits, width), {k: v[start:stop] for k, v in per_mask.items()}
+
+    def _blocks(self, image_id: str, name: str) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) of an array, one row of chunks at a time along axis 0."""
+        array = self._array(image_id, name)
+        step = array.chunks[0]  # at least 1 (checked against the schema)
+        for start in range(0, array.shape[0], step):
+            yield start, self._get(image_id, name, slice(start, start + step))
+
+    def stored_bytes(self, image_id: str, name: str) -> int:
+        """Bytes the array's chunks take in the store (compressed)."""
+        return int(self._array(image_id, name).nbytes_stored())
+
+    def checksum(self, image_id: str, name: str) -> str:
+        """sha256 of the decoded array ``name`` (e.g. "masks/bits") in C order, as recorded in
+        ``sha256``; read one row of chunks at a time."""
+        hasher = hashlib.sha256()
+        for _, rows in self._blocks(image_id, name):
+            hasher.update(np.ascontiguousarray(rows).tobytes())
+        return hasher.hexdigest()
+
+
+def open_store(path_or_url: str | Path, storage_options: dict | None = None) -> SamaugStore:
+    """Open a store read-only from a local path or an fsspec URL (``http://``, ``s3://``).
+
+    Raises SamaugError for a missing path, a file, a folder or URL that is not a samaug
+    store, and root attributes the reader cannot use (naming the key).
+    """
+    location = str(path_or_url)
+    if "://" in location:
+        try:
+            base = FsspecStore.from_url(
+                location, storage_options=storage_options or None, read_only=True
+            )
+        except (ImportError, ValueError, TypeError) as err:
+            raise SamaugError(f"{location}: cannot open this URL ({err})") from err
+    else:
+        path = Path(location)
+        if not path.exists():
+            raise SamaugError(f"{location}: no such store; create it with `samaug priors`")
+        if not path.is_dir():
+            raise SamaugError(f"{location} is a file, not a store (a store is a folder)")
+        if not (path / "zarr.json").is_file():
+            raise SamaugError(f"{location} is not a samaug store (it has no zarr.json)")
+        base = LocalStore(path, read_only=True)
+    guarded = GuardedStore(base, location)
+    try:
+        root = zarr.open_group(store=guarded, mode="r", zarr_format=3)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
+        raise SamaugError(
+            f"{location} is not a samaug store (its root zarr.json cannot be read: "
+            f"{type(err).__name__})"
+        ) from err
+    tool = root.attrs.get("tool")
+    if not (isinstance(tool, dict) and tool.get("name") == "samaug"):
+        raise SamaugError(
+            f"{location} is not a samaug store (its root attributes do not say samaug made it)"
+        )
+    guarded.strict = root.attrs.get(EVERY_CHUNK_WRITTEN) is True
+    return SamaugStore(root, location)

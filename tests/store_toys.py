@@ -1,0 +1,80 @@
+"""Small stores made on the spot for the store tests: random masks, real priors, real Zarr."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from precompute import store as st
+from precompute.datasets import get_reader
+from precompute.priors import boxes_from_masks, compute_priors
+from precompute.synthetic import random_masks
+from precompute.types import MaskSet
+
+DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 2, "test": 1}}
+MASKER = {"kind": "superpixel", "settings": {"scales": [1, 2], "method": "slic"}}
+
+
+def mask_set(height, width, n, seed):
+    masks, scores = random_masks(height, width, n, seed=seed)
+    rng = np.random.default_rng(seed)
+    return MaskSet(
+        masks=masks,
+        stability_score=scores,
+        predicted_iou=rng.random(n).astype(np.float32),
+        box=boxes_from_masks(masks),
+        point=(rng.random((n, 2)) * [width, height]).astype(np.float32),
+        area=masks.sum(axis=(1, 2)),
+    )
+
+
+def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True, image=None):
+    """Write one image group with random pixels (or ``image``), label and masks."""
+    rng = np.random.default_rng(seed)
+    if image is None:
+        image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    shape = image.shape[:2]
+    lab = rng.integers(0, 700, shape, dtype=np.int32) if label else None
+    ms = mask_set(*shape, n, seed)
+    seg, boundary = compute_priors(ms.masks, ms.stability_score, ms.box)
+    source = {"image": f"{image_id}.png"}
+    st.write_image(path, image_id, split, image, lab, ms, seg, boundary, source, {"read": 0.5})
+    return image, lab, ms, seg, boundary
+
+
+def toy_store(path):
+    """Three images: a_1 (300 x 270, 12 masks), b_2 (40 x 33, no mask, no label: all-zero
+    priors) and c_3 (257 x 513, 70 masks: two chunks of masks). Returns their data by ID."""
+    st.prepare_store(path, st.store_root_attrs(DATASET, MASKER))
+    data = {
+        "a_1": write(path, "a_1", "train", seed=1),
+        "b_2": write(path, "b_2", "train", shape=(40, 33), n=0, seed=2, label=False),
+        "c_3": write(path, "c_3", "test", shape=(257, 513), n=70, seed=3),
+    }
+    st.set_index(path, {"a_1": "train", "b_2": "train", "c_3": "test"})
+    return data
+
+
+def folder_dataset_store(data_root, store, shapes, seed=0):
+    """A ``folder`` dataset of BMP images (smooth gradients plus noise, one per shape) and a
+    store made from it (superpixel-like provenance, 5 random masks per image)."""
+    data_root = Path(data_root)
+    data_root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for k, (height, width) in enumerate(shapes):
+        yy, xx = np.mgrid[:height, :width]
+        base = np.stack([yy * 255 // height, xx * 255 // width, (yy + xx) % 256], axis=-1)
+        noise = rng.integers(0, 16, (height, width, 3))
+        Image.fromarray((base + noise).clip(0, 255).astype(np.uint8)).save(
+            data_root / f"img_{k}.bmp"
+        )
+    reader = get_reader("folder", data_root)
+    refs = reader.refs()
+    dataset = {"name": "folder", "reader_options": {}, "splits": {"train": len(refs)}}
+    st.prepare_store(store, st.store_root_attrs(dataset, MASKER))
+    for k, ref in enumerate(refs):
+        write(
+            store, ref.image_id, ref.split, n=5, seed=k, label=False, image=reader.load(ref).image
+        )
+    st.set_index(store, {ref.image_id: ref.split for ref in refs})
+    return [ref.image_id for ref in refs]
