@@ -223,11 +223,24 @@ def store_attrs(config: PriorsConfig, refs: list[ImageRef]) -> dict:
         splits[ref.split] = splits.get(ref.split, 0) + 1
     dataset = {
         "name": config.dataset,
-        "reader_options": config.options,
+        "reader_options": _recorded_options(config),
         "splits": dict(sorted(splits.items())),
     }
     provenance = masker_provenance(config.masker, config.checkpoint, config.settings)
     return store.store_root_attrs(dataset, provenance)
+
+
+def _recorded_options(config: PriorsConfig) -> dict:
+    """The reader options to sign the store with: the normalised ones (defaults left out),
+    unless the store at ``config.store`` already records options that normalise to the same
+    (a store made before normalisation, with a default spelt out): then its own spelling, so
+    that it still resumes."""
+    recorded = store.read_root_attrs(config.store).get("dataset", {})
+    recorded = recorded.get("reader_options") if isinstance(recorded, dict) else None
+    if isinstance(recorded, dict):
+        if normalise_reader_options(config.dataset, recorded) == config.options:
+            return recorded
+    return config.options
 
 
 def log_path(store_path: str | Path) -> Path:

@@ -1,6 +1,7 @@
 """The precompute job under hostile or careless use: nothing lost, nothing executed, every
 error one line. Real subprocesses for the command line, a real LocalCluster, real stores."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -105,6 +106,25 @@ def test_an_explicit_default_reader_option_resumes_the_same_store(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "0 done, 2 skipped (already complete), 0 failed, of 2 images" in out.stdout
     assert open_store(store).attrs["dataset"]["reader_options"] == {}
+
+
+def test_a_store_that_spelt_out_a_default_still_resumes(tmp_path):
+    # Stores made before reader options were normalised recorded defaults as given.
+    for name in ("a", "b"):
+        Image.fromarray(np.full((20, 24, 3), 90, np.uint8)).save(tmp_path / f"{name}.png")
+    store = tmp_path / "s.zarr"
+    run(PriorsConfig("folder", str(tmp_path), str(store), "superpixel", workers=0))
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["dataset"]["reader_options"] = {"split": "train"}
+    (store / "zarr.json").write_text(json.dumps(meta))
+    for options in ((), (("split", "train"),)):
+        again = run(
+            PriorsConfig(
+                "folder", str(tmp_path), str(store), "superpixel", workers=0, reader_options=options
+            )
+        )
+        assert (again.done, again.skipped) == (0, 2)
+    assert open_store(store).attrs["dataset"]["reader_options"] == {"split": "train"}
 
 
 # --------------------------------------------------------------------------- per image

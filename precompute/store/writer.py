@@ -105,8 +105,10 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def _root_attrs(path: Path) -> dict:
-    meta = read_json(path / "zarr.json")
+def read_root_attrs(path: str | Path) -> dict:
+    """The root attributes of the store at local ``path`` as stored (unchecked), or {} when
+    there is no readable root ``zarr.json``."""
+    meta = read_json(Path(path) / "zarr.json")
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
     return attrs if isinstance(attrs, dict) else {}
 
@@ -123,12 +125,12 @@ class PreparedStore:
 def is_samaug_store(path: str | Path) -> bool:
     """Whether ``path`` is a folder holding a Zarr group whose root attributes say samaug made
     it (``tool.name == "samaug"``). Reads only the root ``zarr.json``."""
-    tool = _root_attrs(Path(path)).get("tool")
+    tool = read_root_attrs(Path(path)).get("tool")
     return Path(path).is_dir() and isinstance(tool, dict) and tool.get("name") == "samaug"
 
 
 def _describe(path: Path) -> str:
-    attrs = _root_attrs(path)
+    attrs = read_root_attrs(path)
     dataset, masker, index = (attrs.get(k) for k in ("dataset", "masker", "index"))
     dataset, masker = (d if isinstance(d, dict) else {} for d in (dataset, masker))
     count = len(index) if isinstance(index, dict) else 0
@@ -236,7 +238,7 @@ def _array_file_problem(meta_path: Path, name: str, spec: ArraySpec) -> str | No
 def complete_ids(path: str | Path) -> set[str]:
     """IDs of the image groups that are complete (see ``group_problem``; scans the local
     store). A group with a marker but missing or unreadable metadata is not complete."""
-    stripped = _root_attrs(Path(path)).get("images_stripped") is True
+    stripped = read_root_attrs(Path(path)).get("images_stripped") is True
     done = set()
     for entry in (Path(path) / "images").iterdir():
         if entry.is_symlink() or not entry.is_dir() or image_id_problem(entry.name):
