@@ -214,7 +214,7 @@ def resume(
         )
     for name, part in parts.items():
         part.load_state_dict(state[name])
-    torch.set_rng_state(state["torch_rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
     if master:
         _remove_partial_files(out)
         _repair_best(out, state)
