@@ -57,11 +57,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "au
         config = TrainConfig.from_dict(state["config"])
     except SettingError as err:
         raise SamaugError(f"{path}: its config is not valid here ({err})") from err
+    # The checkpoint holds every weight: a pretrained file the run started from is not read
+    # again (it may have moved since training).
+    kwargs = {k: v for k, v in config.model_kwargs.items() if k != "pretrained"}
     model = create_model(
-        config.model,
-        in_channels=state["in_channels"],
-        num_classes=state["num_outputs"],
-        **config.model_kwargs,
+        config.model, in_channels=state["in_channels"], num_classes=state["num_outputs"], **kwargs
     )
     try:
         model.load_state_dict(state["model"])
