@@ -338,6 +338,23 @@ def _init_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+class _Loader(DataLoader):
+    """A DataLoader that stops its worker processes when a batch fails (e.g. the store's
+    server went away), instead of leaving them, and their queues' semaphores, to the end of
+    the process, where Python's resource tracker warns about them."""
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        try:
+            yield from iterator
+        except BaseException:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._iterator = None  # a persistent iterator is not reused after it failed
+            raise
+
+
 def make_loader(
     dataset: PatchDataset,
     batch_size: int,
@@ -361,7 +378,7 @@ def make_loader(
     if context == "fork":
         raise ValueError("context 'fork' can deadlock on zarr's event-loop thread; use 'spawn'")
     parallel = workers > 0
-    return DataLoader(
+    return _Loader(
         dataset,
         batch_size=batch_size,
         sampler=EpochSampler(dataset, shuffle, getattr(dataset, "seed", 0), rank, world_size),
