@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,11 @@ import numpy as np
 from precompute.checks import integer
 from precompute.files import atomic_save
 from precompute.types import InputError, SettingError
+
+# How the libraries report progress (they never print): progress(what, done, total), e.g.
+# ("epoch 3/100", 12, 40) after a training step or ("testA", 5, 80) after an image. The
+# command line draws it (samaug.progress.Bars); None reports nothing.
+Progress = Callable[[str, int, int], None]
 
 PLOTTED = ("train_loss", "val_dice")
 FIGURE_INCHES = (8.0, 6.0)
@@ -185,6 +191,12 @@ class RunLogger:
             return
         grid = validation_grid(image, seg_prior, boundary_prior, prediction, target)
         self._writer.add_image(tag, grid, global_step=step, dataformats="HWC")
+
+    def flush(self) -> None:
+        """Write what is pending now (the writer otherwise waits up to two minutes, and a
+        killed run would lose those events)."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
         """Write what is pending and close the event file."""
