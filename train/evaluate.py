@@ -16,7 +16,14 @@ MoNuSeg and polyp metrics are computed per image and averaged over the images of
 challenge's: pooled over all images of a split (F1 from the summed counts; object Dice and
 Hausdorff weighting each object by its share of the whole split's gland area); their
 per-image means are reported too, as ``*_image_mean``. Results go to ``metrics.json`` in
-the run directory, under "test", and every image's scores to ``test_per_image.csv``.
+the run directory, under "test" (the settings under "test_settings"), and every image's
+scores to ``test_per_image.csv``.
+
+A model is a run directory, a bundle or a checkpoint file (``load_model``); the results of a
+file go to a folder beside it (``results_dir``). With ``tta="flip"`` each probability map is
+the mean over mirrorings (``train.tta``). With ``save_predictions`` every image's prediction
+files are written, one folder per split and strategy (``train.saving``), the label maps
+being the ones scored, so ``train.score`` reads back the same numbers.
 """
 
 from __future__ import annotations
