@@ -2,10 +2,11 @@
 
 The libraries report progress through a plain callback, ``progress(what, done, total)``
 (e.g. ``("epoch 3/100", 12, 40)``, ``("testA", 5, 80)``); they never print. ``Bars`` is
-that callback for the command line: on a terminal (stderr a TTY) one bar per ``what`` with
-the count, the rate, the time taken and the time left, removed when it completes; elsewhere
-(a log file, a pipe, a batch job) it draws nothing, so logs hold only the commands' own
-lines. ``Bars.echo`` prints a line above the bars (or plainly without them).
+that callback for the command line: on a terminal (stdout and stderr both a TTY) one bar per
+``what`` with the count, the rate, the time taken and the time left, removed when it
+completes; elsewhere (output to a log file or a pipe, a batch job) it draws nothing, so logs
+hold only the commands' own lines. ``Bars.echo`` prints a line above the bars (or as
+``typer.echo`` without them, so a redirected output keeps every line).
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ class RateColumn(ProgressColumn):
 class Bars:
     """``progress(what, done, total)`` drawn as rich bars on a terminal (see module doc).
 
-    enabled: draw bars; default: whether stderr is a terminal. console: where to draw
-    (default: stderr). Use as a context manager: the bars live inside ``with``.
+    enabled: draw bars; default: whether stdout and stderr are both a terminal. console:
+    where to draw (default: stderr). Use as a context manager: the bars live inside ``with``.
     """
 
     def __init__(self, enabled: bool | None = None, console: Console | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        terminal = sys.stderr.isatty() and sys.stdout.isatty()
+        self.enabled = terminal if enabled is None else enabled
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}

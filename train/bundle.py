@@ -188,7 +188,7 @@ def bundle_readme(about: dict, provenance: dict, metrics: dict) -> str:
         ),
         f"- masker settings: {json.dumps(masker.get('settings', {}), sort_keys=True)}",
         f"- fusion {config['fusion']} (seg scale {config['seg_scale']}), patch "
-        f"{config['patch_size']}, {config['epochs']} epochs",
+        f"{config['patch_size']}, epochs {config['epochs']}",
         "",
         "## Running it",
         "",
@@ -206,14 +206,38 @@ def bundle_readme(about: dict, provenance: dict, metrics: dict) -> str:
             "",
         ]
     test = metrics.get("test") if isinstance(metrics, dict) else None
-    if test:
-        lines += ["## Test scores", "", "```json", json.dumps(test, indent=2), "```", ""]
+    if isinstance(test, dict) and test:
+        lines += ["## Test scores", "", *_score_table(test), ""]
     lines += [
         "Files: model.safetensors (weights), model.json (config and training summary), "
         "provenance.json (the training store), metrics.json (the run's scores).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _score_table(test: dict) -> list[str]:
+    """metrics.json's "test" ({split: {strategy: {metric: value}}}) as a Markdown table."""
+    rows = [
+        (split, strategy, scores)
+        for split, by_strategy in test.items()
+        if isinstance(by_strategy, dict)
+        for strategy, scores in by_strategy.items()
+        if isinstance(scores, dict)
+    ]
+    metrics = list(dict.fromkeys(name for _, _, scores in rows for name in scores))
+    lines = [
+        "| split | strategy | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    for split, strategy, scores in rows:
+        cells = [_cell(scores.get(name)) for name in metrics]
+        lines.append(f"| {split} | {strategy} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value if value is not None else "")
 
 
 def _json(value) -> str:

@@ -4,8 +4,9 @@
 lr, train_loss, val_dice, seconds``) as two panels: the training loss per epoch above, the
 validation Dice per epoch below with the best epoch starred. An empty or "nan" ``val_dice``
 (an epoch without validation) is left out; an absent column is drawn as an empty panel
-saying so. Epochs are numbered as ``log.csv`` numbers them. A run resumed from an older
-checkpoint may log an epoch twice; its last row is the one drawn.
+saying so. Epochs are counted from 1, as the command line prints them (``log.csv``
+counts from 0). A run resumed from an older checkpoint may log an epoch twice; its last
+row is the one drawn.
 
 ``RunLogger`` writes TensorBoard events under ``<run_dir>/tensorboard``. Steps are optimizer
 steps, so the curves of a resumed run continue those of the run it resumes; events the
@@ -81,7 +82,7 @@ def write_progress_png(log_csv: str | Path, out_png: str | Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     table = read_log(log_csv)
-    epochs = table["epoch"]
+    epochs = table["epoch"] + 1  # counted from 1, as the command line counts them
     figure = Figure(figsize=FIGURE_INCHES, dpi=FIGURE_DPI, layout="constrained")
     loss_axes, dice_axes = figure.subplots(2, 1, sharex=True)
     for axes, name, colour, title in (
