@@ -157,7 +157,18 @@ def test_each_mode_serves_its_strategies():
             check_strategy(mode, strategy)
 
 
-def test_a_bundle_predicts_the_same_in_a_fresh_process_and_evaluates(trained, tmp_path):
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One torch thread here and in the subprocesses: float sums then add up in one order,
+    so two processes give the same bits (thread counts may differ between them)."""
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_bundle_predicts_the_same_in_a_fresh_process_and_evaluates(trained, tmp_path, one_thread):
     data, store, run_dir = trained
     bundle = tmp_path / "shared" / "model.zip"
     result = samaug("export", str(run_dir), str(bundle))
