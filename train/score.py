@@ -63,8 +63,8 @@ def prepare_scoring(
     predictions: the folder of prediction files. store (with splits; default the splits
     predictions.json records as predicted, else all) or labels: the ground truth, exactly
     one. task: a name of ``train.tasks``; default the one predictions.json records, else
-    the store's dataset's. out: where scores.json and
-    scores_per_image.csv go (default: the predictions folder).
+    the store's dataset's. out: where scores.json and scores_per_image.csv go (default:
+    the predictions folder).
     """
     predictions = Path(predictions)
     if not predictions.is_dir():
