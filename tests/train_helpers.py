@@ -13,19 +13,28 @@ from train.config import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_glas_store(root: Path, counts: dict[str, int] | None = None, **masker) -> Path:
-    """A GlaS-layout synthetic dataset of 96 x 128 images and its superpixel-prior store."""
+def make_glas_store(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    size: tuple[int, int] = (96, 128),
+    checkpoint: Path | None = None,
+    **masker,
+) -> Path:
+    """A GlaS-layout synthetic dataset of ``size`` images and its priors' store: superpixel
+    priors, or with a SAM ``checkpoint`` (a tiny one) SAM's; ``masker`` are its settings."""
     counts = counts or {"train": 8, "testA": 2, "testB": 2}
-    data = write_glas_like(root / "glas", counts, size=(96, 128))
+    data = write_glas_like(root / "glas", counts, size=size)
     store = root / "glas.zarr"
     summary = run(
         PriorsConfig(
             dataset="glas",
             data_root=str(data),
             store=str(store),
-            masker="superpixel",
+            masker="superpixel" if checkpoint is None else "sam",
+            checkpoint=None if checkpoint is None else str(checkpoint),
             masker_settings=tuple(masker.items()),
             workers=0,
+            device="cpu",
         )
     )
     assert summary.done == sum(counts.values())

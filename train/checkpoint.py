@@ -46,7 +46,7 @@ from .config import TrainConfig, differences
 LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_dice", "seconds")
 FORMAT = "samaug-checkpoint/1"
 REQUIRED = ("format", "model", "epoch", "config", "task", "in_channels", "num_outputs")
-RUN_FILES = ("config.json", "log.csv", "last.pt", "best.pt", "metrics.json")
+RUN_FILES = ("config.json", "log.csv", "last.pt", "best.pt", "metrics.json", "progress.png")
 RETRAIN = "restore it from a copy, or delete last.pt and best.pt to train the run again"
 
 

@@ -7,8 +7,9 @@ gloo on CPU, NCCL on CUDA). Only rank 0 writes the run directory.
 Run directory (``train.checkpoint``: what each file holds, the order they are written in,
 and how an interrupted run resumes): ``config.json``, ``log.csv`` (one row per epoch:
 epoch, step, lr, train_loss, val_dice (empty where not validated), seconds), ``last.pt``
-and ``best.pt`` (self-describing checkpoints) and ``metrics.json``. SAM is never imported
-here: everything comes from the store.
+and ``best.pt`` (self-describing checkpoints), ``metrics.json``, ``tensorboard/`` and
+``progress.png`` (``train.watch``). SAM is never imported here: everything comes from the
+store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +30,14 @@ from precompute.devices import resolve_device
 from precompute.store import open_store
 from precompute.types import SettingError
 
-from . import checkpoint
+from . import checkpoint, watch
 from .augment import AugmentSettings
 from .config import TrainConfig
 from .data import PatchDataset, WholeImageDataset, make_loader
 from .fusion import FusionSettings, in_channels
 from .inference import foreground_probability, model_input, predict_image
 from .models import create_model
+from .progress import Progress
 from .tasks import Task, get_task, task_for_dataset
 
 
@@ -102,9 +105,19 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 @torch.no_grad()
-def validate(model, config: TrainConfig, val_ids, task: Task, fusion) -> float:
+def validate(
+    model,
+    config: TrainConfig,
+    val_ids,
+    task: Task,
+    fusion,
+    progress: Progress | None = None,
+    on_image: Callable[[dict, torch.Tensor], None] | None = None,
+) -> float:
     """Mean foreground Dice (probability >= 0.5 against ``label > 0``) over whole validation
-    images (sliding windows), in [0, 1]; an image with neither scores 1."""
+    images (sliding windows), in [0, 1]; an image with neither scores 1.
+    progress("validation", images done, images) is called after each image, and
+    on_image(item, probabilities (1, K, H, W)) with each image's prediction."""
     dataset = WholeImageDataset(config.store, val_ids)
     scores = []
     for index in range(len(dataset)):
@@ -116,17 +129,28 @@ def validate(model, config: TrainConfig, val_ids, task: Task, fusion) -> float:
         truth = item["label"].to(foreground.device) > 0
         total = foreground.sum() + truth.sum()
         scores.append(1.0 if total == 0 else float(2 * (foreground & truth).sum() / total))
+        if on_image is not None:
+            on_image(item, probs)
+        if progress is not None:
+            progress("validation", index + 1, len(dataset))
     return float(np.mean(scores))
 
 
-def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    log=print,
+    stop_after: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
     """Train one model as ``config`` says; returns the run's summary (also metrics.json's
     "train"): epochs, steps, best_epoch (0-based, as log.csv), best_val_dice (None without
     validation images), validation (a sentence), train_images, val_images, world_size.
 
     A run directory with a ``last.pt`` of the same settings resumes after its last epoch.
     stop_after: end after this many epochs of this call (a time-limited job); the next
-    call resumes.
+    call resumes. progress(what, done, total): the steps of each epoch and the validation
+    images, as they go (``train.progress.Progress``). TensorBoard events, and
+    ``progress.png`` at the end, are written as ``train.watch`` says.
     """
     procs = start_processes(config)
     torch.manual_seed(config.seed + procs.rank)
@@ -204,6 +228,8 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
         if not val_ids:
             log(f"{validation}: best.pt is the last epoch")
     net = torch.nn.parallel.DistributedDataParallel(model) if procs.world > 1 else model
+    logger = watch.start_logger(out, procs.master, None if state is None else state["step"])
+    progress = progress if procs.master else None
 
     # ---- loop
     modes = {"raw": (False,), "samaug": (True,), "joint": (False, True)}[config.mode]
@@ -215,7 +241,7 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
         dataset.set_epoch(epoch)
         net.train()
         losses = []
-        for batch in loader:
+        for batch in watch.steps(loader, progress, f"epoch {epoch + 1}/{config.epochs}"):
             target = batch["target"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 # joint: the paper's combined loss, the mean of the raw and augmented losses
@@ -239,7 +265,8 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
         last_epoch = epoch + 1 == config.epochs
         if procs.master and val_ids and ((epoch + 1) % config.val_every == 0 or last_epoch):
             model.eval()
-            val_dice = validate(model, config, val_ids, task, fusion)
+            shown = watch.Shown(logger, epoch, start_epoch, config.epochs)
+            val_dice = validate(model, config, val_ids, task, fusion, progress, shown.keep)
         if procs.master:
             # Without validation images every epoch is the best so far: the last one is kept.
             is_best = not val_ids or (val_dice is not None and (best is None or val_dice > best))
@@ -268,11 +295,15 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
                 "torch_rng": torch.get_rng_state(),
             }
             checkpoint.save_epoch(out, state, is_best)
+            watch.log_epoch(logger, step, train_loss, scheduler.get_last_lr()[0], val_dice)
+            if val_dice is not None:
+                shown.write(step)
             val = "" if val_dice is None else f"  val dice {val_dice:.4f}"
             log(f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}{val}  {seconds:.1f}s")
         if procs.world > 1:
             dist.barrier()
 
+    watch.finish(logger, out, procs.master and end_epoch == config.epochs)
     summary = {
         "epochs": end_epoch,
         "steps": step,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,42 +12,20 @@ from precompute.maskers import MaskerName
 from precompute.types import SamaugError
 
 from ..options import parse_pairs, verbose
+from ..progress import Bars
 
 
-class _Progress:
-    """One status line on a terminal (rate, ETA); a line every ~5% in a log file."""
+def _show_progress(bars: Bars):
+    """The pipeline's ``on_progress`` drawn on ``bars``; a failure is named as it happens
+    while bars are drawn (the summary lists every failure at the end anyway)."""
+    from precompute.pipeline import Failure
 
-    def __init__(self) -> None:
-        self.start, self.failed = time.perf_counter(), 0
-        self.tty = sys.stderr.isatty()
+    def on_progress(finished: int, total: int, outcome) -> None:
+        if isinstance(outcome, Failure) and bars.enabled:
+            bars.echo(f"failed: {outcome}")
+        bars("images", finished, total)
 
-    def __call__(self, finished: int, total: int, outcome) -> None:
-        from precompute.pipeline import Failure
-
-        if isinstance(outcome, Failure):
-            self.failed += 1
-            self._write(f"failed: {outcome}", newline=True)
-        elapsed = time.perf_counter() - self.start
-        rate = finished / elapsed if elapsed > 0 else 0.0
-        eta = (total - finished) / rate if rate > 0 else 0.0
-        width = 30
-        filled = int(width * finished / max(total, 1))
-        line = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{total} images "
-            f"{rate:.2f} img/s  ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}"
-            + (f"  failed {self.failed}" if self.failed else "")
-        )
-        if self.tty:
-            self._write(line, newline=finished == total)
-        elif finished % max(1, total // 20) == 0 or finished == total:
-            self._write(line, newline=True)
-
-    def _write(self, text: str, newline: bool) -> None:
-        if self.tty:
-            sys.stderr.write("\r\033[K" + text + ("\n" if newline else ""))
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
+    return on_progress
 
 
 def priors(
@@ -138,7 +115,8 @@ def priors(
         overwrite=overwrite,
         connect_timeout=scheduler_timeout,
     )
-    summary = run(config, on_progress=_Progress())
+    with Bars() as bars:
+        summary = run(config, on_progress=_show_progress(bars))
     if summary.replaced:
         typer.echo(f"replaced {summary.replaced}")
     typer.echo(

@@ -12,9 +12,10 @@ from typing import Annotated
 
 import typer
 
-from train.choices import Certainty, Mode
+from train.choices import Certainty, Mode, ProbabilityFormat, Tta
 
 from ..options import parse_pairs
+from ..progress import Bars
 
 
 def train_command(
@@ -86,7 +87,8 @@ def train_command(
         dataset = open_store(store).attrs["dataset"]["name"]
         out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
         config = dataclasses.replace(config, out=str(out))
-    summary = train(config, log=typer.echo)
+    with Bars() as bars:
+        summary = train(config, log=bars.echo, progress=bars)
     if summary["best_val_dice"] is None:  # no validation images (said once, when starting)
         typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch'] + 1}")
     else:
@@ -97,7 +99,9 @@ def train_command(
 
 
 def eval_command(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run directories or model bundles (.zip) to compare.")
+    ],
     store: Annotated[
         str | None, typer.Option(help="Evaluate on this store (default: the run's).")
     ] = None,
@@ -111,6 +115,24 @@ def eval_command(
     min_size: Annotated[
         int, typer.Option(help="Remove predicted objects of fewer pixels (glas, monuseg).")
     ] = 10,
+    tta: Annotated[
+        Tta, typer.Option(help="Test-time augmentation: none, or flip (mean over mirrorings).")
+    ] = "none",
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every prediction here: SPLIT/STRATEGY/<id>.png (RUN/... for several runs)."
+        ),
+    ] = None,
+    save_probabilities: Annotated[
+        bool, typer.Option(help="With --save-predictions: the foreground probability too.")
+    ] = False,
+    probability_format: Annotated[
+        ProbabilityFormat, typer.Option(help="npz (float16) or tif (float32).")
+    ] = "npz",
+    overlay: Annotated[
+        bool, typer.Option(help="With --save-predictions: contours over the image too.")
+    ] = False,
     table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
@@ -125,18 +147,56 @@ def eval_command(
 
     if table is not None and (table.is_dir() or not table.parent.is_dir()):
         raise SettingError(f"--table {table}: give a CSV file in an existing folder")
+    folders = _prediction_folders(runs, save_predictions)
     # Every run is checked and loaded before any is scored.
     jobs = [
-        prepare_evaluation(run, store, split, certainty, device=device, min_size=min_size)
-        for run in runs
+        prepare_evaluation(
+            run,
+            store,
+            split,
+            certainty,
+            device=device,
+            min_size=min_size,
+            tta=tta,
+            save_predictions=folder,
+            save_probabilities=save_probabilities,
+            probability_format=probability_format,
+            overlay=overlay,
+        )
+        for run, folder in zip(runs, folders, strict=True)
     ]
-    for job in jobs:
-        score_run(job)
-    rows = comparison_rows(runs)
+    with Bars() as bars:
+        for job in jobs:
+            score_run(job, progress=bars)
+    rows = comparison_rows([job.run_dir for job in jobs])
     typer.echo(format_table(rows))
+    for run, job in zip(runs, jobs, strict=True):
+        if job.run_dir != run:
+            typer.echo(f"{run}: results in {job.run_dir}")
+    if save_predictions:
+        typer.echo(f"predictions written to {save_predictions}")
     if table:
         write_table(rows, table)
         typer.echo(f"table written to {table}")
+
+
+def _prediction_folders(runs: list[Path], save: Path | None) -> list[Path | None]:
+    """Where each run's predictions go: ``save`` itself for one run, ``save/<run name>`` for
+    several (two runs of one name are refused)."""
+    from precompute.types import SettingError
+
+    if save is None:
+        return [None] * len(runs)
+    if len(runs) == 1:
+        return [save]
+    names = [run.stem for run in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SettingError(
+            f"--save-predictions: several runs are named {repeated[0]!r}; evaluate them "
+            "one at a time, each with its own folder"
+        )
+    return [save / name for name in names]
 
 
 def show_command(
