@@ -17,3 +17,5 @@ Certainty = Literal["margin", "margin_minmax", "entropy"]
 MODES: tuple[str, ...] = get_args(Mode)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 CERTAINTIES: tuple[str, ...] = get_args(Certainty)
+# The released SAMAug test code's rule: mean |p - 0.5| after per-image min-max normalisation.
+DEFAULT_CERTAINTY = "margin_minmax"
