@@ -27,3 +27,25 @@ def test_fetch_checks_sha256_and_keeps_nothing_bad(tmp_path):
     dest.write_bytes(b"tampered")
     with pytest.raises(SamaugError, match="delete it and run `make weights`"):
         fetch("http://127.0.0.1:9/unused", dest, good)
+
+
+def test_weights_command_fetches_sam_and_backbones_and_checks_them(tmp_path):
+    from train_helpers import one_error_line, samaug
+
+    from train.models.weights import BACKBONES
+
+    line = one_error_line(samaug("weights", "vit_q", "--dir", str(tmp_path)))
+    assert line == "error: unknown weights vit_q; choose from vit_b, vit_l, vit_h, swin_t"
+    served = tmp_path / "mirror"
+    served.mkdir()
+    for name in ("sam_vit_h_4b8939.pth", BACKBONES["swin_t"].filename):
+        (served / name).write_bytes(b"not the published file")
+    with serve(served) as url:
+        # Unnamed: the paper's ViT-H first, then Swin-T; each checked against its sha256.
+        line = one_error_line(samaug("weights", "--dir", str(tmp_path / "w"), "--base-url", url))
+        assert "sam_vit_h_4b8939.pth: downloaded file has sha256" in line
+        args = ("weights", "swin_t", "--dir", str(tmp_path / "w"), "--base-url", url)
+        line = one_error_line(samaug(*args))
+    assert f"{BACKBONES['swin_t'].filename}: downloaded file has sha256" in line
+    assert f"expected {BACKBONES['swin_t'].sha256}; nothing was kept" in line
+    assert not any((tmp_path / "w").iterdir())
