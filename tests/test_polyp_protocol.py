@@ -183,14 +183,15 @@ def test_soft_dice_is_the_released_scripts_test_dice():
 
 
 def test_a_multi_scale_joint_run_takes_six_steps_a_batch(polyp_store, tmp_path):
-    # 96 at 0.75 / 1 / 1.25: 64, 96, 128; a raw and an augmented step at each.
+    # 64 at 0.5 / 1 / 1.5: 32, 64, 96; a raw and an augmented step at each.
     config = tiny(
         polyp_store,
         tmp_path / "run",
         mode="joint",
         epochs=1,
         samples_per_epoch=4,
-        patch_size=96,
+        patch_size=64,
+        scales=[0.5, 1, 1.5],
         lr=None,
         val_fraction=None,
     )
