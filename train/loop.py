@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from precompute import checks
 from precompute.devices import resolve_device
 from precompute.store import open_store
 from precompute.types import SettingError
@@ -165,6 +166,9 @@ def train(
     this many batches of this call, saving ``last.pt`` there (time-limited jobs); the next
     call resumes.
     """
+    for name, value in (("stop_after", stop_after), ("stop_after_batches", stop_after_batches)):
+        if value is not None:
+            checks.integer(name, value, minimum=0 if name == "stop_after" else 1)
     config.check_files()
     procs = start_processes(config)
     torch.manual_seed(config.seed + procs.rank)
@@ -344,6 +348,8 @@ def validation_note(config: TrainConfig, train_ids: list[str], val_ids: list[str
     """What the run validates on: "N images", or "no validation images (why)"."""
     if val_ids:
         return f"{len(val_ids)} images"
+    if config.val_fraction == 0:
+        return "no validation images (--val-fraction 0)"
     n = len(train_ids)
     return (
         f"no validation images (--val-fraction {config.val_fraction} of {n} training images "
