@@ -4,9 +4,15 @@ Run by ``samaug train`` or, on several processes, by
 ``torchrun --nproc_per_node N -m train.loop --config run.json`` (DistributedDataParallel;
 gloo on CPU, NCCL on CUDA). Only rank 0 writes the run directory.
 
+What a run trains on and how (patches or whole resized images, normalisation, loss,
+optimiser and schedule) is its protocol and recipe (``train.protocols``), resolved into its
+config when it starts; the optimizer steps of one batch (the joint update, multi-scale
+training, deep supervision) are ``train.optim``'s.
+
 Run directory (``train.checkpoint``: what each file holds, the order they are written in,
-and how an interrupted run resumes): ``config.json``, ``log.csv`` (one row per epoch:
-epoch, step, lr, train_loss, val_dice (empty where not validated), seconds), ``last.pt``
+and how an interrupted run resumes, within an epoch too): ``config.json``, ``log.csv``
+(one row per epoch: epoch, step (optimizer steps so far), lr, train_loss (the mean over
+the epoch's optimizer steps), val_dice (empty where not validated), seconds), ``last.pt``
 and ``best.pt`` (self-describing checkpoints) and ``metrics.json``. SAM is never imported
 here: everything comes from the store.
 """

@@ -1,5 +1,7 @@
-"""The optimizer steps of a run: how many one batch takes, the optimiser, its learning-rate
-schedule (counted in optimizer steps) and one step.
+"""The optimizer steps of a run: how many one batch takes (``UpdatePlan``), the optimiser and
+its learning-rate schedule counted in optimizer steps (``build_optimization``), one step
+(``Optimization.step``), and the steps of one batch (``train_batch``, on a model whose
+logit maps ``OutputMaps`` lists, so a deep-supervised model's loss is summed over them).
 
 A batch takes, at every training scale (``train.protocols.scale_sizes``; one scale unless
 the protocol trains multi-scale), one optimizer step per entry of ``UpdatePlan.inputs``:
