@@ -21,3 +21,5 @@ STRATEGIES: tuple[str, ...] = get_args(Strategy)
 CERTAINTIES: tuple[str, ...] = get_args(Certainty)
 TTAS: tuple[str, ...] = get_args(Tta)
 PROBABILITY_FORMATS: tuple[str, ...] = get_args(ProbabilityFormat)
+# The released SAMAug test code's rule: mean |p - 0.5| after per-image min-max normalisation.
+DEFAULT_CERTAINTY = "margin_minmax"

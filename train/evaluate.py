@@ -1,9 +1,13 @@
 """Evaluate trained runs on the store's test splits with the paper's test-time strategies.
 
 For every test image, one pass gives the raw-input and the augmented-input probabilities
-(whole image, overlapping sliding windows); from them the four strategies: ``raw``,
-``samaug``, ``ensemble`` (mean of the two) and ``select`` (per image the more certain).
-Each is scored by the run's task (``train.tasks``, with the metrics of ``train.metrics``):
+as the run's protocol tests (``train.inference.predict_image``: whole image by overlapping
+sliding windows under the patches protocol; under the polyp protocol the image resized to
+352 x 352, the output upsampled to the image's size, sigmoid and per-image min-max
+normalisation); from them the four strategies: ``raw``, ``samaug``, ``ensemble`` (mean of
+the two) and ``select`` (per image the more certain, by default the released code's
+``margin_minmax``). Each is scored by the run's task (``train.tasks``, with the metrics of
+``train.metrics``):
 
 - glands (glas): object F1, object Dice, object Hausdorff per split and for all test splits
   together;
@@ -44,7 +48,7 @@ from precompute.types import SamaugError, SettingError
 from . import tta as test_time
 from .bundle import read_model
 from .checkpoint import read_json, update_metrics
-from .choices import STRATEGIES
+from .choices import DEFAULT_CERTAINTY, STRATEGIES
 from .config import TrainConfig
 from .data import WholeImageDataset
 from .fusion import FusionSettings
@@ -156,7 +160,7 @@ def prepare_evaluation(
     run_dir: str | Path,
     store_location: str | None = None,
     splits: list[str] | None = None,
-    certainty: str = "margin",
+    certainty: str = DEFAULT_CERTAINTY,
     overlap: float = 0.5,
     device: str = "auto",
     min_size: int = 10,
@@ -254,7 +258,15 @@ def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
             item = dataset[index]
             raw, augmented = (
                 test_time.predict(
-                    job.model, item, fusion, aug, task, config.patch_size, job.overlap, job.tta
+                    job.model,
+                    item,
+                    fusion,
+                    aug,
+                    task,
+                    config.patch_size,
+                    job.overlap,
+                    job.tta,
+                    protocol=config.protocol,
                 )
                 for aug in (False, True)
             )

@@ -37,7 +37,7 @@ from precompute.store import open_store
 from precompute.types import ImageRef, SamaugError, SettingError
 
 from . import tta as test_time
-from .choices import STRATEGIES
+from .choices import DEFAULT_CERTAINTY, STRATEGIES
 from .data import WholeImageDataset, _image_float
 from .evaluate import LoadedModel, check_splits, load_model
 from .fusion import FusionSettings
@@ -81,7 +81,7 @@ class PredictConfig:
     threads: int | None = None
     device: str = "auto"
     tta: str = "none"
-    certainty: str = "margin"
+    certainty: str = DEFAULT_CERTAINTY
     overlap: float = 0.5
     files: FileSettings = field(default_factory=FileSettings)
 
@@ -247,6 +247,7 @@ def _predict_items(
                 train_config.patch_size,
                 config.overlap,
                 config.tta,
+                protocol=train_config.protocol,
             )
             for aug in passes
         }

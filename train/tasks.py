@@ -15,7 +15,7 @@ glands      background /         3        GlaS object F1, Dice, Hausdorff (poole
 nuclei      background /         3        AJI, AJI+, PQ, pixel F1 (mean over images)
             interior / boundary  softmax
 binary      background /         1        polyp scores: Dice/IoU sweep, S-/E-measure,
-            foreground           sigmoid  weighted F, MAE (mean over images)
+            foreground           sigmoid  weighted F, MAE, soft Dice (mean over images)
 ==========  ===================  =======  ==========================================
 """
 
@@ -103,7 +103,13 @@ def _score_nuclei(predicted: np.ndarray, label: np.ndarray) -> dict[str, float]:
 
 
 def _score_binary(foreground: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    return M.polyp_scores(label > 0, foreground)
+    """The polyp scores (``polyp_scores``) and ``soft_dice``, the released SAMAug script's
+    test Dice on the map as it is: ``(2 * sum(p * g) + 1) / (sum(p) + sum(g) + 1)``."""
+    truth = label > 0
+    scores = M.polyp_scores(truth, foreground)
+    p = np.asarray(foreground, np.float64)
+    scores["soft_dice"] = float((2 * (p * truth).sum() + 1) / (p.sum() + truth.sum() + 1))
+    return scores
 
 
 def _aggregate_mean(rows: list[dict]) -> dict[str, float]:

@@ -51,8 +51,11 @@ def predict(
     window: int,
     overlap: float = 0.5,
     tta: str = "none",
+    *,
+    protocol: str = "patches",
 ) -> Tensor:
-    """``predict_image`` of one item, averaged over ``FLIPS`` when ``tta == "flip"``.
+    """``predict_image`` of one item (under the run's ``protocol``), averaged over ``FLIPS``
+    when ``tta == "flip"``.
 
     item: ``image`` (3, H, W), ``seg_prior`` and ``boundary_prior`` (1, H, W) float32.
     Returns ``(1, task.num_outputs, H, W)`` float32 probabilities in [0, 1] on the model's
@@ -62,7 +65,9 @@ def predict(
     flips = FLIPS if tta == "flip" else ((),)
     total = None
     for dims in flips:
-        probs = predict_image(model, mirror(item, dims), fusion, augmented, task, window, overlap)
+        probs = predict_image(
+            model, mirror(item, dims), fusion, augmented, task, window, overlap, protocol=protocol
+        )
         probs = probs.flip(dims) if dims else probs
         total = probs if total is None else total + probs
     return total / len(flips)

@@ -35,10 +35,11 @@ def start_logger(out: Path, master: bool, resume_step: int | None) -> RunLogger:
     return RunLogger(out, enabled=master, resume_step=resume_step or 0)
 
 
-def steps(loader: Iterable, progress: Progress | None, what: str) -> Iterator:
-    """The loader's batches, reporting ``progress(what, steps done, steps)`` as they go."""
+def steps(loader: Iterable, progress: Progress | None, what: str, start: int = 0) -> Iterator:
+    """The loader's batches, reporting ``progress(what, steps done, steps)`` as they go;
+    ``start``: batches of the epoch done before (a run resumed within an epoch)."""
     total = len(loader)
-    for done, batch in enumerate(loader):
+    for done, batch in enumerate(loader, start=start):
         if progress is not None:
             progress(what, done, total)
         yield batch

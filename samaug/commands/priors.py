@@ -14,6 +14,10 @@ from precompute.types import SamaugError
 from ..options import parse_pairs, verbose
 from ..progress import Bars
 
+# What `samaug weights` fetches unnamed: the paper's SAM (ViT-H, as the released
+# SAMAug_barebone.py loads) and Swin-UNet's ImageNet Swin-T.
+DEFAULT_WEIGHTS = ("vit_h", "swin_t")
+
 
 def _show_progress(bars: Bars):
     """The pipeline's ``on_progress`` drawn on ``bars``; a failure is named as it happens
@@ -164,23 +168,40 @@ def _report_failures(summary) -> None:
 
 def weights(
     names: Annotated[
-        list[str] | None, typer.Argument(help="vit_b, vit_l, vit_h (default: all three).")
+        list[str] | None,
+        typer.Argument(
+            help="SAM: vit_b, vit_l, vit_h; backbones: swin_t (default: vit_h swin_t, the paper's)."
+        ),
     ] = None,
     directory: Annotated[Path, typer.Option("--dir", help="Where to put them.")] = Path(
         "checkpoints"
     ),
-    base_url: Annotated[str, typer.Option(help="Mirror of Meta's checkpoint folder.")] = (
-        "https://dl.fbaipublicfiles.com/segment_anything"
-    ),
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="A mirror folder holding the files (default: their official URLs)."),
+    ] = None,
 ) -> None:
-    """Download the official SAM checkpoints and check their sha256."""
-    from precompute.weights import CHECKPOINTS, download_checkpoints
+    """Download the official SAM checkpoints and ImageNet backbones; check their sha256."""
+    from precompute.weights import BASE_URL, CHECKPOINTS, download_checkpoints
+    from train.models.weights import BACKBONES, download_backbones
+
+    names = names or list(DEFAULT_WEIGHTS)
+    unknown = [n for n in names if n not in CHECKPOINTS and n not in BACKBONES]
+    if unknown:
+        raise SamaugError(
+            f"unknown weights {', '.join(unknown)}; choose from "
+            f"{', '.join([*CHECKPOINTS, *BACKBONES])}"
+        )
 
     def show(done: int, total: int) -> None:
         if sys.stderr.isatty():
             sys.stderr.write(f"\r{done / 1e6:8.1f} / {total / 1e6:.1f} MB")
 
-    for path in download_checkpoints(names or list(CHECKPOINTS), directory, base_url, show):
+    for name in names:
+        if name in CHECKPOINTS:
+            (path,) = download_checkpoints([name], directory, base_url or BASE_URL, show)
+        else:
+            (path,) = download_backbones([name], directory, base_url, show)
         typer.echo(f"\n{path}: sha256 ok" if sys.stderr.isatty() else f"{path}: sha256 ok")
 
 

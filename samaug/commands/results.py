@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from train.choices import Certainty, ProbabilityFormat, Strategy, Tta
+from train.choices import DEFAULT_CERTAINTY, Certainty, ProbabilityFormat, Strategy, Tta
 
 from ..options import verbose
 from ..progress import Bars
@@ -59,8 +59,9 @@ def predict_command(
     ] = "npz",
     overlay: Annotated[bool, typer.Option(help="Also write contours over the image.")] = False,
     certainty: Annotated[
-        Certainty, typer.Option(help="How select picks: margin, entropy, margin_minmax.")
-    ] = "margin",
+        Certainty,
+        typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
+    ] = DEFAULT_CERTAINTY,
     min_size: Annotated[
         int, typer.Option(help="Remove predicted objects of fewer pixels (instance tasks).")
     ] = 10,

@@ -13,26 +13,64 @@ from typing import Annotated
 import typer
 
 from train.choices import Certainty, Mode, ProbabilityFormat, Tta
+from train.protocols import JointUpdate, Loss, LrSchedule, Optimizer
 
-from ..options import parse_pairs
+from ..options import parse_numbers, parse_pairs
 from ..progress import Bars
 
 
 def train_command(
     store: Annotated[str, typer.Option(help="Store path or read-only URL (samaug priors).")],
     model: Annotated[
-        str, typer.Option(help="unet, attention_unet, pnet, swin_unet, ... (the registry).")
+        str,
+        typer.Option(help="unet, attention_unet, pnet, swin_unet, pranet (the registry)."),
     ] = "unet",
-    mode: Annotated[Mode, typer.Option(help="raw, samaug or joint.")] = "samaug",
+    mode: Annotated[Mode, typer.Option(help="joint (the paper), raw or samaug.")] = "joint",
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/DATASET/MODEL-MODE-SEED).")
     ] = None,
-    epochs: Annotated[int, typer.Option()] = 100,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    patch_size: Annotated[int, typer.Option(help="Side of the square training patches.")] = 256,
-    samples_per_epoch: Annotated[int | None, typer.Option(help="Patches per epoch.")] = None,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    weight_decay: Annotated[float, typer.Option()] = 1e-4,
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="patches or polyp (default: polyp for polyp stores, else patches)."),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="patches, samaug_polyp or pranet: optimiser and schedule preset."),
+    ] = None,
+    joint_update: Annotated[
+        JointUpdate,
+        typer.Option(help="joint mode: step (raw step, then augmented step) or mean."),
+    ] = "step",
+    epochs: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(help="Patch side, or the resized side under polyp (256 / 352)."),
+    ] = None,
+    scales: Annotated[
+        str | None, typer.Option(help="Multi-scale factors (polyp), e.g. 0.75,1,1.25.")
+    ] = None,
+    samples_per_epoch: Annotated[int | None, typer.Option(help="Items per epoch.")] = None,
+    optimizer: Annotated[
+        Optimizer | None, typer.Option(help="adamw or adam (default: the recipe's).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Default: the recipe's.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Default: the recipe's.")] = None,
+    lr_schedule: Annotated[
+        LrSchedule | None, typer.Option(help="cosine or multistep (default: the recipe's).")
+    ] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(help="cosine warm-up epochs.")] = None,
+    lr_milestones: Annotated[
+        str | None, typer.Option(help="multistep: 0-based epochs where lr is cut, e.g. 20.")
+    ] = None,
+    lr_gamma: Annotated[float | None, typer.Option(help="multistep: the factor.")] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="Clamp gradient elements to +-this (0: off).")
+    ] = None,
+    loss: Annotated[
+        Loss | None,
+        typer.Option(help="task, structure, structure_released, structure_unweighted."),
+    ] = None,
     fusion: Annotated[str, typer.Option(help="add (the paper) or concat.")] = "add",
     seg_scale: Annotated[float, typer.Option(help="Factor on the seg prior.")] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
@@ -42,8 +80,12 @@ def train_command(
         typer.Option(help="Validation split (default: --val-fraction of the training split)."),
     ] = None,
     val_fraction: Annotated[
-        float, typer.Option(help="Training images held out for validation, in [0, 1).")
-    ] = 0.1,
+        float | None,
+        typer.Option(help="Training images held out, in [0, 1) (default 0.1; polyp: 0)."),
+    ] = None,
+    save_every: Annotated[
+        int, typer.Option(help="Also save last.pt every N batches (0: at epoch ends).")
+    ] = 0,
     task: Annotated[
         str | None,
         typer.Option(help="glands, nuclei or binary (default: the dataset's; train.tasks)."),
@@ -66,23 +108,36 @@ def train_command(
         model=model,
         mode=mode,
         out=str(out or "runs/run"),
+        protocol=protocol,
+        recipe=recipe,
+        joint_update=joint_update,
         epochs=epochs,
         batch_size=batch_size,
         patch_size=patch_size,
+        scales=parse_numbers(scales, "--scales"),
         samples_per_epoch=samples_per_epoch,
+        optimizer=optimizer,
         lr=lr,
         weight_decay=weight_decay,
+        lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs,
+        lr_milestones=parse_numbers(lr_milestones, "--lr-milestones"),
+        lr_gamma=lr_gamma,
+        grad_clip=grad_clip,
+        loss=loss,
         fusion=fusion,
         seg_scale=seg_scale,
         seed=seed,
         workers=workers,
         val_split=val_split,
         val_fraction=val_fraction,
+        save_every=save_every,
         device=device,
         amp=amp,
         task=task,
         model_kwargs=parse_pairs(model_option, "--model-option"),
     )
+    config.check_files()
     if out is None:
         dataset = open_store(store).attrs["dataset"]["name"]
         out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
@@ -109,8 +164,9 @@ def eval_command(
         list[str] | None, typer.Option(help="Splits (default: all not trained or validated on).")
     ] = None,
     certainty: Annotated[
-        Certainty, typer.Option(help="select by margin, entropy, margin_minmax.")
-    ] = "margin",
+        Certainty,
+        typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
+    ] = "margin_minmax",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
     min_size: Annotated[
         int, typer.Option(help="Remove predicted objects of fewer pixels (glas, monuseg).")
