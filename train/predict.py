@@ -38,7 +38,7 @@ from precompute.types import ImageRef, SamaugError, SettingError
 
 from . import tta as test_time
 from .choices import DEFAULT_CERTAINTY, STRATEGIES
-from .data import WholeImageDataset, _image_float
+from .data import WholeImageDataset, image_float
 from .evaluate import LoadedModel, check_splits, load_model
 from .fusion import FusionSettings
 from .inference import all_strategies, check_certainty
@@ -310,7 +310,7 @@ def _folder_items(
                 continue
             zeros = torch.zeros(1, *record.image.shape[:2])
             yield {
-                "image": torch.from_numpy(_image_float(record.image)),  # as a store's items
+                "image": torch.from_numpy(image_float(record.image)),  # as a store's items
                 "seg_prior": zeros,
                 "boundary_prior": zeros,
                 "image_id": ref.image_id,
