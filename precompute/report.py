@@ -114,7 +114,8 @@ def _verify_image(store: SamaugStore, image_id: str) -> list[str]:
                 continue
             actual = store.checksum(image_id, name)
         except DamagedStoreError as err:
-            problems.append(err.problem)
+            if err.problem not in problems:  # two logical arrays may share a damaged one
+                problems.append(err.problem)
             continue
         recorded = attrs["sha256"].get(name)
         if recorded is None:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import zarr
 from PIL import Image
 
 from precompute import store as st
@@ -42,10 +43,11 @@ def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True, ima
     return image, lab, ms, seg, boundary
 
 
-def toy_store(path):
+def toy_store(path, version=st.SCHEMA_VERSION):
     """Three images: a_1 (300 x 270, 12 masks), b_2 (40 x 33, no mask, no label: all-zero
-    priors) and c_3 (257 x 513, 70 masks: two chunks of masks). Returns their data by ID."""
-    st.prepare_store(path, st.store_root_attrs(DATASET, MASKER))
+    priors) and c_3 (257 x 513, 70 masks: two chunks of masks), in the layout of schema
+    ``version``. Returns their data by ID."""
+    st.prepare_store(path, st.store_root_attrs(DATASET, MASKER, version))
     data = {
         "a_1": write(path, "a_1", "train", seed=1),
         "b_2": write(path, "b_2", "train", shape=(40, 33), n=0, seed=2, label=False),
@@ -78,3 +80,27 @@ def folder_dataset_store(data_root, store, shapes, seed=0):
         )
     st.set_index(store, {ref.image_id: ref.split for ref in refs})
     return [ref.image_id for ref in refs]
+
+
+def chunk_file(path, image_id, name, version=st.SCHEMA_VERSION) -> Path:
+    """The file holding the second row of chunks of logical array ``name`` (version 1: chunk
+    c/1/0..., version 2: the array's only shard)."""
+    source = st.layout_of(version).source(name)
+    ndim = len(zarr.open_array(path, path=f"images/{image_id}/{source.array}", mode="r").shape)
+    coords = ["0"] * ndim
+    if version == 1:
+        coords[0] = "1"
+    return Path(path, "images", image_id, source.array, "c", *coords)
+
+
+def rewrite(path, image_id, name, change) -> np.ndarray:
+    """Rewrite logical array ``name`` of an image through Zarr, in whatever layout it is
+    stored: ``change`` edits the array in place. Returns the new values (checksums unchanged)."""
+    version = zarr.open_group(path, mode="r").attrs["schema_version"]
+    source = st.layout_of(version).source(name)
+    with zarr.config.set({"array.write_empty_chunks": True}):  # as the writer does
+        array = zarr.open_array(path, path=f"images/{image_id}/{source.array}", mode="r+")
+        values = source.convert(array[source.selection()])
+        change(values)
+        array[source.selection()] = values.astype(array.dtype)
+    return values

@@ -1,17 +1,21 @@
 """The samaug Zarr store: the only package that touches zarr. ``store_schema.md`` is its contract.
 
-- ``schema``: the arrays, codecs, attributes and size limits as data and checks.
+- ``schema``: the logical arrays, codecs, attributes, versions and size limits as checks.
+- ``layout``: which Zarr arrays hold them in each schema version (version 2: sharded).
 - ``writer``: ``prepare_store`` (driver, root metadata), ``write_image`` (one task, one image
   group), ``set_index`` (driver), ``complete_ids``, ``unmark_images`` (repair).
 - ``sharing``: ``strip_images`` and ``attach_image`` (a store shared without its images).
-- ``reader``: ``open_store`` -> ``SamaugStore``, local or over fsspec, checking every claim.
+- ``reader``: ``open_store`` -> ``SamaugStore``, local or over fsspec, checking every claim;
+  ``guarded`` (every read: errors, fetched ranges) and ``shards`` (a shard's index, ranges).
 - ``links``: no writer goes through a symbolic link inside a store.
 
 Imports numpy and zarr only: no torch, no segment_anything.
 """
 
+from .guarded import GuardedStore, StoreUnreachableError
+from .layout import Layout, layout_of
 from .links import links_inside
-from .reader import GuardedStore, SamaugStore, StoreUnreachableError, open_store
+from .reader import SamaugStore, open_store
 from .schema import (
     ARRAY_NAMES,
     EVERY_CHUNK_WRITTEN,
@@ -20,6 +24,7 @@ from .schema import (
     PER_MASK_DTYPES,
     PER_MASK_NAMES,
     PRIOR_DEFINITIONS,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     TILE,
     DamagedStoreError,
@@ -51,10 +56,12 @@ __all__ = [
     "PER_MASK_DTYPES",
     "PER_MASK_NAMES",
     "PRIOR_DEFINITIONS",
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "TILE",
     "DamagedStoreError",
     "GuardedStore",
+    "Layout",
     "PreparedStore",
     "SamaugStore",
     "StoreUnreachableError",
@@ -62,6 +69,7 @@ __all__ = [
     "complete_ids",
     "group_problem",
     "is_samaug_store",
+    "layout_of",
     "links_inside",
     "mark_images_attached",
     "open_store",

@@ -1,101 +1,54 @@
 """Reading a store: ``open_store`` -> ``SamaugStore``, from a local path or an fsspec URL.
 
-Nothing a store claims is trusted before it is checked (``schema``): the root attributes on
-open, an image's attributes on first access, each array's shape, dtype and chunks against
-them before any chunk is read. Every read goes through ``GuardedStore``, which turns a
-missing chunk (in a store that says every chunk was written) into a DamagedStoreError and a
-failing connection into a StoreUnreachableError: never zeros, never a traceback.
+Nothing a store claims is trusted before it is checked: the root attributes on open
+(``schema``), an image's attributes on first access, each array's metadata against them
+(``layout``) before any chunk is read. Every read goes through ``GuardedStore``: a missing
+chunk is damage, a failing connection one StoreUnreachableError. A sharded array (schema
+version 2) is read a few byte ranges at a time: its index (checked by its crc32c, kept), then
+the inner chunks a read needs, ranges close together fetched as one (``shards``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.storage import FsspecStore, LocalStore, WrapperStore
+from zarr.abc.store import SuffixByteRequest
+from zarr.storage import FsspecStore, LocalStore
 
 from ..types import NotInStoreError, SamaugError
+from . import shards
+from .guarded import GuardedStore, StoreUnreachableError
+from .layout import ArraySpec, layout_of, metadata_problem
 from .schema import (
     ARRAY_NAMES,
     EVERY_CHUNK_WRITTEN,
     MAP_NAMES,
     PER_MASK_NAMES,
-    ArraySpec,
     DamagedStoreError,
-    array_problem,
-    array_specs,
     check_root_attrs,
     damaged,
-    expected_arrays,
     image_attrs_problem,
     unpack_masks,
 )
 
-
-class StoreUnreachableError(SamaugError):
-    """Reading the store failed for a reason outside it: the network, the server, the disk."""
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    # OSError covers connection refused/reset, timeouts (TimeoutError) and disk errors;
-    # aiohttp's own errors (a dropped connection, an HTTP 5xx) come in where it is installed.
-    errors: tuple[type[BaseException], ...] = (OSError,)
-    try:
-        import aiohttp
-    except ImportError:
-        return errors
-    return (*errors, aiohttp.ClientError)
-
-
-class GuardedStore(WrapperStore):
-    """A zarr store wrapper for reading: a chunk key that is missing is damage when
-    ``strict`` (the store says every chunk was written), and any transport error becomes a
-    StoreUnreachableError naming ``location`` and the key."""
-
-    def __init__(self, store, location: str = "", strict: bool = False) -> None:
-        super().__init__(store)
-        self.location, self.strict = location, strict
-        self._errors = _transport_errors()
-
-    def _with_store(self, store):
-        return type(self)(store, self.location, self.strict)
-
-    async def get(self, key, prototype, byte_range=None):
-        try:
-            value = await self._store.get(key, prototype, byte_range)
-        except self._errors as err:
-            raise StoreUnreachableError(
-                f"{self.location}: reading {key} failed ({type(err).__name__}: {err}); check "
-                "the connection or the server, then run the same command again (training "
-                "resumes from its last checkpoint)"
-            ) from err
-        if value is None and self.strict and not key.endswith("zarr.json"):
-            raise _missing_chunk(self.location, key)
-        return value
-
-
-def _missing_chunk(location: str, key: str) -> DamagedStoreError:
-    # Keys are "images/<id>/<array path>/c/<i>/<j>...".
-    head, _, coords = key.partition("/c/")
-    parts = head.split("/")
-    image_id = parts[1] if len(parts) > 2 and parts[0] == "images" else None
-    array = "/".join(parts[2:]) if image_id else head
-    return damaged(
-        location, image_id, f"{array}: chunk c/{coords} is missing (every chunk was written)"
-    )
+__all__ = ["GuardedStore", "SamaugStore", "StoreUnreachableError", "open_store"]
 
 
 class SamaugStore:
     """Read access to a samaug store (see store_schema.md). Open with ``open_store``."""
 
-    def __init__(self, root: zarr.Group, location: str) -> None:
+    def __init__(self, root: zarr.Group, location: str, guarded: GuardedStore) -> None:
         self._root = root
+        self._guarded = guarded
         self.location = location
         self.attrs: dict = dict(root.attrs)
         check_root_attrs(self.attrs, location)
+        self.layout = layout_of(self.attrs["schema_version"])
         self._index: dict[str, str] = dict(self.attrs["index"])
         self.stripped = self.attrs.get("images_stripped", False)
         # Opening a group or array costs a metadata round trip (a request over HTTP); the
@@ -121,7 +74,7 @@ class SamaugStore:
         return damaged(self.location, image_id, problem)
 
     def _group(self, image_id: str) -> tuple[zarr.Group, dict, dict[str, ArraySpec]]:
-        """The image's group, its checked attributes and the arrays they call for."""
+        """The image's group, its checked attributes and the physical arrays they call for."""
         if image_id not in self._index:
             raise NotInStoreError(f"{self.location}: no complete image {image_id!r} in the store")
         if image_id not in self._groups:
@@ -137,12 +90,12 @@ class SamaugStore:
             problem = image_attrs_problem(attrs)
             if problem:
                 raise self._damaged(image_id, problem)
-            self._groups[image_id] = group, attrs, expected_arrays(attrs, self.stripped)
+            self._groups[image_id] = group, attrs, self.layout.expected(attrs, self.stripped)
         return self._groups[image_id]
 
     def _array(self, image_id: str, name: str) -> zarr.Array | None:
-        """The array, its metadata checked against the image's attributes; None if the image
-        has no such array (no label, or a stripped image)."""
+        """Physical array ``name``, its metadata checked against the image's attributes; None
+        if the image has no such array (no label, or a stripped image)."""
         key = (image_id, name)
         if key not in self._arrays:
             group, attrs, expected = self._group(image_id)
@@ -155,25 +108,65 @@ class SamaugStore:
             if array is None and name in expected:
                 raise self._damaged(image_id, f"{name}: array metadata is missing")
             if array is not None:
-                spec = array_specs(*attrs["shape"], attrs["mask_count"])[name]
+                spec = self.layout.specs(*attrs["shape"], attrs["mask_count"])[name]
                 if not isinstance(array, zarr.Array):
                     problem = f"{name}: is a group, not an array"
-                elif array.shards is not None:  # inner chunks could go missing unseen
-                    problem = f"{name}: is sharded; the schema's arrays are not"
                 else:
-                    problem = array_problem(name, array.shape, array.dtype, array.chunks, spec)
+                    problem = metadata_problem(array.metadata.to_dict(), name, spec)
                 if problem:
                     raise self._damaged(image_id, problem)
             self._arrays[key] = array
         return self._arrays[key]
 
     def _get(self, image_id: str, name: str, selection=Ellipsis) -> np.ndarray:
-        """Decode ``array[selection]``; a chunk that fails its checksum is damage."""
+        """Decode ``array[selection]`` of physical array ``name``; a chunk that is missing or
+        fails its checksum is damage."""
         array = self._array(image_id, name)
+        if array.shards is not None:
+            self._fetch_shard(image_id, name, array, selection)
         try:
             return array[selection]
         except (ValueError, RuntimeError) as err:  # crc32c mismatch, undecodable blosc
             raise self._damaged(image_id, f"{name}: cannot decode a chunk ({err})") from err
+
+    def _fetch_shard(self, image_id: str, name: str, array: zarr.Array, selection) -> None:
+        """Bring the bytes of the inner chunks ``selection`` reads into memory in as few
+        requests as the layout allows, after checking the shard's index: whole shard in one
+        request when every inner chunk is read, else the index (kept) and the joined ranges."""
+        key = shards.shard_key(f"images/{image_id}/{name}", array.ndim)
+        where = f"{name}: shard c/{key.rpartition('/c/')[2]}"
+        grid = shards.chunks_per_shard(array.shards, array.chunks)
+        numbers = shards.touched(selection, array.shape, array.chunks)
+        if not numbers:
+            return
+        size = shards.index_nbytes(grid)
+        whole = len(numbers) == math.prod(grid)
+        data = self._guarded.fetch(key) if whole else None
+        tail = data[-size:] if whole and data is not None else None
+        if not whole:
+            tail = self._guarded.read(key, SuffixByteRequest(size))
+        if tail is None:
+            raise self._damaged(image_id, f"{where} is missing")
+        try:
+            index = shards.parse_index(tail, grid)
+        except ValueError as err:
+            raise self._damaged(image_id, f"{where}: {err}") from None
+        lost = shards.missing(index, numbers)
+        if lost:
+            raise self._damaged(
+                image_id,
+                f"{where}: inner chunk {shards.chunk_name(lost[0], grid)} is missing (every "
+                "chunk was written)",
+            )
+        ranges = shards.byte_ranges(index, numbers)
+        for start, stop in ranges:
+            if whole:
+                short = stop > len(data) - size
+            else:
+                got = self._guarded.fetch(key, start, stop)
+                short = got is None or len(got) < stop - start
+            if short:
+                raise self._damaged(image_id, f"{where}: is shorter than its index says")
 
     def image_attrs(self, image_id: str) -> dict:
         """The image's attributes (store_schema.md), checked: ``shape`` [H, W] ints within
@@ -184,7 +177,11 @@ class SamaugStore:
         """Whether the image holds array ``name`` (e.g. "label"; "image" in a stripped store)."""
         if name not in ARRAY_NAMES:
             raise ValueError(f"unknown array {name!r}; one of {', '.join(ARRAY_NAMES)}")
-        return self._array(image_id, name) is not None
+        return self._array(image_id, self.layout.source(name).array) is not None
+
+    def _logical(self, image_id: str, name: str, selection=Ellipsis) -> np.ndarray:
+        source = self.layout.source(name)
+        return source.convert(self._get(image_id, source.array, source.selection(selection)))
 
     def read(
         self, image_id: str, name: str, window: tuple[int, int, int, int] | None = None
@@ -192,12 +189,11 @@ class SamaugStore:
         """One map of one image as numpy: whole, or the (y0, x0, y1, x1) window of it.
 
         name: "image" (H, W, 3) uint8, "label" (H, W) int32, "seg_prior" (H, W) float32,
-        "boundary_prior" (H, W) uint8.
+        "boundary_prior" (H, W) uint8 (0 or 1).
         """
         if name not in MAP_NAMES:
             raise ValueError(f"unknown array {name!r}; one of {', '.join(MAP_NAMES)}")
-        array = self._array(image_id, name)
-        if array is None:
+        if self._array(image_id, self.layout.source(name).array) is None:
             if name == "image" and self.stripped:
                 raise SamaugError(
                     f"{self.location} was shared without images; attach your copy with "
@@ -205,23 +201,33 @@ class SamaugStore:
                 )
             raise NotInStoreError(f"{self.location}: image {image_id!r} has no {name!r}")
         if window is None:
-            return self._get(image_id, name)
+            return self._logical(image_id, name)
         y0, x0, y1, x1 = (int(v) for v in window)
-        height, width = array.shape[:2]
+        height, width = self.image_attrs(image_id)["shape"]
         if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
             raise ValueError(
                 f"window {window} is outside image {image_id!r} of shape {height}x{width}"
             )
-        return self._get(image_id, name, (slice(y0, y1), slice(x0, x1)))
+        return self._logical(image_id, name, (slice(y0, y1), slice(x0, x1)))
 
     def per_mask(self, image_id: str) -> dict[str, np.ndarray]:
-        """The per-mask arrays (store_schema.md): ``stability_score`` (N,) float32, ..."""
-        return {name: self._get(image_id, f"masks/{name}") for name in PER_MASK_NAMES}
+        """The per-mask arrays (store_schema.md): ``stability_score`` (N,) float32,
+        ``predicted_iou`` (N,) float32, ``box`` (N, 4) int32 XYXY, ``point`` (N, 2) float32
+        XY, ``area`` (N,) int64."""
+        raw: dict[str, np.ndarray] = {}  # version 2 keeps them in one table: read it once
+        out = {}
+        for name in PER_MASK_NAMES:
+            source = self.layout.source(f"masks/{name}")
+            if source.array not in raw:
+                raw[source.array] = self._get(image_id, source.array)
+            out[name] = source.convert(raw[source.array][source.selection()])
+        return out
 
     def masks(self, image_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(N, H, W) bool masks and the per-mask arrays (see store_schema.md)."""
         width = self.image_attrs(image_id)["shape"][1]
-        return unpack_masks(self._get(image_id, "masks/bits"), width), self.per_mask(image_id)
+        bits = self._logical(image_id, "masks/bits")
+        return unpack_masks(bits, width), self.per_mask(image_id)
 
     def mask_blocks(self, image_id: str) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """The masks 64 (a chunk) at a time, in order: (n, H, W) bool and the per-mask
@@ -233,19 +239,24 @@ class SamaugStore:
             yield unpack_masks(bits, width), {k: v[start:stop] for k, v in per_mask.items()}
 
     def _blocks(self, image_id: str, name: str) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, rows) of an array, one row of chunks at a time along axis 0."""
-        array = self._array(image_id, name)
-        step = array.chunks[0]  # at least 1 (checked against the schema)
-        for start in range(0, array.shape[0], step):
-            yield start, self._get(image_id, name, slice(start, start + step))
+        """(first row, rows) of logical array ``name``, one row of chunks at a time."""
+        source = self.layout.source(name)
+        array = self._array(image_id, source.array)
+        if source.columns is not None:  # a few numbers per mask: one block
+            yield 0, source.convert(self._get(image_id, source.array, source.selection()))
+            return
+        axis = len(source.lead)
+        step, length = array.chunks[axis], array.shape[axis]  # step >= 1 (checked)
+        for start in range(0, length, step):
+            yield start, self._logical(image_id, name, (slice(start, start + step),))
 
     def stored_bytes(self, image_id: str, name: str) -> int:
-        """Bytes the array's chunks take in the store (compressed)."""
-        return int(self._array(image_id, name).nbytes_stored())
+        """Bytes the physical array holding ``name`` takes in the store (compressed)."""
+        return int(self._array(image_id, self.layout.source(name).array).nbytes_stored())
 
     def checksum(self, image_id: str, name: str) -> str:
-        """sha256 of the decoded array ``name`` (e.g. "masks/bits") in C order, as recorded in
-        ``sha256``; read one row of chunks at a time."""
+        """sha256 of the decoded logical array ``name`` (e.g. "masks/bits") in C order, as
+        recorded in ``sha256``; read one row of chunks at a time."""
         hasher = hashlib.sha256()
         for _, rows in self._blocks(image_id, name):
             hasher.update(np.ascontiguousarray(rows).tobytes())
@@ -256,7 +267,8 @@ def open_store(path_or_url: str | Path, storage_options: dict | None = None) -> 
     """Open a store read-only from a local path or an fsspec URL (``http://``, ``s3://``).
 
     Raises SamaugError for a missing path, a file, a folder or URL that is not a samaug
-    store, and root attributes the reader cannot use (naming the key).
+    store, a schema version this samaug does not read, and root attributes the reader cannot
+    use (naming the key).
     """
     location = str(path_or_url)
     if "://" in location:
@@ -289,4 +301,4 @@ def open_store(path_or_url: str | Path, storage_options: dict | None = None) -> 
             f"{location} is not a samaug store (its root attributes do not say samaug made it)"
         )
     guarded.strict = root.attrs.get(EVERY_CHUNK_WRITTEN) is True
-    return SamaugStore(root, location)
+    return SamaugStore(root, location, guarded)

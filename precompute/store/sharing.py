@@ -14,16 +14,16 @@ import numpy as np
 import zarr
 
 from ..types import SamaugError, image_id_problem
+from .layout import layout_of
 from .links import is_within
-from .schema import ARRAY_NAMES, array_specs, sha256_of
-from .writer import create_array, is_samaug_store, now
+from .schema import SCHEMA_VERSION, sha256_of
+from .writer import create_array, is_samaug_store, now, read_root_attrs
 
 # An attached image is written under this name in its group and renamed to "image" once all
 # of it is written: a reader never sees part of an image.
 PARTIAL_IMAGE = "image.partial"
 # The image being replaced by a rerun of attach, for the moment between two renames.
 REPLACED_IMAGE = "image.replaced"
-_COPIED_ARRAYS = tuple(name for name in ARRAY_NAMES if name != "image")
 
 
 def strip_images(src: str | Path, dst: str | Path) -> list[str]:
@@ -71,6 +71,8 @@ def strip_images(src: str | Path, dst: str | Path) -> list[str]:
 
 
 def _copy_layout(src: Path, dst: Path, left_out: list[str]) -> None:
+    version = read_root_attrs(src).get("schema_version", SCHEMA_VERSION)
+    copied = [name for name in layout_of(version).specs(1, 1, 0) if name != "image"]
     _copy_file(src / "zarr.json", dst / "zarr.json", src, left_out)
     left_out += [
         p.name for p in src.iterdir() if p.name not in ("zarr.json", "images") or p.is_symlink()
@@ -84,21 +86,21 @@ def _copy_layout(src: Path, dst: Path, left_out: list[str]) -> None:
         if not _is_folder(entry) or image_id_problem(entry.name):
             left_out.append(entry.relative_to(src).as_posix())
             continue
-        _copy_group(entry, dst / "images" / entry.name, src, left_out)
+        _copy_group(entry, dst / "images" / entry.name, src, left_out, copied)
 
 
-def _copy_group(group: Path, dst: Path, src: Path, left_out: list[str]) -> None:
+def _copy_group(group: Path, dst: Path, src: Path, left_out: list[str], copied: list) -> None:
     _copy_file(group / "zarr.json", dst / "zarr.json", src, left_out)
     entries = list(group.iterdir())
     if _is_folder(group / "masks"):
         _copy_file(group / "masks" / "zarr.json", dst / "masks" / "zarr.json", src, left_out)
         entries += list((group / "masks").iterdir())
-    expected = {"zarr.json", "image", "masks/zarr.json", *_COPIED_ARRAYS}
+    expected = {"zarr.json", "image", "masks/zarr.json", *copied}
     for path in entries:
         name = path.relative_to(group).as_posix()
         if path.is_symlink() or (name not in expected and not (name == "masks" and path.is_dir())):
             left_out.append(path.relative_to(src).as_posix())
-    for name in _COPIED_ARRAYS:
+    for name in copied:
         if _is_folder(group / name):
             _copy_array(group / name, dst / name, src, left_out)
 
@@ -151,7 +153,8 @@ def attach_image(path: str | Path, image_id: str, image: np.ndarray, source: str
     group = zarr.open_group(path, path=f"images/{image_id}", mode="r+")
     attrs = dict(group.attrs)
     image = np.asarray(image, np.uint8)
-    spec = array_specs(*attrs["shape"], attrs["mask_count"])["image"]
+    version = zarr.open_group(path, mode="r").attrs["schema_version"]
+    spec = layout_of(version).specs(*attrs["shape"], attrs["mask_count"])["image"]
     if image.shape != spec.shape:
         raise SamaugError(
             f"image {image_id}: your copy {source} has shape {image.shape}, the store's "

@@ -20,6 +20,7 @@ import zarr
 from .. import __version__
 from ..files import atomic_write_json
 from ..types import MaskSet, SamaugError, check_image_id, image_id_problem
+from .layout import ArraySpec, Layout, layout_of, metadata_problem
 from .links import refuse_link, refuse_links
 from .schema import (
     EVERY_CHUNK_WRITTEN,
@@ -27,12 +28,8 @@ from .schema import (
     PRIOR_DEFINITIONS,
     SCHEMA_VERSION,
     TILE,
-    ArraySpec,
-    array_problem,
-    array_specs,
     check_root_attrs,
     codecs,
-    expected_arrays,
     image_attrs_problem,
     pack_masks,
     sha256_of,
@@ -43,11 +40,12 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def store_root_attrs(dataset: dict, masker: dict) -> dict:
-    """The root attributes of a new store (``index`` empty)."""
+def store_root_attrs(dataset: dict, masker: dict, version: int = SCHEMA_VERSION) -> dict:
+    """The root attributes of a new store (``index`` empty) of schema ``version`` (an older
+    one only to write stores as an older samaug did, e.g. for tests of reading them)."""
     stamp = now()
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": version,
         "tool": {"name": "samaug", "version": __version__},
         "created": stamp,
         "updated": stamp,
@@ -115,11 +113,12 @@ def read_root_attrs(path: str | Path) -> dict:
 
 @dataclass
 class PreparedStore:
-    """What ``prepare_store`` found: the images already complete, and what ``--overwrite``
-    replaced (a one-line description, or None)."""
+    """What ``prepare_store`` found: the images already complete, what ``--overwrite``
+    replaced (a one-line description, or None) and the store's schema version."""
 
     complete: set[str]
     replaced: str | None = None
+    version: int = SCHEMA_VERSION  # the schema version the run writes (the store's own)
 
 
 def is_samaug_store(path: str | Path) -> bool:
@@ -187,6 +186,9 @@ def prepare_store(
         root = zarr.open_group(path, mode="r+", zarr_format=3)
         old = dict(root.attrs)
         check_root_attrs(old, str(path))
+        # A run into an older store goes on in that store's layout (`samaug store upgrade`
+        # converts it): the schema version is not a difference of settings.
+        attrs = {**attrs, "schema_version": old["schema_version"]}
         diffs = signature_differences(old, attrs)
         if diffs:
             raise SamaugError(
@@ -196,14 +198,14 @@ def prepare_store(
             )
         root.attrs.update({"dataset": attrs["dataset"], "updated": now()})
         root.require_group("images")
-        return PreparedStore(complete_ids(path))
+        return PreparedStore(complete_ids(path), version=old["schema_version"])
     root = zarr.open_group(path, mode="w-", zarr_format=3)
     root.attrs.update({**attrs, EVERY_CHUNK_WRITTEN: True})
     root.require_group("images")
     return PreparedStore(set(), replaced)
 
 
-def group_problem(path: str | Path, image_id: str, stripped: bool) -> str | None:
+def group_problem(path: str | Path, image_id: str, stripped: bool, layout: Layout) -> str | None:
     """Why the local group ``images/<image_id>`` is not complete, or None if it is.
 
     Complete: readable group metadata whose attributes pass the schema's checks, marker
@@ -218,32 +220,24 @@ def group_problem(path: str | Path, image_id: str, stripped: bool) -> str | None
     problem = image_attrs_problem(attrs)
     if problem:
         return problem
-    for name, spec in expected_arrays(attrs, stripped).items():
-        problem = _array_file_problem(group_dir / name / "zarr.json", name, spec)
+    for name, spec in layout.expected(attrs, stripped).items():
+        problem = metadata_problem(read_json(group_dir / name / "zarr.json"), name, spec)
         if problem:
             return problem
     return None
 
 
-def _array_file_problem(meta_path: Path, name: str, spec: ArraySpec) -> str | None:
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict) or meta.get("node_type") != "array":
-        return f"{name}: array metadata (zarr.json) is missing or unreadable"
-    grid = meta.get("chunk_grid")
-    config = grid.get("configuration") if isinstance(grid, dict) else None
-    chunks = config.get("chunk_shape") if isinstance(config, dict) else None
-    return array_problem(name, meta.get("shape"), meta.get("data_type"), chunks, spec)
-
-
 def complete_ids(path: str | Path) -> set[str]:
     """IDs of the image groups that are complete (see ``group_problem``; scans the local
     store). A group with a marker but missing or unreadable metadata is not complete."""
-    stripped = read_root_attrs(Path(path)).get("images_stripped") is True
+    attrs = read_root_attrs(Path(path))
+    stripped = attrs.get("images_stripped") is True
+    layout = layout_of(attrs.get("schema_version", SCHEMA_VERSION))
     done = set()
     for entry in (Path(path) / "images").iterdir():
         if entry.is_symlink() or not entry.is_dir() or image_id_problem(entry.name):
             continue
-        if group_problem(path, entry.name, stripped) is None:
+        if group_problem(path, entry.name, stripped, layout) is None:
             done.add(entry.name)
     return done
 
@@ -261,16 +255,34 @@ def split_of(path: str | Path, image_id: str) -> str:
 
 def create_array(group: zarr.Group, name: str, spec: ArraySpec, data: np.ndarray) -> None:
     """Write ``data`` as array ``name`` of ``group`` following ``spec``, every chunk written
-    (chunks equal to the fill value too: a missing chunk then always means damage)."""
+    (chunks equal to the fill value too, inner chunks of a shard as well: a missing chunk
+    then always means damage)."""
     group.create_array(
         name,
         shape=spec.shape,
         dtype=spec.dtype,
         chunks=spec.chunks,
+        shards=spec.shards,
         compressors=codecs(spec.shuffle),
         fill_value=0,
         config={"write_empty_chunks": True},
     )[...] = np.asarray(data, spec.dtype)
+
+
+def write_arrays(
+    group: zarr.Group,
+    layout: Layout,
+    height: int,
+    width: int,
+    mask_count: int,
+    physical: dict[str, np.ndarray],
+) -> None:
+    """Create the physical arrays of an image group (``layout.physical``'s output)."""
+    specs = layout.specs(height, width, mask_count)
+    if any(name.startswith("masks/") for name in physical):
+        group.create_group("masks")
+    for name, data in physical.items():
+        create_array(group, name, specs[name], data)
 
 
 def write_image(
@@ -303,8 +315,8 @@ def write_image(
         shutil.rmtree(group_dir)
     elif group_dir.exists():
         group_dir.unlink()
+    layout = layout_of(read_root_attrs(path).get("schema_version", SCHEMA_VERSION))
     group = zarr.open_group(path, path="images", mode="r+").create_group(image_id)
-    specs = array_specs(height, width, len(masks))
     arrays = {
         "image": image,
         "label": label,
@@ -313,14 +325,13 @@ def write_image(
         "masks/bits": pack_masks(masks.masks),
         **{f"masks/{name}": values for name, values in masks.per_mask().items()},
     }
-    group.create_group("masks")
-    checksums: dict[str, str] = {}
-    for name, data in arrays.items():
-        if data is None:
-            continue
-        data = np.asarray(data, specs[name].dtype)
-        create_array(group, name, specs[name], data)
-        checksums[name] = sha256_of(data)
+    # Hashes are of the logical arrays, whatever the layout stores them as.
+    arrays = {
+        name: None if data is None else np.asarray(data, layout.source(name).dtype)
+        for name, data in arrays.items()
+    }
+    checksums = {name: sha256_of(data) for name, data in arrays.items() if data is not None}
+    write_arrays(group, layout, height, width, len(masks), layout.physical(arrays))
 
     group.attrs.update(
         {
