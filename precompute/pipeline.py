@@ -304,6 +304,7 @@ def run(
 
         workers.map(attempt_image, todo, finished, lost=failure)
     store.set_index(config.store, index)
+    store.consolidate(config.store)
     if summary.failures:
         summary.log = str(log_path(config.store))
         atomic_write_text(summary.log, _log_text(config, summary))

@@ -16,7 +16,14 @@ import numpy as np
 from . import store as store_module
 from .datasets import get_reader
 from .priors import compute_priors
-from .store import ARRAY_NAMES, EVERY_CHUNK_WRITTEN, DamagedStoreError, SamaugStore, open_store
+from .store import (
+    ARRAY_NAMES,
+    EVERY_CHUNK_WRITTEN,
+    DamagedStoreError,
+    SamaugStore,
+    consolidated,
+    open_store,
+)
 from .store.links import refuse_links
 from .types import SamaugError
 
@@ -79,8 +86,9 @@ class Verification:
 
 
 def check_store(location: str) -> Verification:
-    """Check every indexed image (see store_schema.md, "Verification")."""
-    store = open_store(location)
+    """Check every indexed image against its own metadata, and the consolidated metadata
+    against every node's own (see store_schema.md, "Verification")."""
+    store = open_store(location, consolidated=False)
     result = Verification(checked=len(store.ids()))
     if store.attrs.get(EVERY_CHUNK_WRITTEN) is not True:
         result.notes.append(
@@ -88,12 +96,26 @@ def check_store(location: str) -> Verification:
             "missing from it reads as the fill value, so verify cannot tell whether chunks "
             "that were all zeros went missing (the sha256 checks still catch any other)"
         )
+    result.problems.extend(_consolidation_problems(store, location))
     for image_id in store.ids():
         problems = _verify_image(store, image_id)
         result.problems.extend(f"{image_id}: {p}" for p in problems)
         if problems:
             result.flagged.append(image_id)
     return result
+
+
+def _consolidation_problems(store: SamaugStore, location: str) -> list[str]:
+    """One line per node whose consolidated metadata disagrees with its own zarr.json (every
+    node over a URL; on a local store also image folders the copy lacks)."""
+    copy = consolidated.entries(store.own_metadata("."))
+    if copy is None:
+        return []
+    on_disk = consolidated.local_group_ids(location) if "://" not in location else ()
+    return [
+        f"consolidated metadata: {line} (`samaug store repair` writes it again)"
+        for line in consolidated.disagreements(copy, store.own_metadata, on_disk)
+    ]
 
 
 def verify(location: str) -> tuple[list[str], int]:
@@ -174,7 +196,10 @@ def repair(location: str) -> Verification:
         raise SamaugError(f"{location}: repair changes a store; copy it to a local folder first")
     result = check_store(str(location))
     if result.flagged:
-        store_module.unmark_images(location, result.flagged)
+        store_module.unmark_images(location, result.flagged)  # consolidates at its end
+    elif any(p.startswith("consolidated metadata: ") for p in result.problems):
+        refuse_links(location, "repair it")
+        store_module.consolidate(location)
     return result
 
 
@@ -202,6 +227,14 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
             )
     reader = get_reader(dataset["name"], data_root, confine=True, **options)
     refs = {ref.image_id: ref for ref in reader.refs()}
+    with store_module.consolidated.rewriting(location):
+        attached, problems = _attach_each(location, store, reader, refs, data_root)
+        if not problems:
+            store_module.mark_images_attached(location)
+    return attached, problems
+
+
+def _attach_each(location, store: SamaugStore, reader, refs, data_root) -> tuple[int, list[str]]:
     attached, problems = 0, []
     for image_id in store.ids():
         if image_id not in refs:
@@ -215,6 +248,4 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
             problems.append(str(err))
             continue
         attached += 1
-    if not problems:
-        store_module.mark_images_attached(location)
     return attached, problems

@@ -283,7 +283,11 @@ def test_repair_then_priors_redoes_exactly_those_images(tmp_path):
     store_path = tmp_path / "s.zarr"
     (store_path / "images" / "train_2" / "priors" / "zarr.json").unlink()
     rewrite(store_path, "train_3", "boundary_prior", lambda b: b.__setitem__((0, 0), 1 - b[0, 0]))
-    assert [p.split(":")[0] for p in verify(str(store_path))[0]] == ["train_2", "train_3"]
+    problems = verify(str(store_path))[0]
+    assert [p.split(":")[0] for p in problems] == ["consolidated metadata", "train_2", "train_3"]
+    assert problems[0].startswith(
+        "consolidated metadata: images/train_2/priors is in the consolidated metadata but has no"
+    )
     assert repair(str(store_path)).flagged == ["train_2", "train_3"]
     again = run(config)
     assert (again.skipped, sorted(r.image_id for r in again.results)) == (2, ["train_2", "train_3"])

@@ -8,10 +8,13 @@
 - ``reader``: ``open_store`` -> ``SamaugStore``, local or over fsspec, checking every claim;
   ``guarded`` (every read: errors, fetched ranges) and ``shards`` (a shard's index, ranges).
 - ``links``: no writer goes through a symbolic link inside a store.
+- ``consolidated``: every node's metadata in the root ``zarr.json`` (one read to open).
 
 Imports numpy and zarr only: no torch, no segment_anything.
 """
 
+from . import consolidated
+from .consolidated import consolidate
 from .guarded import GuardedStore, StoreUnreachableError
 from .layout import Layout, layout_of
 from .links import links_inside
@@ -67,6 +70,8 @@ __all__ = [
     "StoreUnreachableError",
     "attach_image",
     "complete_ids",
+    "consolidate",
+    "consolidated",
     "group_problem",
     "is_samaug_store",
     "layout_of",

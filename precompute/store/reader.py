@@ -11,6 +11,7 @@ the inner chunks a read needs, ranges close together fetched as one (``shards``)
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from zarr.abc.store import SuffixByteRequest
 from zarr.storage import FsspecStore, LocalStore
 
 from ..types import NotInStoreError, SamaugError
-from . import shards
+from . import consolidated, shards
 from .guarded import GuardedStore, StoreUnreachableError
 from .layout import ArraySpec, layout_of, metadata_problem
 from .schema import (
@@ -55,6 +56,14 @@ class SamaugStore:
         # trainer reads the same few arrays over and over, so handles are kept.
         self._groups: dict[str, tuple[zarr.Group, dict, dict[str, ArraySpec]]] = {}
         self._arrays: dict[tuple[str, str], zarr.Array | None] = {}
+        # Image groups whose consolidated metadata disagreed with their own (local stores):
+        # it was ignored, and ``verify`` reports them.
+        self.stale_consolidated: list[str] = []
+
+    @property
+    def consolidated(self) -> bool:
+        """Whether the store was opened from consolidated metadata (one read)."""
+        return self._root.metadata.consolidated_metadata is not None
 
     def ids(self, split: str | Iterable[str] | None = None) -> list[str]:
         """Sorted IDs of the complete images, optionally of one split (or several)."""
@@ -168,6 +177,16 @@ class SamaugStore:
             if short:
                 raise self._damaged(image_id, f"{where}: is shorter than its index says")
 
+    def own_metadata(self, node: str) -> dict | None:
+        """The parsed ``<node>/zarr.json`` (``"."``: the root) as stored, None if missing or
+        not JSON; read from the store each time, whatever the consolidated metadata says."""
+        key = "zarr.json" if node in (".", "") else f"{node}/zarr.json"
+        raw = self._guarded.read(key)
+        try:
+            return None if raw is None else json.loads(raw)
+        except ValueError:
+            return None
+
     def image_attrs(self, image_id: str) -> dict:
         """The image's attributes (store_schema.md), checked: ``shape`` [H, W] ints within
         the pixel limit, ``mask_count`` an int within the mask limit, ``sha256`` a map."""
@@ -263,8 +282,15 @@ class SamaugStore:
         return hasher.hexdigest()
 
 
-def open_store(path_or_url: str | Path, storage_options: dict | None = None) -> SamaugStore:
+def open_store(
+    path_or_url: str | Path, storage_options: dict | None = None, consolidated: bool = True
+) -> SamaugStore:
     """Open a store read-only from a local path or an fsspec URL (``http://``, ``s3://``).
+
+    Uses the store's consolidated metadata when it has some (opening and listing every image
+    is then one read), except on a local store where it disagrees with an image group's own
+    metadata (``stale_consolidated`` names them). ``consolidated=False`` reads every node's
+    own metadata (what ``verify`` checks).
 
     Raises SamaugError for a missing path, a file, a folder or URL that is not a samaug
     store, a schema version this samaug does not read, and root attributes the reader cannot
@@ -288,17 +314,42 @@ def open_store(path_or_url: str | Path, storage_options: dict | None = None) -> 
             raise SamaugError(f"{location} is not a samaug store (it has no zarr.json)")
         base = LocalStore(path, read_only=True)
     guarded = GuardedStore(base, location)
-    try:
-        root = zarr.open_group(store=guarded, mode="r", zarr_format=3)
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
-        raise SamaugError(
-            f"{location} is not a samaug store (its root zarr.json cannot be read: "
-            f"{type(err).__name__})"
-        ) from err
+    root = _open_root(guarded, location, None if consolidated else False)
     tool = root.attrs.get("tool")
     if not (isinstance(tool, dict) and tool.get("name") == "samaug"):
         raise SamaugError(
             f"{location} is not a samaug store (its root attributes do not say samaug made it)"
         )
+    stale: list[str] = []
+    if "://" not in location and root.metadata.consolidated_metadata is not None:
+        stale = _stale_markers(location)
+        # The markers win: read each node's own metadata.
+        if stale:
+            root = _open_root(guarded, location, False)
     guarded.strict = root.attrs.get(EVERY_CHUNK_WRITTEN) is True
-    return SamaugStore(root, location, guarded)
+    opened = SamaugStore(root, location, guarded)
+    opened.stale_consolidated = stale
+    return opened
+
+
+def _open_root(guarded: GuardedStore, location: str, use_consolidated: bool | None) -> zarr.Group:
+    try:
+        return zarr.open_group(
+            store=guarded, mode="r", zarr_format=3, use_consolidated=use_consolidated
+        )
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
+        raise SamaugError(
+            f"{location} is not a samaug store (its root zarr.json cannot be read: "
+            f"{type(err).__name__})"
+        ) from err
+
+
+def _stale_markers(path: str) -> list[str]:
+    """Lines naming the image groups of a local store whose consolidated metadata disagrees
+    with their own zarr.json (completion marker and attributes), or that it lacks."""
+    own = consolidated.read_local(path)
+    copy = consolidated.entries(own("."))
+    if copy is None:
+        return []
+    ids = consolidated.local_group_ids(path)
+    return consolidated.disagreements(copy, own, ids, groups_only=True)

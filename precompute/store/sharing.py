@@ -14,10 +14,11 @@ import numpy as np
 import zarr
 
 from ..types import SamaugError, image_id_problem
+from .consolidated import consolidate
 from .layout import layout_of
 from .links import is_within
 from .schema import SCHEMA_VERSION, sha256_of
-from .writer import create_array, is_samaug_store, now, read_root_attrs
+from .writer import create_array, is_samaug_store, now, open_root, read_root_attrs
 
 # An attached image is written under this name in its group and renamed to "image" once all
 # of it is written: a reader never sees part of an image.
@@ -60,9 +61,8 @@ def strip_images(src: str | Path, dst: str | Path) -> list[str]:
     partial.mkdir()
     try:
         _copy_layout(src, partial, left_out)
-        zarr.open_group(partial, mode="r+").attrs.update(
-            {"images_stripped": True, "updated": now()}
-        )
+        open_root(partial).attrs.update({"images_stripped": True, "updated": now()})
+        consolidate(partial)
         os.rename(partial, dst)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -178,4 +178,4 @@ def attach_image(path: str | Path, image_id: str, image: np.ndarray, source: str
 
 def mark_images_attached(path: str | Path) -> None:
     """Record that every image is back (``images_stripped: false``)."""
-    zarr.open_group(path, mode="r+").attrs.update({"images_stripped": False, "updated": now()})
+    open_root(path).attrs.update({"images_stripped": False, "updated": now()})

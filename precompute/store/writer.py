@@ -20,6 +20,7 @@ import zarr
 from .. import __version__
 from ..files import atomic_write_json
 from ..types import MaskSet, SamaugError, check_image_id, image_id_problem
+from .consolidated import consolidate
 from .layout import ArraySpec, Layout, layout_of, metadata_problem
 from .links import refuse_link, refuse_links
 from .schema import (
@@ -183,7 +184,7 @@ def prepare_store(
                 "samaug made it); pick another --store"
             )
         refuse_links(path, "add images to it")
-        root = zarr.open_group(path, mode="r+", zarr_format=3)
+        root = open_root(path)  # its update below drops any consolidated metadata
         old = dict(root.attrs)
         check_root_attrs(old, str(path))
         # A run into an older store goes on in that store's layout (`samaug store upgrade`
@@ -242,9 +243,16 @@ def complete_ids(path: str | Path) -> set[str]:
     return done
 
 
+def open_root(path: str | Path) -> zarr.Group:
+    """The root group for writing, read without consolidated metadata: an update then writes
+    the root ``zarr.json`` without it (so a run under way never leaves a stale copy)."""
+    return zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+
+
 def set_index(path: str | Path, index: Mapping[str, str]) -> None:
-    """Record the complete images in the root attributes. Driver only."""
-    root = zarr.open_group(path, mode="r+")
+    """Record the complete images in the root attributes. Driver only. Drops consolidated
+    metadata (``consolidate`` writes it again at the end of a run)."""
+    root = open_root(path)
     root.attrs.update({"index": dict(sorted(index.items())), "updated": now()})
 
 
@@ -350,7 +358,8 @@ def write_image(
 
 def unmark_images(path: str | Path, image_ids: Iterable[str]) -> None:
     """Remove the completion marker of each image and drop it from the index, so that the
-    next ``samaug priors`` with the store's settings redoes exactly these images.
+    next ``samaug priors`` with the store's settings redoes exactly these images. Ends with
+    the store's metadata consolidated.
 
     A group whose metadata cannot be read loses that metadata file (it has no usable marker
     either way); the rest of the group is left for the next run to replace.
@@ -367,6 +376,7 @@ def unmark_images(path: str | Path, image_ids: Iterable[str]) -> None:
             atomic_write_json(meta_path, meta)
         elif meta_path.exists():
             meta_path.unlink()
-    root = zarr.open_group(path, mode="r+")
+    root = open_root(path)
     index = {k: v for k, v in dict(root.attrs).get("index", {}).items() if k not in ids}
     root.attrs.update({"index": index, "updated": now()})
+    consolidate(path)

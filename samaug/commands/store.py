@@ -34,11 +34,14 @@ def store_verify(store: StoreArg) -> None:
     for problem in result.problems:
         typer.echo(problem)
     typer.echo(f"{result.checked} images checked, {len(result.problems)} problems")
-    if result.problems:
+    if result.flagged:
         typer.echo(
             f"`samaug store repair {store}` marks the {len(result.flagged)} images with a problem "
             "to be redone by the next `samaug priors` with the store's settings"
         )
+    elif result.problems:
+        typer.echo(f"`samaug store repair {store}` writes the consolidated metadata again")
+    if result.problems:
         raise typer.Exit(1)
 
 
@@ -56,6 +59,8 @@ def store_repair(store: LocalStoreArg) -> None:
             f"{len(result.flagged)} of {result.checked} images marked to be redone: run "
             "`samaug priors` with the store's settings (`samaug store info` shows them)"
         )
+    elif result.problems:
+        typer.echo(f"{result.checked} images checked; consolidated metadata written again")
     else:
         typer.echo(f"{result.checked} images checked, nothing to repair")
 
