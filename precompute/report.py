@@ -22,15 +22,17 @@ from .store import (
     DamagedStoreError,
     SamaugStore,
     consolidated,
+    is_url,
+    is_zip,
     open_store,
 )
 from .store.links import refuse_links
 from .types import SamaugError
 
 
-def info_lines(location: str) -> list[str]:
+def info_lines(location: str, storage_options: dict | None = None) -> list[str]:
     """A human summary of a store: dataset, splits, masker provenance, sizes."""
-    store = open_store(location)
+    store = open_store(location, storage_options)
     attrs = store.attrs
     dataset, masker, tool = attrs["dataset"], attrs["masker"], attrs["tool"]
     planned = dataset.get("splits", {})
@@ -39,8 +41,17 @@ def info_lines(location: str) -> list[str]:
         f"store      {location}",
         f"schema     {attrs['schema_version']}  (samaug {tool.get('version')}, "
         f"created {attrs.get('created')}, updated {attrs.get('updated')})",
+        "layout     "
+        + ("one shard per array" if store.layout.sharded else "one file per chunk")
+        + (", consolidated metadata" if store.consolidated else ""),
         f"dataset    {dataset['name']}  reader options {dataset.get('reader_options') or '{}'}",
     ]
+    for step in attrs.get("lineage", []):
+        sources = step.get("sources", [])
+        lines.append(
+            f"lineage    {step.get('operation')} at {step.get('at')}"
+            + (f" from {', '.join(str(s.get('store')) for s in sources)}" if sources else "")
+        )
     for split in sorted(set(planned) | set(complete)):
         lines.append(
             f"  {split:<12} {complete.get(split, 0)} of {planned.get(split, '?')} complete"
@@ -85,10 +96,10 @@ class Verification:
     notes: list[str] = field(default_factory=list)
 
 
-def check_store(location: str) -> Verification:
+def check_store(location: str, storage_options: dict | None = None) -> Verification:
     """Check every indexed image against its own metadata, and the consolidated metadata
     against every node's own (see store_schema.md, "Verification")."""
-    store = open_store(location, consolidated=False)
+    store = open_store(location, storage_options, consolidated=False)
     result = Verification(checked=len(store.ids()))
     if store.attrs.get(EVERY_CHUNK_WRITTEN) is not True:
         result.notes.append(
@@ -111,7 +122,8 @@ def _consolidation_problems(store: SamaugStore, location: str) -> list[str]:
     copy = consolidated.entries(store.own_metadata("."))
     if copy is None:
         return []
-    on_disk = consolidated.local_group_ids(location) if "://" not in location else ()
+    local = not (is_url(location) or is_zip(location))
+    on_disk = consolidated.local_group_ids(location) if local else ()
     return [
         f"consolidated metadata: {line} (`samaug store repair` writes it again)"
         for line in consolidated.disagreements(copy, store.own_metadata, on_disk)
@@ -192,8 +204,11 @@ def repair(location: str) -> Verification:
     """Verify a local store, then remove the completion marker of every image with a problem
     and drop it from the index: the next ``samaug priors`` with the store's settings redoes
     exactly those images. Returns what verify found."""
-    if "://" in str(location):
-        raise SamaugError(f"{location}: repair changes a store; copy it to a local folder first")
+    if is_url(location) or is_zip(location):
+        raise SamaugError(
+            f"{location}: repair changes a store in place; give a local store folder (copy or "
+            "`samaug store unpack` it first)"
+        )
     result = check_store(str(location))
     if result.flagged:
         store_module.unmark_images(location, result.flagged)  # consolidates at its end
@@ -212,8 +227,11 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
     The store's dataset reader reads only inside ``data_root`` (``confine``), whatever the
     store's reader options say; a store with a symbolic link inside is refused.
     """
-    if "://" in str(location):
-        raise SamaugError(f"{location}: attach writes into a store; give a local folder")
+    if is_url(location) or is_zip(location):
+        raise SamaugError(
+            f"{location}: attach writes into a store; give a local store folder (copy or "
+            "`samaug store unpack` it first)"
+        )
     store = open_store(location)
     refuse_links(location, "attach images to it")
     dataset = store.attrs["dataset"]

@@ -4,7 +4,11 @@
 - ``layout``: which Zarr arrays hold them in each schema version (version 2: sharded).
 - ``writer``: ``prepare_store`` (driver, root metadata), ``write_image`` (one task, one image
   group), ``set_index`` (driver), ``complete_ids``, ``unmark_images`` (repair).
-- ``sharing``: ``strip_images`` and ``attach_image`` (a store shared without its images).
+- ``sharing``: ``attach_image`` (a store shared without its images gets them back).
+- ``derive``: ``strip_images``, ``subset_store``, ``merge_stores``, ``pack_store``,
+  ``unpack_store``, ``upgrade_store``: new stores from stores (``copying``: the engine;
+  ``sinks``: a new folder or ``.zarr.zip``).
+- ``location``: local folder, ``.zarr.zip`` (``zipstore``: read by byte ranges) or URL.
 - ``reader``: ``open_store`` -> ``SamaugStore``, local or over fsspec, checking every claim;
   ``guarded`` (every read: errors, fetched ranges) and ``shards`` (a shard's index, ranges).
 - ``links``: no writer goes through a symbolic link inside a store.
@@ -15,9 +19,19 @@ Imports numpy and zarr only: no torch, no segment_anything.
 
 from . import consolidated
 from .consolidated import consolidate
+from .derive import (
+    merge_stores,
+    pack_store,
+    read_ids,
+    strip_images,
+    subset_store,
+    unpack_store,
+    upgrade_store,
+)
 from .guarded import GuardedStore, StoreUnreachableError
 from .layout import Layout, layout_of
 from .links import links_inside
+from .location import is_url, is_zip
 from .reader import SamaugStore, open_store
 from .schema import (
     ARRAY_NAMES,
@@ -34,7 +48,7 @@ from .schema import (
     pack_masks,
     unpack_masks,
 )
-from .sharing import attach_image, mark_images_attached, strip_images
+from .sharing import attach_image, mark_images_attached
 from .writer import (
     PreparedStore,
     complete_ids,
@@ -75,19 +89,27 @@ __all__ = [
     "group_problem",
     "is_samaug_store",
     "layout_of",
+    "is_url",
+    "is_zip",
     "links_inside",
+    "merge_stores",
     "mark_images_attached",
     "open_store",
     "pack_masks",
+    "pack_store",
     "prepare_store",
     "set_index",
     "signature",
     "signature_differences",
     "split_of",
+    "read_ids",
     "read_root_attrs",
     "store_root_attrs",
     "strip_images",
+    "subset_store",
     "unmark_images",
     "unpack_masks",
+    "unpack_store",
+    "upgrade_store",
     "write_image",
 ]

@@ -9,6 +9,7 @@ reads of a shard (its index, then each inner chunk) are answered without a reque
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from zarr.storage import WrapperStore
 
 from ..types import SamaugError
 from .schema import damaged
+from .zipstore import ZipFormatError
 
 MEMORY_BYTES = 32 << 20
 
@@ -141,6 +143,8 @@ class GuardedStore(WrapperStore):
     async def _inner_get(self, key, prototype, byte_range):
         try:
             value = await self._store.get(key, prototype, byte_range)
+        except ZipFormatError as err:  # a packed store cut short or altered
+            raise damaged_at(self.location, key, str(err)) from err
         except self._errors as err:
             raise unreachable(self.location, key, err) from err
         if value is None and self.strict and not key.endswith("zarr.json"):
@@ -162,6 +166,16 @@ class GuardedStore(WrapperStore):
         value = sync(self.get(key, default_buffer_prototype(), byte_range))
         return None if value is None else value.to_bytes()
 
+    def read_many(self, keys: list[str]) -> list[bytes | None]:
+        """The bytes of every key (whole), read concurrently: a store's worth of requests
+        costs about one round trip per batch."""
+
+        async def all_of() -> list:
+            prototype = default_buffer_prototype()
+            return await asyncio.gather(*(self.get(key, prototype) for key in keys))
+
+        return [None if v is None else v.to_bytes() for v in sync(all_of())]
+
     def fetch(self, key: str, start: int | None = None, stop: int | None = None) -> bytes | None:
         """Read ``key`` (whole, or bytes [start, stop)) from the store now and keep it, so
         that the reads Zarr makes next are answered from memory."""
@@ -178,12 +192,21 @@ class GuardedStore(WrapperStore):
         return data
 
 
-def missing_chunk(location: str, key: str) -> SamaugError:
-    # Keys are "images/<id>/<array path>/c/<i>/<j>...".
+def _where(key: str) -> tuple[str | None, str]:
+    """(image ID or None, "<array>: chunk c/<i>/<j>") of a key "images/<id>/<array>/c/..."."""
     head, _, coords = key.partition("/c/")
     parts = head.split("/")
     image_id = parts[1] if len(parts) > 2 and parts[0] == "images" else None
     array = "/".join(parts[2:]) if image_id else head
-    return damaged(
-        location, image_id, f"{array}: chunk c/{coords} is missing (every chunk was written)"
-    )
+    return image_id, (f"{array}: chunk c/{coords}" if coords else (array or key))
+
+
+def damaged_at(location: str, key: str, problem: str) -> SamaugError:
+    """The DamagedStoreError for ``problem`` at ``key``, naming the image, array and chunk."""
+    image_id, where = _where(key)
+    return damaged(location, image_id, f"{where}: {problem}")
+
+
+def missing_chunk(location: str, key: str) -> SamaugError:
+    image_id, where = _where(key)
+    return damaged(location, image_id, f"{where} is missing (every chunk was written)")

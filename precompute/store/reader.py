@@ -14,17 +14,18 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator
+from itertools import product
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.abc.store import SuffixByteRequest
-from zarr.storage import FsspecStore, LocalStore
 
 from ..types import NotInStoreError, SamaugError
 from . import consolidated, shards
-from .guarded import GuardedStore, StoreUnreachableError
+from .guarded import GuardedStore, StoreUnreachableError, transport_errors, unreachable
 from .layout import ArraySpec, layout_of, metadata_problem
+from .location import is_url, is_zip, read_store
 from .schema import (
     ARRAY_NAMES,
     EVERY_CHUNK_WRITTEN,
@@ -36,6 +37,7 @@ from .schema import (
     image_attrs_problem,
     unpack_masks,
 )
+from .zipstore import ZipFormatError
 
 __all__ = ["GuardedStore", "SamaugStore", "StoreUnreachableError", "open_store"]
 
@@ -187,6 +189,39 @@ class SamaugStore:
         except ValueError:
             return None
 
+    def keys(self, image_id: str) -> list[str]:
+        """Every key of the image's group as the schema lays it out: its ``zarr.json`` (and
+        version 1's ``masks`` group's), each array's ``zarr.json`` and chunks (a version 2
+        array: its one shard). Array metadata is checked first (DamagedStoreError)."""
+        group, attrs, _ = self._group(image_id)
+        prefix = f"images/{image_id}"
+        found = [f"{prefix}/zarr.json"]
+        specs = self.layout.specs(*attrs["shape"], attrs["mask_count"])
+        if any(name.startswith("masks/") for name in specs):
+            found.append(f"{prefix}/masks/zarr.json")
+        for name in specs:
+            array = self._array(image_id, name)
+            if array is None:
+                continue
+            found.append(f"{prefix}/{name}/zarr.json")
+            if 0 in array.shape:  # no chunk at all (an image without masks)
+                continue
+            if array.shards is not None:
+                found.append(shards.shard_key(f"{prefix}/{name}", array.ndim))
+                continue
+            grid = [
+                range(-(-length // chunk))
+                for length, chunk in zip(array.shape, array.chunks, strict=True)
+            ]
+            found += [f"{prefix}/{name}/c/" + "/".join(map(str, c)) for c in product(*grid)]
+        return found
+
+    def raw(self, keys: list[str]) -> list[bytes | None]:
+        """The stored bytes of each key, as they are (fetched together); None for a key the
+        store lacks where that is allowed (a version 1 store without ``every_chunk_written``),
+        a DamagedStoreError where it is not."""
+        return self._guarded.read_many(keys)
+
     def image_attrs(self, image_id: str) -> dict:
         """The image's attributes (store_schema.md), checked: ``shape`` [H, W] ints within
         the pixel limit, ``mask_count`` an int within the mask limit, ``sha256`` a map."""
@@ -228,6 +263,13 @@ class SamaugStore:
                 f"window {window} is outside image {image_id!r} of shape {height}x{width}"
             )
         return self._logical(image_id, name, (slice(y0, y1), slice(x0, x1)))
+
+    def array(self, image_id: str, name: str) -> np.ndarray:
+        """Logical array ``name`` (any of store_schema.md's, e.g. "masks/bits" (N, H,
+        ceil(W/8)) uint8, "masks/box" (N, 4) int32) whole, whatever the layout."""
+        if not self.has(image_id, name):
+            raise NotInStoreError(f"{self.location}: image {image_id!r} has no {name!r}")
+        return self._logical(image_id, name)
 
     def per_mask(self, image_id: str) -> dict[str, np.ndarray]:
         """The per-mask arrays (store_schema.md): ``stability_score`` (N,) float32,
@@ -297,22 +339,7 @@ def open_store(
     use (naming the key).
     """
     location = str(path_or_url)
-    if "://" in location:
-        try:
-            base = FsspecStore.from_url(
-                location, storage_options=storage_options or None, read_only=True
-            )
-        except (ImportError, ValueError, TypeError) as err:
-            raise SamaugError(f"{location}: cannot open this URL ({err})") from err
-    else:
-        path = Path(location)
-        if not path.exists():
-            raise SamaugError(f"{location}: no such store; create it with `samaug priors`")
-        if not path.is_dir():
-            raise SamaugError(f"{location} is a file, not a store (a store is a folder)")
-        if not (path / "zarr.json").is_file():
-            raise SamaugError(f"{location} is not a samaug store (it has no zarr.json)")
-        base = LocalStore(path, read_only=True)
+    base = read_store(location, storage_options)
     guarded = GuardedStore(base, location)
     root = _open_root(guarded, location, None if consolidated else False)
     tool = root.attrs.get("tool")
@@ -321,7 +348,8 @@ def open_store(
             f"{location} is not a samaug store (its root attributes do not say samaug made it)"
         )
     stale: list[str] = []
-    if "://" not in location and root.metadata.consolidated_metadata is not None:
+    local_folder = not (is_url(location) or is_zip(location))
+    if local_folder and root.metadata.consolidated_metadata is not None:
         stale = _stale_markers(location)
         # The markers win: read each node's own metadata.
         if stale:
@@ -337,6 +365,10 @@ def _open_root(guarded: GuardedStore, location: str, use_consolidated: bool | No
         return zarr.open_group(
             store=guarded, mode="r", zarr_format=3, use_consolidated=use_consolidated
         )
+    except ZipFormatError as err:
+        raise damaged(location, None, str(err)) from err
+    except transport_errors() as err:  # while opening, before any key was read
+        raise unreachable(location, "zarr.json", err) from err
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise SamaugError(
             f"{location} is not a samaug store (its root zarr.json cannot be read: "

@@ -102,6 +102,10 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _mappings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
 def _string_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
@@ -123,6 +127,7 @@ def root_attrs_problem(attrs: Mapping) -> tuple[str, str] | None:
         ("masker.kind", isinstance(masker.get("kind"), str), "a string"),
         ("masker.settings", isinstance(masker.get("settings", {}), dict), "a mapping"),
         ("images_stripped", isinstance(attrs.get("images_stripped", False), bool), "true or false"),
+        ("lineage", _mappings(attrs.get("lineage", [])), "a list of mappings"),
         (
             EVERY_CHUNK_WRITTEN,
             isinstance(attrs.get(EVERY_CHUNK_WRITTEN, False), bool),

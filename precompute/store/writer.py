@@ -74,8 +74,11 @@ def signature(attrs: Mapping) -> dict:
     }
 
 
-def signature_differences(old: Mapping, new: Mapping) -> list[str]:
-    """Differences between two stores' signatures, one 'a.b: store has X, this run Y' each."""
+def signature_differences(
+    old: Mapping, new: Mapping, labels: tuple[str, str] = ("store", "this run")
+) -> list[str]:
+    """Differences between two stores' signatures, one 'a.b: store has X, this run Y' each
+    (``labels`` name the two sides)."""
     diffs: list[str] = []
 
     def walk(a: Any, b: Any, key: str) -> None:
@@ -83,7 +86,7 @@ def signature_differences(old: Mapping, new: Mapping) -> list[str]:
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k, "<unset>"), b.get(k, "<unset>"), f"{key}.{k}" if key else k)
         elif _json_normal(a) != _json_normal(b):
-            diffs.append(f"{key}: store has {a!r}, this run {b!r}")
+            diffs.append(f"{key}: {labels[0]} has {a!r}, {labels[1]} {b!r}")
 
     walk(signature(old), signature(new), "")
     return diffs
