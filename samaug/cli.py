@@ -19,6 +19,11 @@ import typer
 
 from precompute.types import SamaugError
 
+try:  # typer >= 0.20 raises usage errors from its own copy of click, not from click's
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # an older typer: click's own
+    _TyperClickException = click.ClickException
+
 from .commands import priors as priors_commands
 from .commands import store as store_commands
 from .commands import train as train_commands
@@ -49,16 +54,20 @@ def _options(
 
 # A DataLoader worker's exception comes back re-raised in the main process with the worker's
 # traceback in its message: "Caught SamaugError in DataLoader worker process 0.\nOriginal
-# Traceback (most recent call last): ... SamaugError: <the message>".
-_WORKER_TRACEBACK = re.compile(r"^Caught \w+ in .*?\nOriginal Traceback.*?\n(\w+\.)*\w+: ", re.S)
+# Traceback (most recent call last): ... SamaugError: <the message>". A chained exception
+# ("raise ... from err") prints its causes first, so the message is the one of the last
+# exception line: one at the start of a line, "Name: " or "module.Name: ".
+_WORKER_TRACEBACK = re.compile(r"^Caught \w+ in .*?\nOriginal Traceback", re.S)
+_EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*\w+: ", re.M)
 
 
 def one_line(err: BaseException) -> str:
     """The user-facing message of an error, without a DataLoader worker's traceback."""
     text = str(err)
-    match = _WORKER_TRACEBACK.match(text)
-    if match:
-        text = text[match.end() :]
+    if _WORKER_TRACEBACK.match(text):
+        starts = [line.end() for line in _EXCEPTION_LINE.finditer(text)]
+        if starts:
+            text = text[starts[-1] :]
     return text.strip()
 
 
@@ -71,11 +80,11 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         typer.echo(f"error: {one_line(err)}", err=True)
         sys.exit(1)
-    except click.ClickException as err:  # usage errors: unknown option, bad choice, ...
+    except (click.ClickException, _TyperClickException) as err:  # unknown option, bad choice
         where = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
         typer.echo(f"error: {err.format_message()}{where}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         typer.echo("error: aborted", err=True)
         sys.exit(1)
     except Exception as err:  # a bug, not a user error: one line unless --verbose

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from precompute import checks
 from precompute.pipeline import PriorsConfig, run
 from precompute.synthetic import write_glas_like
+from precompute.types import SettingError
 from train.config import TrainConfig
 from train.evaluate import comparison_rows, evaluate_run, format_table, write_table
 from train.figure import show
@@ -24,7 +26,13 @@ from train.loop import train
 
 
 def run_demo(out: str | Path, epochs: int = 12, log=print) -> dict:
+    """Run the demo into the folder ``out``; returns the paths it wrote (store, runs, table,
+    figure). SettingError, before anything is written, for epochs < 1 or an ``out`` that is
+    a file. Running it again in the same folder reuses what is there."""
+    checks.integer("--epochs", epochs, minimum=1)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SettingError(f"--out {out} is a file; give a folder for the demo")
     data = write_glas_like(
         out / "data" / "glas", {"train": 16, "testA": 4, "testB": 4}, size=(160, 224), seed=0
     )
@@ -57,7 +65,10 @@ def run_demo(out: str | Path, epochs: int = 12, log=print) -> dict:
             model_kwargs={"base_channels": 8},
         )
         result = train(config, log=lambda line, mode=mode: log(f"   {mode}: {line}"))
-        log(f"3/5 trained {mode}: best validation Dice {result['best_val_dice']:.3f}")
+        log(
+            f"3/5 trained {mode}: best validation Dice {result['best_val_dice']:.3f} "
+            f"at epoch {result['best_epoch'] + 1}"
+        )
         runs.append(config.out)
     for run_dir in runs:
         evaluate_run(run_dir)

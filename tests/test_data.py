@@ -11,11 +11,12 @@ from http_server import serve
 
 from precompute import store as st
 from precompute.synthetic import tissue_image
-from precompute.types import MaskSet, SamaugError
+from precompute.types import MaskSet, SamaugError, SettingError
 from train import augment as ta
 from train import data as td
 from train import fusion as tf
 from train import targets as tt
+from train import tasks as tk
 
 PATCH = 64
 DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 4, "test": 1}}
@@ -161,8 +162,8 @@ def test_augmentation_keeps_image_priors_and_target_aligned(toy, scale):
 
 def test_jitter_changes_the_image_only(toy):
     path, _ = toy
-    jittered = td.PatchDataset(path, "train", PATCH, "instance", ta.AugmentSettings(), 8)
-    plain = td.PatchDataset(path, "train", PATCH, "instance", ta.AugmentSettings(**NO_JITTER), 8)
+    jittered = td.PatchDataset(path, "train", PATCH, "glands", ta.AugmentSettings(), 8)
+    plain = td.PatchDataset(path, "train", PATCH, "glands", ta.AugmentSettings(**NO_JITTER), 8)
     for index in range(len(plain)):
         a, b = jittered[index], plain[index]
         for key in ("seg_prior", "boundary_prior", "target", "window"):
@@ -199,7 +200,7 @@ def test_patch_targets_equal_the_whole_image_target(toy):
     label = maps["nuclei"][1]
     whole = tt.instance_target(label)
     assert (whole == 1).any() and (whole == 2).any()
-    ds = td.PatchDataset(path, ["nuclei"], PATCH, "instance", STILL, 24)
+    ds = td.PatchDataset(path, ["nuclei"], PATCH, "glands", STILL, 24)
     binary = td.PatchDataset(path, ["nuclei"], PATCH, "binary", STILL, 24)
     for index in range(len(ds)):
         item = ds[index]
@@ -212,7 +213,7 @@ def test_determinism_epochs_and_seeds(toy):
     path, _ = toy
 
     def items(seed=0, epoch=0):
-        ds = td.PatchDataset(path, "train", PATCH, "instance", samples_per_epoch=6, seed=seed)
+        ds = td.PatchDataset(path, "train", PATCH, "glands", samples_per_epoch=6, seed=seed)
         ds.set_epoch(epoch)
         return [ds[i] for i in range(len(ds))]
 
@@ -225,7 +226,7 @@ def test_determinism_epochs_and_seeds(toy):
     assert same(first, items())
     assert not same(first, items(epoch=1))
     assert not same(first, items(seed=1))
-    ds = td.PatchDataset(path, "train", PATCH, "instance", samples_per_epoch=6)
+    ds = td.PatchDataset(path, "train", PATCH, "glands", samples_per_epoch=6)
     assert torch.equal(ds[(1, 2)]["image"], items(epoch=1)[2]["image"])
     with pytest.raises(IndexError):
         ds[6]
@@ -233,7 +234,7 @@ def test_determinism_epochs_and_seeds(toy):
 
 def test_spawn_workers_give_the_same_batches(toy):
     path, _ = toy
-    ds = td.PatchDataset(path, "train", PATCH, "instance", samples_per_epoch=8, seed=2)
+    ds = td.PatchDataset(path, "train", PATCH, "glands", samples_per_epoch=8, seed=2)
     serial = td.make_loader(ds, batch_size=3, workers=0, shuffle=True)
     parallel = td.make_loader(ds, batch_size=3, workers=2, shuffle=True)
     assert parallel.multiprocessing_context.get_start_method() == "spawn"
@@ -255,10 +256,10 @@ def test_spawn_workers_give_the_same_batches(toy):
 
 def test_http_reads_the_same_patches(toy):
     path, _ = toy
-    local = td.PatchDataset(path, "train", PATCH, "instance", samples_per_epoch=4)
+    local = td.PatchDataset(path, "train", PATCH, "glands", samples_per_epoch=4)
     with serve(Path(path).parent) as url:
         remote = td.PatchDataset(
-            f"{url}/{Path(path).name}", "train", PATCH, "instance", samples_per_epoch=4
+            f"{url}/{Path(path).name}", "train", PATCH, "glands", samples_per_epoch=4
         )
         for index in range(len(local)):
             a, b = local[index], remote[index]
@@ -272,7 +273,7 @@ def test_http_reads_the_same_patches(toy):
 
 def test_whole_images(toy):
     path, maps = toy
-    items = list(td.iter_images(path, "train", task="instance"))
+    items = list(td.iter_images(path, "train", task="glands"))
     assert [i["image_id"] for i in items] == ["large", "nuclei", "small", "wide"]
     for item in items:
         image, label, seg, boundary = maps[item["image_id"]]
@@ -289,17 +290,22 @@ def test_whole_images(toy):
 
 def test_tasks_and_errors(toy):
     path, _ = toy
-    assert [tt.task_for_dataset(n) for n in ("glas", "monuseg", "kvasir", "polyp", "folder")] == [
-        "instance",
-        "instance",
+    names = ("glas", "monuseg", "kvasir", "polyp", "folder")
+    assert [tk.task_for_dataset(n) for n in names] == [
+        "glands",
+        "nuclei",
         "binary",
         "binary",
         "binary",
     ]
-    assert (tt.num_classes("instance"), tt.num_classes("binary")) == (3, 2)
+    # One record per task: target, outputs, activation and loss agree with each other.
+    outputs = {name: tk.get_task(name).num_outputs for name in tk.list_tasks()}
+    assert outputs == {"binary": 1, "glands": 3, "nuclei": 3}
+    assert tk.get_task("binary").activation == "sigmoid"
+    assert tk.get_task("glands").target is tt.instance_target
     with pytest.raises(SamaugError, match="known: folder, glas"):
-        tt.task_for_dataset("isic")
-    with pytest.raises(ValueError, match="one of binary, instance"):
+        tk.task_for_dataset("isic")
+    with pytest.raises(SettingError, match="valid: binary, glands, nuclei"):
         td.PatchDataset(path, "train", task="semantic")
     with pytest.raises(SamaugError, match="split 'val'"):
         td.PatchDataset(path, "val")

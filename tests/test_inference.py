@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from precompute.types import SettingError
 from train.inference import (
     STRATEGIES,
     all_strategies,
@@ -14,6 +15,7 @@ from train.inference import (
     foreground_probability,
     image_certainty,
     importance_map,
+    predict_image,
     select,
     sliding_window_probs,
     window_starts,
@@ -159,6 +161,30 @@ def test_cuda_model_cpu_image_matches_cpu():
     torch.testing.assert_close(on_gpu.cpu(), cpu, atol=1e-5, rtol=1e-4)
 
 
+def test_predict_image_is_the_fused_or_raw_input_through_the_model():
+    from train.fusion import FusionSettings
+    from train.tasks import get_task
+
+    torch.manual_seed(0)
+    item = {
+        "image": torch.rand(3, 21, 34),
+        "seg_prior": torch.rand(1, 21, 34) * 3,
+        "boundary_prior": (torch.rand(1, 21, 34) > 0.5).float(),
+    }
+    fusion = FusionSettings("concat", seg_scale=0.5)
+    for task, activation in ((get_task("glands"), "softmax"), (get_task("binary"), "sigmoid")):
+        model = pointwise_model(5, task.num_outputs)
+        raw_input = torch.cat([item["image"], torch.zeros(2, 21, 34)])[None]
+        fused = torch.cat([item["image"], 0.5 * item["seg_prior"], item["boundary_prior"]])[None]
+        for augmented, x in ((False, raw_input), (True, fused)):
+            probs = predict_image(model, item, fusion, augmented, task, window=16)
+            with torch.no_grad():
+                logits = model(x)
+            expected = logits.softmax(1) if activation == "softmax" else logits.sigmoid()
+            assert probs.shape == (1, task.num_outputs, 21, 34)
+            torch.testing.assert_close(probs, expected, atol=1e-6, rtol=1e-5)
+
+
 def test_sliding_window_errors():
     model = pointwise_model(3, 4)
     x = torch.randn(1, 3, 20, 20)
@@ -257,11 +283,11 @@ def test_tie_picks_samaug(certainty):
 
 def test_strategy_errors():
     raw = torch.rand(1, 1, 4, 4)
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(SettingError, match="strategy must be one of raw, samaug, ensemble, select"):
         combine(raw, raw, "vote")
     with pytest.raises(ValueError, match="differ in shape"):
         combine(raw, torch.rand(1, 1, 4, 5), "ensemble")
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(SettingError, match="--certainty must be one of margin, margin_minmax"):
         image_certainty(raw, "variance")
 
 

@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.models import create_model, list_models, parameter_count
+from precompute.types import SettingError
+from train.models import (
+    check_model_options,
+    create_model,
+    list_models,
+    model_options,
+    parameter_count,
+)
 from train.models.blocks import AttentionGate, crop_padding, pad_to_multiple
 from train.models.swin_unet import MASK_VALUE, WindowAttention, attention_mask, window_partition
 
@@ -67,6 +74,27 @@ def test_unknown_model_lists_valid_names():
         create_model("segformer", num_classes=2)
     for name in list_models():
         assert name in str(err.value)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_options_come_from_the_constructor_and_unknown_ones_are_refused(name):
+    options = model_options(name)
+    assert "base_channels" in options  # every model's width option
+    assert not {"in_channels", "num_classes"} & set(options)
+    with pytest.raises(SettingError, match=f"width: model {name} has no such option") as err:
+        create_model(name, num_classes=2, width=8)
+    assert all(f"{option} (default" in str(err.value) for option in options)
+    with pytest.raises(SettingError, match="base_channels must be a whole number, not 'wide'"):
+        check_model_options(name, {"base_channels": "wide"})
+    with pytest.raises(SettingError, match="base_channels must be at least 1, not 0"):
+        check_model_options(name, {"base_channels": 0})
+
+
+def test_a_value_the_model_cannot_use_is_a_setting_error():
+    with pytest.raises(SettingError, match="swin_unet cannot be built .* differ in length"):
+        create_model("swin_unet", num_classes=2, depths=[2, 2], num_heads=[3])
+    with pytest.raises(SettingError, match="attention must be true or false"):
+        check_model_options("unet", {"attention": 1})
 
 
 def test_each_name_maps_to_a_distinct_class():

@@ -9,8 +9,8 @@ Conventions:
 - Tensors: ``image`` (3, h, w) float32 RGB in [0, 1] (uint8 / 255); ``seg_prior`` and
   ``boundary_prior`` (1, h, w) float32 (as stored; the boundary prior becomes fractional
   where a scale augmentation interpolates it); ``target`` (h, w) int64.
-- Targets by task: ``instance`` (glas, monuseg): 0 background, 1 object interior, 2 object
-  boundary; ``binary`` (kvasir, polyp, folder): 0 background, 1 foreground. See
+- Targets by task (``train.tasks``): ``glands`` and ``nuclei``: 0 background, 1 object
+  interior, 2 object boundary; ``binary``: 0 background, 1 foreground. See
   ``train.targets`` for the boundary.
 - Padding: an image smaller than the patch is padded at the bottom and right (before the
   flips and rotations move the padding around) with 0 in the image and both priors and
@@ -45,7 +45,8 @@ from precompute.store import SamaugStore, open_store
 from precompute.types import SamaugError
 
 from .augment import AugmentSettings, draw_scale, flip_rotate, jitter, resize
-from .targets import BOUNDARY_WIDTH, IGNORE_INDEX, task_spec
+from .targets import BOUNDARY_WIDTH, IGNORE_INDEX
+from .tasks import get_task
 
 
 def _image_float(image: np.ndarray) -> np.ndarray:
@@ -127,7 +128,7 @@ class PatchDataset(_StoreDataset):
       store_location: a store path or a read-only fsspec URL.
       split: a split name, or a list of image IDs.
       patch_size: side of the square patches (smaller images are padded, see module doc).
-      task: "instance" or "binary" (``task_for_dataset``).
+      task: a name from ``train.tasks.list_tasks()`` (``task_for_dataset``): its target.
       augment: ``AugmentSettings``; ``AugmentSettings(enabled=False)`` for none.
       samples_per_epoch: items per epoch (default: one per image); item ``i`` is a patch of
         image ``ids[i % len(ids)]``.
@@ -146,14 +147,14 @@ class PatchDataset(_StoreDataset):
         store_location: str | Path,
         split: str | Sequence[str],
         patch_size: int = 256,
-        task: str = "instance",
+        task: str = "glands",
         augment: AugmentSettings = AugmentSettings(),  # noqa: B008 (frozen, so shared safely)
         samples_per_epoch: int | None = None,
         seed: int = 0,
         storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
     ) -> None:
-        self.task = task_spec(task)
+        self.task = get_task(task)
         if patch_size < 1:
             raise ValueError(f"patch_size must be positive, not {patch_size}")
         if seed < 0:
@@ -260,7 +261,7 @@ class WholeImageDataset(_StoreDataset):
         storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
     ) -> None:
-        self.task = task_spec(task) if task is not None else None
+        self.task = get_task(task) if task is not None else None
         super().__init__(store_location, split, storage_options)
         self.boundary_width = int(boundary_width)
 
@@ -337,6 +338,23 @@ def _init_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+class _Loader(DataLoader):
+    """A DataLoader that stops its worker processes when a batch fails (e.g. the store's
+    server went away), instead of leaving them, and their queues' semaphores, to the end of
+    the process, where Python's resource tracker warns about them."""
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        try:
+            yield from iterator
+        except BaseException:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._iterator = None  # a persistent iterator is not reused after it failed
+            raise
+
+
 def make_loader(
     dataset: PatchDataset,
     batch_size: int,
@@ -360,7 +378,7 @@ def make_loader(
     if context == "fork":
         raise ValueError("context 'fork' can deadlock on zarr's event-loop thread; use 'spawn'")
     parallel = workers > 0
-    return DataLoader(
+    return _Loader(
         dataset,
         batch_size=batch_size,
         sampler=EpochSampler(dataset, shuffle, getattr(dataset, "seed", 0), rank, world_size),

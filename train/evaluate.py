@@ -3,11 +3,12 @@
 For every test image, one pass gives the raw-input and the augmented-input probabilities
 (whole image, overlapping sliding windows); from them the four strategies: ``raw``,
 ``samaug``, ``ensemble`` (mean of the two) and ``select`` (per image the more certain).
-Each is scored with the dataset's own metrics (``train.metrics``):
+Each is scored by the run's task (``train.tasks``, with the metrics of ``train.metrics``):
 
-- glas: object F1, object Dice, object Hausdorff per split and for all test splits together;
-- monuseg: AJI, AJI+, PQ, pixel F1;
-- polyp datasets (kvasir, polyp, folder): mean Dice, mean IoU, Dice at 0.5, S-measure,
+- glands (glas): object F1, object Dice, object Hausdorff per split and for all test splits
+  together;
+- nuclei (monuseg): AJI, AJI+, PQ, pixel F1;
+- binary (kvasir, polyp, folder): mean Dice, mean IoU, Dice at 0.5, S-measure,
   mean/max E-measure, weighted F-measure, MAE.
 
 MoNuSeg and polyp metrics are computed per image and averaged over the images of a split
@@ -21,45 +22,51 @@ the run directory, under "test", and every image's scores to ``test_per_image.cs
 from __future__ import annotations
 
 import csv
-import json
-from dataclasses import asdict, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from precompute.store import open_store
+from precompute import checks
+from precompute.devices import resolve_device
+from precompute.files import atomic_file
+from precompute.store import SamaugStore, open_store
 from precompute.types import SamaugError, SettingError
 
-from . import metrics as M
+from .checkpoint import load_checkpoint, read_json, update_metrics
+from .choices import STRATEGIES
 from .config import TrainConfig
 from .data import WholeImageDataset
 from .fusion import FusionSettings
-from .inference import STRATEGIES, all_strategies, check_certainty, sliding_window_probs
-from .loop import model_input, resolve_device
+from .inference import all_strategies, check_certainty, predict_image
 from .models import create_model
-from .postprocess import instances_from_probs
-
-NUCLEI_METRICS = {"aji": M.aji, "aji_plus": M.aji_plus, "pq": M.pq, "pixel_f1": M.pixel_f1}
-GLAS_PARTS = [f.name for f in fields(M.GlasParts)]
-IMAGE_KEYS = ("split", "image_id", "strategy")  # what names a row of test_per_image.csv
+from .tasks import Task, get_task
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
-    """(model in eval mode, config, checkpoint state) of a run directory."""
-    device = resolve_device(device)
+    """(model in eval mode, config, checkpoint state) of a run directory.
+
+    The checkpoint is read without unpickling code (``train.checkpoint.load_checkpoint``);
+    a missing, damaged or unsafe file is a SamaugError naming it.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
     path = Path(run_dir) / checkpoint
-    if not path.exists():
-        raise SamaugError(f"{path}: no checkpoint; has `samaug train` finished this run?")
-    state = torch.load(path, map_location=device, weights_only=False)
-    config = TrainConfig.from_dict(state["config"])
+    state = load_checkpoint(path, device, remedy="restore it, or train the run again")
+    try:
+        config = TrainConfig.from_dict(state["config"])
+    except SettingError as err:
+        raise SamaugError(f"{path}: its config is not valid here ({err})") from err
+    # The checkpoint holds every weight: a pretrained file the run started from is not read
+    # again (it may have moved since training).
+    kwargs = {k: v for k, v in config.model_kwargs.items() if k != "pretrained"}
     model = create_model(
-        config.model,
-        in_channels=state["in_channels"],
-        num_classes=state["num_outputs"],
-        **config.model_kwargs,
+        config.model, in_channels=state["in_channels"], num_classes=state["num_outputs"], **kwargs
     )
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise SamaugError(f"{path}: its weights do not fit its model ({err})") from err
     return model.to(device).eval(), config, state
 
 
@@ -69,46 +76,23 @@ def test_splits(store, config: TrainConfig) -> list[str]:
     return [s for s in store.splits() if s not in used]
 
 
-def score_image(
-    dataset_name: str, task: str, probs: torch.Tensor, label: np.ndarray, min_size: int = 10
-) -> dict:
-    """Metrics of one prediction. probs: (K, H, W) probabilities; label: instance labels;
-    min_size: predicted objects of fewer pixels are removed (instance tasks).
+@dataclass
+class Evaluation:
+    """A run ready to be scored: everything ``prepare_evaluation`` checked and loaded."""
 
-    For glas: the image's own object F1 / Dice / Hausdorff and its GlasParts fields, from
-    which ``aggregate`` pools a split the challenge's way.
-    """
-    if task == "binary":
-        return M.polyp_scores(label > 0, probs[0].cpu().numpy())
-    predicted = instances_from_probs(probs.cpu().numpy(), min_size=min_size)
-    if dataset_name == "glas":
-        parts = M.glas_parts(label, predicted)
-        return {**M.glas_pooled([parts]), **asdict(parts)}
-    return {name: fn(label, predicted) for name, fn in NUCLEI_METRICS.items()}
+    run_dir: Path
+    model: torch.nn.Module
+    config: TrainConfig
+    task: Task
+    store: SamaugStore
+    splits: list[str]
+    certainty: str
+    overlap: float
+    min_size: int
+    checkpoint: str
 
 
-def aggregate(rows: list[dict]) -> dict[str, float]:
-    """One split's (or group's) scores from its images' ``score_image`` rows (any
-    ``IMAGE_KEYS`` in them are ignored).
-
-    GlaS rows: object_f1 / object_dice / object_hausdorff pooled over all the images (the
-    challenge's definition: counts summed, objects weighted by their share of the whole
-    part's area) and the same three averaged over images as ``*_image_mean``. Other
-    datasets: the mean over images of each metric.
-    """
-    if not rows:
-        return {}
-    if GLAS_PARTS[0] in rows[0]:
-        parts = [M.GlasParts(**{f: r[f] for f in GLAS_PARTS}) for r in rows]
-        pooled = M.glas_pooled(parts)
-        means = {f"{k}_image_mean": float(np.mean([r[k] for r in rows])) for k in pooled}
-        return {**pooled, **means}
-    metrics = [key for key in rows[0] if key not in IMAGE_KEYS]
-    return {key: float(np.mean([r[key] for r in rows])) for key in metrics}
-
-
-@torch.no_grad()
-def evaluate_run(
+def prepare_evaluation(
     run_dir: str | Path,
     store_location: str | None = None,
     splits: list[str] | None = None,
@@ -117,79 +101,102 @@ def evaluate_run(
     device: str = "auto",
     min_size: int = 10,
     checkpoint: str = "best.pt",
-) -> dict:
-    """Score a run on its test splits; writes and returns metrics.json's "test" part:
-    {split: {strategy: {metric: value}}} (see ``aggregate``), plus "select_took_samaug" per
-    split, and writes every image's scores to ``test_per_image.csv``."""
+) -> Evaluation:
+    """Check every setting and load the run and its store; no image is read yet.
+
+    SettingError / SamaugError for: an unknown certainty, min_size < 0, overlap outside
+    [0, 1), a device torch does not have, a missing or unreadable checkpoint, a split the
+    store lacks (the message lists the store's), or no split left to test on.
+    """
     check_certainty(certainty)
-    if min_size < 0:
-        raise SettingError(f"min_size must be >= 0, not {min_size}")
-    device = resolve_device(device)
-    model, config, state = load_run(run_dir, checkpoint, device)
+    checks.integer("--min-size", min_size, minimum=0)
+    if checks.number("overlap", overlap, minimum=0) >= 1:
+        raise SettingError(f"overlap must be in [0, 1), not {overlap}")
+    model, config, state = load_run(run_dir, checkpoint, resolve_device(device))
     location = store_location or config.store
     store = open_store(location)
-    dataset_name = store.attrs["dataset"]["name"]
-    task = state["task"]
-    fusion = FusionSettings(config.fusion, config.seg_scale)
-    activation = "sigmoid" if state["num_outputs"] == 1 else "softmax"
-    splits = splits or test_splits(store, config)
+    available = store.splits()
+    unknown = [s for s in splits or [] if s not in available]
+    if unknown:
+        listed = ", ".join(f"{s} ({n} images)" for s, n in available.items()) or "none"
+        raise SettingError(
+            f"--split {unknown[0]!r}: {location} has no complete images in that split; "
+            f"its splits: {listed}"
+        )
+    splits = list(splits or test_splits(store, config))
     if not splits:
         raise SettingError(f"{location} has no split besides the training ones to evaluate on")
+    return Evaluation(
+        Path(run_dir),
+        model,
+        config,
+        get_task(state["task"]),
+        store,
+        splits,
+        certainty,
+        overlap,
+        min_size,
+        checkpoint,
+    )
 
+
+@torch.no_grad()
+def score_run(job: Evaluation) -> dict:
+    """Score a prepared run on its test splits; writes and returns metrics.json's "test"
+    part: {split: {strategy: {metric: value}}} (the task's aggregation, ``train.tasks``),
+    plus "select_took_samaug" per split, and writes every image's scores to
+    ``test_per_image.csv``."""
+    config, task = job.config, job.task
+    fusion = FusionSettings(config.fusion, config.seg_scale)
     took: dict[str, list[bool]] = {}
     image_rows: list[dict] = []  # one per image and strategy, named by IMAGE_KEYS
-    for split in splits:
-        dataset = WholeImageDataset(location, split)
+    for split in job.splits:
+        dataset = WholeImageDataset(job.store.location, split)
         took[split] = []
         for index in range(len(dataset)):
             item = dataset[index]
-            batch = {k: v.unsqueeze(0) for k, v in item.items() if isinstance(v, torch.Tensor)}
-            probs = {
-                aug: sliding_window_probs(
-                    model,
-                    model_input(batch, fusion, aug, device),
-                    state["num_outputs"],
-                    window=config.patch_size,
-                    overlap=overlap,
-                    activation=activation,
-                )
+            raw, augmented = (
+                predict_image(job.model, item, fusion, aug, task, config.patch_size, job.overlap)
                 for aug in (False, True)
-            }
-            combined, took_samaug = all_strategies(probs[False], probs[True], certainty)
+            )
+            combined, took_samaug = all_strategies(raw, augmented, job.certainty)
             took[split].append(bool(took_samaug[0]))
             label = item["label"].numpy()
-            for strategy, p in combined.items():
-                scores = score_image(dataset_name, task, p[0], label, min_size)
+            for strategy, probs in combined.items():
+                scores = task.score(probs[0].cpu().numpy(), label, job.min_size)
                 image_rows.append(
                     {"split": split, "image_id": item["image_id"], "strategy": strategy, **scores}
                 )
 
     results: dict = {}
-    groups = {split: [split] for split in splits}
-    if dataset_name == "glas" and len(splits) > 1:
-        groups["all"] = list(splits)  # the GlaS "testA + testB" column
+    groups = {split: [split] for split in job.splits}
+    if task.pool_splits and len(job.splits) > 1:
+        groups["all"] = list(job.splits)  # the GlaS "testA + testB" column
     for name, members in groups.items():
         results[name] = {
-            strategy: aggregate(
+            strategy: task.aggregate(
                 [r for r in image_rows if r["split"] in members and r["strategy"] == strategy]
             )
             for strategy in STRATEGIES
         }
         picks = [t for m in members for t in took[m]]
-        results[name]["select_took_samaug"] = float(np.mean(picks)) if picks else float("nan")
-    path = Path(run_dir) / "metrics.json"
-    saved = json.loads(path.read_text()) if path.exists() else {}
-    saved["test"] = results
-    saved["test_settings"] = {
-        "store": location,
-        "certainty": certainty,
-        "overlap": overlap,
-        "min_size": min_size,
-        "checkpoint": checkpoint,
+        results[name]["select_took_samaug"] = float(np.mean(picks))
+    settings = {
+        "store": job.store.location,
+        "certainty": job.certainty,
+        "overlap": job.overlap,
+        "min_size": job.min_size,
+        "checkpoint": job.checkpoint,
     }
-    path.write_text(json.dumps(saved, indent=2) + "\n")
-    write_table(image_rows, Path(run_dir) / "test_per_image.csv")
+    write_table(image_rows, job.run_dir / "test_per_image.csv")
+    update_metrics(job.run_dir, {"test": results, "test_settings": settings})
     return results
+
+
+def evaluate_run(run_dir: str | Path, *args, **kwargs) -> dict:
+    """``score_run(prepare_evaluation(run_dir, ...))``: the arguments are
+    ``prepare_evaluation``'s; returns the run's "test" results (see ``score_run``)."""
+    return score_run(prepare_evaluation(run_dir, *args, **kwargs))
 
 
 def comparison_rows(run_dirs: list[str | Path]) -> list[dict]:
@@ -197,7 +204,10 @@ def comparison_rows(run_dirs: list[str | Path]) -> list[dict]:
     rows = []
     for run_dir in run_dirs:
         config = TrainConfig.load(Path(run_dir) / "config.json")
-        results = json.loads((Path(run_dir) / "metrics.json").read_text())["test"]
+        metrics = read_json(Path(run_dir) / "metrics.json")
+        if not isinstance(metrics, dict) or "test" not in metrics:
+            raise SamaugError(f"{run_dir}: no test results in metrics.json; run `samaug eval`")
+        results = metrics["test"]
         for split, by_strategy in results.items():
             for strategy in STRATEGIES:
                 rows.append(
@@ -229,7 +239,7 @@ def format_table(rows: list[dict]) -> str:
 def write_table(rows: list[dict], path: str | Path) -> None:
     """Rows (dicts) as CSV, one column per key, floats in full precision."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
+    with atomic_file(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

@@ -1,8 +1,9 @@
 """The paper's Fig. 2 for one stored image: raw image | seg prior | boundary prior | augmented.
 
-Made with numpy and Pillow only. The seg prior is shown with a perceptual colour ramp scaled
-to its own maximum (printed under the panel); the augmented input is the ``add`` fusion
-(green += seg prior, blue += boundary prior) clipped to [0, 1] for display.
+Drawn with numpy and Pillow. The seg prior is shown with a perceptual colour ramp scaled to
+its own maximum (printed under the panel); the augmented input is the trainer's own ``add``
+fusion (``train.fusion``: green += seg prior, blue += boundary prior) clipped to [0, 1] for
+display.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from precompute.store import open_store
+from precompute.types import NotInStoreError, SettingError, check_image_id
+
+from .fusion import FusionSettings, fuse
 
 # Anchors of a viridis-like ramp (dark blue -> green -> yellow).
 _RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
@@ -30,10 +35,14 @@ def colour_ramp(values: np.ndarray, top: float) -> np.ndarray:
 def prior_panels(
     image: np.ndarray, seg: np.ndarray, boundary: np.ndarray
 ) -> list[tuple[str, np.ndarray]]:
-    """The four panels (title, HxWx3 uint8)."""
-    augmented = image.astype(np.float64) / 255
-    augmented[..., 1] += seg
-    augmented[..., 2] += boundary
+    """The four panels (title, HxWx3 uint8) of an HxWx3 uint8 image and its HxW priors."""
+    augmented = fuse(
+        torch.from_numpy(np.moveaxis(image, -1, 0) / 255.0),
+        torch.from_numpy(np.asarray(seg, np.float64))[None],
+        torch.from_numpy(np.asarray(boundary, np.float64))[None],
+        FusionSettings("add"),
+    )
+    augmented = np.moveaxis(augmented.numpy(), 0, -1)
     return [
         ("image", image),
         (f"seg prior (max {float(seg.max()):.2f})", colour_ramp(seg, float(seg.max()))),
@@ -58,8 +67,20 @@ def save_figure(panels: list[tuple[str, np.ndarray]], path: str | Path, gap: int
 
 
 def show(store_location: str, image_id: str, out: str | Path) -> Path:
-    """Write the figure for ``image_id`` of a store to ``out`` (PNG)."""
+    """Write the figure for ``image_id`` of a store to ``out`` (PNG); returns its path.
+
+    An image ID the store does not hold is a NotInStoreError naming some that it does.
+    """
+    check_image_id(image_id)
+    if Path(out).is_dir():
+        raise SettingError(f"--out {out} is a folder; give the PNG file to write")
     store = open_store(store_location)
+    ids = store.ids()
+    if image_id not in ids:
+        raise NotInStoreError(
+            f"{store_location}: no complete image {image_id!r}; it holds {len(ids)}"
+            + (f", e.g. {', '.join(ids[:4])}" if ids else "")
+        )
     panels = prior_panels(
         store.read(image_id, "image"),
         store.read(image_id, "seg_prior"),

@@ -24,21 +24,22 @@ Probability maps are float tensors ``(B, K, H, W)`` in [0, 1]. Channel conventio
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from precompute.types import SettingError
+from precompute import checks
+
+from .choices import CERTAINTIES, STRATEGIES, Certainty, Strategy
+from .fusion import FusionSettings, fuse, raw
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 Activation = Literal["softmax", "sigmoid"]
 Blend = Literal["gaussian", "constant"]
-Strategy = Literal["raw", "samaug", "ensemble", "select"]
-Certainty = Literal["margin", "margin_minmax", "entropy"]
-
-STRATEGIES: tuple[str, ...] = ("raw", "samaug", "ensemble", "select")
-CERTAINTIES: tuple[str, ...] = ("margin", "margin_minmax", "entropy")
 
 # Floor of the Gaussian importance map relative to its peak (MONAI clamps to a small
 # positive value too): window borders still count a little, so a pixel seen only by
@@ -176,6 +177,45 @@ def sliding_window_probs(
     return (acc / norm)[:, :, :h, :w].to(x.device)
 
 
+def model_input(batch: dict, fusion: FusionSettings, augmented: bool, device) -> Tensor:
+    """The network input of a batch of items (``train.data``): ``fuse`` of the image and both
+    priors when ``augmented``, else ``raw`` of the image; ``(B, in_channels, H, W)`` float on
+    ``device``."""
+    image = batch["image"].to(device, non_blocking=True)
+    if not augmented:
+        return raw(image, fusion)
+    seg = batch["seg_prior"].to(device, non_blocking=True)
+    boundary = batch["boundary_prior"].to(device, non_blocking=True)
+    return fuse(image, seg, boundary, fusion)
+
+
+def predict_image(
+    model: nn.Module,
+    item: dict,
+    fusion: FusionSettings,
+    augmented: bool,
+    task: Task,
+    window: int,
+    overlap: float = 0.5,
+) -> Tensor:
+    """Probabilities of one whole image (a ``WholeImageDataset`` item: ``image`` (3, H, W),
+    ``seg_prior`` and ``boundary_prior`` (1, H, W) float32), from its raw or its augmented
+    input, by ``sliding_window_probs`` with square windows of side ``window``.
+
+    Returns ``(1, task.num_outputs, H, W)`` float32 in [0, 1], on the model's device.
+    """
+    device = next(model.parameters()).device
+    batch = {k: item[k].unsqueeze(0) for k in ("image", "seg_prior", "boundary_prior")}
+    return sliding_window_probs(
+        model,
+        model_input(batch, fusion, augmented, device),
+        task.num_outputs,
+        window=window,
+        overlap=overlap,
+        activation=task.activation,
+    )
+
+
 def foreground_probability(probs: Tensor) -> Tensor:
     """Foreground probability ``(B, H, W)`` of a ``(B, K, H, W)`` probability map.
 
@@ -189,8 +229,7 @@ def foreground_probability(probs: Tensor) -> Tensor:
 
 def check_certainty(certainty: str) -> None:
     """SettingError unless ``certainty`` names one of ``CERTAINTIES``."""
-    if certainty not in CERTAINTIES:
-        raise SettingError(f"unknown certainty {certainty!r}; valid: {', '.join(CERTAINTIES)}")
+    checks.choice("--certainty", certainty, CERTAINTIES)
 
 
 def image_certainty(probs: Tensor, certainty: Certainty = "margin") -> Tensor:
@@ -229,10 +268,21 @@ def select(
     from one input) and ``took_samaug`` ``(B,)`` bool, True where the augmented-input map was
     taken. A tie goes to samaug, as in the released code (``if raw > aug: raw else aug``).
     """
-    _check_pair(prob_raw, prob_aug)
-    took_samaug = image_certainty(prob_aug, certainty) >= image_certainty(prob_raw, certainty)
-    probs = torch.where(took_samaug.to(prob_aug.device)[:, None, None, None], prob_aug, prob_raw)
-    return probs, took_samaug
+    probs, took_samaug = all_strategies(prob_raw, prob_aug, certainty)
+    return probs["select"], took_samaug
+
+
+# The strategy table, written once: each strategy's prediction from the raw-input map, the
+# augmented-input map and select's per-image choice ((B,) bool, True = augmented).
+_STRATEGY_TABLE = {
+    "raw": lambda prob_raw, prob_aug, took_samaug: prob_raw,
+    "samaug": lambda prob_raw, prob_aug, took_samaug: prob_aug,
+    "ensemble": lambda prob_raw, prob_aug, took_samaug: (prob_raw + prob_aug) / 2,
+    "select": lambda prob_raw, prob_aug, took_samaug: torch.where(
+        took_samaug.to(prob_aug.device)[:, None, None, None], prob_aug, prob_raw
+    ),
+}
+assert tuple(_STRATEGY_TABLE) == STRATEGIES
 
 
 def combine(
@@ -243,16 +293,8 @@ def combine(
     ``prob_raw`` and ``prob_aug`` are ``(B, K, H, W)`` probability maps of the same shape from
     the raw and the augmented input; ``certainty`` matters only for ``"select"``.
     """
-    _check_pair(prob_raw, prob_aug)
-    if strategy == "raw":
-        return prob_raw
-    if strategy == "samaug":
-        return prob_aug
-    if strategy == "ensemble":
-        return (prob_raw + prob_aug) / 2
-    if strategy == "select":
-        return select(prob_raw, prob_aug, certainty)[0]
-    raise SettingError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    checks.choice("strategy", strategy, STRATEGIES)
+    return all_strategies(prob_raw, prob_aug, certainty)[0][strategy]
 
 
 def all_strategies(
@@ -265,12 +307,10 @@ def all_strategies(
     ``(B,)`` bool choice ``select`` made (True = the augmented-input map).
     """
     _check_pair(prob_raw, prob_aug)
-    selected, took_samaug = select(prob_raw, prob_aug, certainty)
+    took_samaug = image_certainty(prob_aug, certainty) >= image_certainty(prob_raw, certainty)
     probs = {
-        "raw": prob_raw,
-        "samaug": prob_aug,
-        "ensemble": (prob_raw + prob_aug) / 2,
-        "select": selected,
+        name: strategy(prob_raw, prob_aug, took_samaug)
+        for name, strategy in _STRATEGY_TABLE.items()
     }
     return probs, took_samaug
 
@@ -298,6 +338,8 @@ __all__ = [
     "foreground_probability",
     "image_certainty",
     "importance_map",
+    "model_input",
+    "predict_image",
     "select",
     "sliding_window_probs",
     "window_starts",

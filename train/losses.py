@@ -1,4 +1,5 @@
-"""Losses per task, with pixels marked IGNORE_INDEX (padding) left out of every term.
+"""Losses (which task uses which: ``train.tasks``), with pixels marked IGNORE_INDEX (padding)
+left out of every term.
 
 - instance (3 classes: background, interior, boundary): cross-entropy + soft Dice
   (mean over the 3 classes of 1 - 2|P∩G| / (|P| + |G|), on softmax probabilities).
@@ -14,11 +15,6 @@ import torch.nn.functional as F
 from .targets import IGNORE_INDEX
 
 EPS = 1.0  # smoothing of the soft Dice / IoU ratios (in pixels)
-
-
-def model_outputs(task: str) -> int:
-    """Logit channels the model needs: 3 for instance, 1 (sigmoid) for binary."""
-    return {"instance": 3, "binary": 1}[task]
 
 
 def instance_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -44,6 +40,3 @@ def binary_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (probs * truth).sum()
     union = probs.sum() + truth.sum() - inter
     return bce + 1 - (inter + EPS) / (union + EPS)
-
-
-LOSSES = {"instance": instance_loss, "binary": binary_loss}

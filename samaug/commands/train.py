@@ -5,25 +5,30 @@ Heavy imports (torch) happen inside the commands, so ``samaug store info`` stays
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from train.choices import Certainty, Mode
+
 from ..options import parse_pairs
 
 
 def train_command(
     store: Annotated[str, typer.Option(help="Store path or read-only URL (samaug priors).")],
-    model: Annotated[str, typer.Option(help="unet, attention_unet, pnet, swin_unet.")] = "unet",
-    mode: Annotated[str, typer.Option(help="raw, samaug or joint.")] = "samaug",
+    model: Annotated[
+        str, typer.Option(help="unet, attention_unet, pnet, swin_unet, ... (the registry).")
+    ] = "unet",
+    mode: Annotated[Mode, typer.Option(help="raw, samaug or joint.")] = "samaug",
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/DATASET/MODEL-MODE-SEED).")
     ] = None,
     epochs: Annotated[int, typer.Option()] = 100,
     batch_size: Annotated[int, typer.Option()] = 8,
-    patch_size: Annotated[int, typer.Option()] = 256,
+    patch_size: Annotated[int, typer.Option(help="Side of the square training patches.")] = 256,
     samples_per_epoch: Annotated[int | None, typer.Option(help="Patches per epoch.")] = None,
     lr: Annotated[float, typer.Option()] = 1e-3,
     weight_decay: Annotated[float, typer.Option()] = 1e-4,
@@ -33,7 +38,14 @@ def train_command(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     val_split: Annotated[
         str | None,
-        typer.Option(help="Validation split (default: a held-out 10% of the training split)."),
+        typer.Option(help="Validation split (default: --val-fraction of the training split)."),
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="Training images held out for validation, in [0, 1).")
+    ] = 0.1,
+    task: Annotated[
+        str | None,
+        typer.Option(help="glands, nuclei or binary (default: the dataset's; train.tasks)."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
@@ -46,14 +58,13 @@ def train_command(
     from train.config import TrainConfig
     from train.loop import train
 
-    if out is None:
-        dataset = open_store(store).attrs["dataset"]["name"]
-        out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
+    # Every setting is checked here, before the store is opened (the default --out only
+    # needs the dataset's name from it).
     config = TrainConfig(
         store=store,
         model=model,
         mode=mode,
-        out=str(out),
+        out=str(out or "runs/run"),
         epochs=epochs,
         batch_size=batch_size,
         patch_size=patch_size,
@@ -65,12 +76,24 @@ def train_command(
         seed=seed,
         workers=workers,
         val_split=val_split,
+        val_fraction=val_fraction,
         device=device,
         amp=amp,
+        task=task,
         model_kwargs=parse_pairs(model_option, "--model-option"),
     )
+    if out is None:
+        dataset = open_store(store).attrs["dataset"]["name"]
+        out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
+        config = dataclasses.replace(config, out=str(out))
     summary = train(config, log=typer.echo)
-    typer.echo(f"{out}: best validation Dice {summary['best_val_dice']:.4f}")
+    if summary["best_val_dice"] is None:  # no validation images (said once, when starting)
+        typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch'] + 1}")
+    else:
+        typer.echo(
+            f"{out}: best validation Dice {summary['best_val_dice']:.4f} "
+            f"at epoch {summary['best_epoch'] + 1}"
+        )
 
 
 def eval_command(
@@ -82,7 +105,7 @@ def eval_command(
         list[str] | None, typer.Option(help="Splits (default: all not trained or validated on).")
     ] = None,
     certainty: Annotated[
-        str, typer.Option(help="select by margin, entropy, margin_minmax.")
+        Certainty, typer.Option(help="select by margin, entropy, margin_minmax.")
     ] = "margin",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
     min_size: Annotated[
@@ -91,10 +114,24 @@ def eval_command(
     table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
-    from train.evaluate import comparison_rows, evaluate_run, format_table, write_table
+    from precompute.types import SettingError
+    from train.evaluate import (
+        comparison_rows,
+        format_table,
+        prepare_evaluation,
+        score_run,
+        write_table,
+    )
 
-    for run in runs:
-        evaluate_run(run, store, split, certainty=certainty, device=device, min_size=min_size)
+    if table is not None and (table.is_dir() or not table.parent.is_dir()):
+        raise SettingError(f"--table {table}: give a CSV file in an existing folder")
+    # Every run is checked and loaded before any is scored.
+    jobs = [
+        prepare_evaluation(run, store, split, certainty, device=device, min_size=min_size)
+        for run in runs
+    ]
+    for job in jobs:
+        score_run(job)
     rows = comparison_rows(runs)
     typer.echo(format_table(rows))
     if table:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from py_sod_metrics import MAE, Emeasure, Smeasure, WeightedFmeasure
 
 from ._labels import check_pair
 
@@ -74,6 +73,10 @@ def polyp_scores(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     gt_mask = _polyp_gt(gt)
     pred_u8, prob = _polyp_pred(pred)
     gt_u8 = gt_mask.astype(np.uint8) * 255
+
+    # Imported here: py_sod_metrics pulls in scikit-learn (seconds), which the trainer's
+    # data workers, importing the task registry and so these metrics, never need.
+    from py_sod_metrics import MAE, Emeasure, Smeasure, WeightedFmeasure
 
     s_measure, e_measure, weighted_f, mae = Smeasure(), Emeasure(), WeightedFmeasure(), MAE()
     for metric in (s_measure, e_measure, weighted_f, mae):

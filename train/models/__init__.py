@@ -5,6 +5,22 @@ Importing this package registers every model; build one with
 """
 
 from . import pnet, pranet, swin_unet, unet  # noqa: F401  (imported to register the models)
-from .registry import create_model, list_models, parameter_count, register_model
+from .registry import (
+    check_model_name,
+    check_model_options,
+    create_model,
+    list_models,
+    model_options,
+    parameter_count,
+    register_model,
+)
 
-__all__ = ["create_model", "list_models", "parameter_count", "register_model"]
+__all__ = [
+    "check_model_name",
+    "check_model_options",
+    "create_model",
+    "list_models",
+    "model_options",
+    "parameter_count",
+    "register_model",
+]

@@ -2,18 +2,22 @@
 
 A model class registers itself under a name with ``@register_model("name")``; the trainer
 builds it with ``create_model(name, in_channels=..., num_classes=..., **kwargs)``, where the
-keyword arguments are the class's own (``base_channels`` for the U-Nets, ``embed_dim`` for
-Swin-UNet, ...). Every registered class takes ``in_channels`` and ``num_classes`` and maps a
-``(B, in_channels, H, W)`` float tensor to ``(B, num_classes, H, W)`` raw logits for any H, W.
+keyword arguments are the class's own, read from its constructor's signature
+(``model_options``): ``base_channels``, the width, for every model, then ``depth``,
+``dropout``, ``window_size``, ... Every registered class takes ``in_channels`` and
+``num_classes`` and maps a ``(B, in_channels, H, W)`` float tensor to
+``(B, num_classes, H, W)`` raw logits for any H, W.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from torch import nn
 
+from precompute import checks
 from precompute.types import SettingError
 
 M = TypeVar("M", bound=type[nn.Module])
@@ -41,6 +45,50 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if a model is registered under it, else SettingError listing the names."""
+    if name not in _MODELS:
+        raise SettingError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    return name
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The options ``create_model(name, ...)`` takes, with their defaults: the keyword
+    parameters of the class's constructor other than ``in_channels`` and ``num_classes``."""
+    parameters = inspect.signature(_MODELS[check_model_name(name)]).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {
+        p.name: p.default
+        for p in parameters
+        if p.kind in kinds and p.name not in ("in_channels", "num_classes")
+    }
+
+
+def check_model_options(name: str, options: Mapping[str, object]) -> None:
+    """SettingError (before any model is built) for an option ``name``'s model does not take,
+    naming its options, or a value not of its default's kind: a bool for a bool, a whole
+    number >= 1 for a positive whole number (widths, depths, sizes), a finite number for a
+    float, a string for a string, a list for a sequence."""
+    valid = model_options(name)
+    for key, value in options.items():
+        where = f"--model-option {key}"
+        if key not in valid:
+            listed = ", ".join(f"{k} (default {v!r})" for k, v in valid.items())
+            raise SettingError(f"{where}: model {name} has no such option; its options: {listed}")
+        default = valid[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise SettingError(f"{where} must be true or false, not {value!r}")
+        elif isinstance(default, int):
+            checks.integer(where, value, minimum=1 if default >= 1 else None)
+        elif isinstance(default, float):
+            checks.number(where, value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise SettingError(f"{where} must be a string, not {value!r}")
+        elif isinstance(default, (tuple, list)) and not isinstance(value, (tuple, list)):
+            raise SettingError(f"{where} must be a list like {list(default)}, not {value!r}")
+
+
 def create_model(name: str, *, in_channels: int = 3, num_classes: int, **kwargs) -> nn.Module:
     """Build the model registered as ``name``.
 
@@ -48,14 +96,17 @@ def create_model(name: str, *, in_channels: int = 3, num_classes: int, **kwargs)
       name: a name from ``list_models()``.
       in_channels: channels of the input tensor (image channels plus SAM prior channels).
       num_classes: channels of the output logits.
-      kwargs: the model class's own settings (see its docstring).
+      kwargs: the model class's own settings (``model_options``; see its docstring).
 
     Returns a freshly initialised ``nn.Module`` mapping ``(B, in_channels, H, W)`` float to
-    ``(B, num_classes, H, W)`` raw logits (no softmax/sigmoid).
+    ``(B, num_classes, H, W)`` raw logits (no softmax/sigmoid). An unknown name or option, or
+    a value the model cannot be built with, is a SettingError.
     """
-    if name not in _MODELS:
-        raise SettingError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    return _MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+    check_model_options(name, kwargs)
+    try:
+        return _MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+    except (ValueError, ZeroDivisionError, RuntimeError) as err:  # a value the model can't use
+        raise SettingError(f"model {name} cannot be built with options {kwargs}: {err}") from err
 
 
 def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:

@@ -1,0 +1,76 @@
+"""Every command of the command line answers a bad option with one ``error:`` line and exit 1.
+
+The commands are found by walking the typer app, so a command added later is covered too.
+In-process calls of ``samaug.cli.main`` (the console entry point) check every command; a
+subprocess checks what a user's shell sees.
+"""
+
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from samaug.cli import app, main
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    """Every leaf command as the words that call it, e.g. ("store", "verify")."""
+    paths = []
+
+    def walk(command, path: tuple[str, ...]) -> None:
+        sub = getattr(command, "commands", None)
+        if sub:
+            for name, child in sub.items():
+                walk(child, (*path, name))
+        else:
+            paths.append(path)
+
+    walk(typer.main.get_command(app), ())
+    return sorted(paths)
+
+
+def test_the_walk_finds_every_command_group():
+    names = {" ".join(p) for p in command_paths()}
+    assert {"priors", "train", "eval", "show", "demo", "weights"} <= names
+    assert {"store info", "store verify", "store strip", "store attach"} <= names
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_an_unknown_option_is_one_error_line_and_exit_1(path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*path, "--no-such-option", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "no-such-option" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["train", "--store", "s.zarr", "--fusion", "mul"], "not 'mul'"),
+        (["priors", "glas", "--data-root", "d", "--store", "s", "--workers", "-1"], "workers"),
+        (["store", "verify"], "Missing argument"),
+        (["nosuchcommand"], "No such command"),
+    ],
+)
+def test_a_user_sees_one_line_and_exit_1_in_a_shell(args, says, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "samaug", *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "samaug", "--verbose", "store", "info", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr and out.stderr.strip().splitlines()[-1].startswith("error:")

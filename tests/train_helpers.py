@@ -1,0 +1,102 @@
+"""Helpers of the trainer's tests: a tiny synthetic store, tiny run configs, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from precompute.pipeline import PriorsConfig, run
+from precompute.synthetic import write_glas_like
+from train.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_glas_store(root: Path, counts: dict[str, int] | None = None, **masker) -> Path:
+    """A GlaS-layout synthetic dataset of 96 x 128 images and its superpixel-prior store."""
+    counts = counts or {"train": 8, "testA": 2, "testB": 2}
+    data = write_glas_like(root / "glas", counts, size=(96, 128))
+    store = root / "glas.zarr"
+    summary = run(
+        PriorsConfig(
+            dataset="glas",
+            data_root=str(data),
+            store=str(store),
+            masker="superpixel",
+            masker_settings=tuple(masker.items()),
+            workers=0,
+        )
+    )
+    assert summary.done == sum(counts.values())
+    return store
+
+
+# The tiny run every trainer test starts from: 2 steps an epoch of a 4-channel-wide U-Net.
+TINY = dict(
+    model="unet",
+    mode="samaug",
+    epochs=2,
+    batch_size=4,
+    patch_size=64,
+    samples_per_epoch=8,
+    lr=3e-3,
+    warmup_epochs=1,
+    workers=0,
+    device="cpu",
+    amp=False,
+    val_fraction=0.25,
+    model_kwargs={"base_channels": 4},
+)
+
+
+def tiny(store, out, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "store": str(store), "out": str(out), **overrides})
+
+
+def tiny_cli(store, out, *extra: str) -> list[str]:
+    """`samaug train` arguments of the tiny run (no validation images unless extra says)."""
+    return [
+        "train",
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--patch-size",
+        "64",
+        "--samples-per-epoch",
+        "8",
+        "--lr",
+        "0.003",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--model-option",
+        "base_channels=4",
+        *extra,
+    ]
+
+
+def samaug(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m samaug ARGS` in a subprocess, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "samaug", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a failed command (asserted: exit 1, no traceback)."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]

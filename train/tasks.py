@@ -1,0 +1,171 @@
+"""The task registry: the one switch between what a model learns and how it is scored.
+
+A task says everything that differs between datasets in training and evaluation: the target
+made from a stored instance label map (``train.targets``), the model's output channels and
+activation, the loss (``train.losses``), the scores of one predicted image and how a split's
+image scores are aggregated (``train.metrics``). Datasets map to tasks in ``DATASET_TASKS``;
+``TrainConfig.task`` overrides the mapping (e.g. for a ``folder`` dataset of nuclei).
+
+==========  ===================  =======  ==========================================
+task        target               outputs  scores (aggregation)
+==========  ===================  =======  ==========================================
+glands      background /         3        GlaS object F1, Dice, Hausdorff (pooled over
+            interior / boundary  softmax  a split as the challenge does; image means too;
+                                          all test splits together as well)
+nuclei      background /         3        AJI, AJI+, PQ, pixel F1 (mean over images)
+            interior / boundary  softmax
+binary      background /         1        polyp scores: Dice/IoU sweep, S-/E-measure,
+            foreground           sigmoid  weighted F, MAE (mean over images)
+==========  ===================  =======  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from precompute.types import SamaugError, SettingError
+
+from . import metrics as M
+from .losses import binary_loss, instance_loss
+from .postprocess import instances_from_probs
+from .targets import binary_target, instance_target
+
+# A row of per-image scores may carry these keys besides the metrics (see train.evaluate).
+IMAGE_KEYS = ("split", "image_id", "strategy")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a model learns and how its predictions are scored.
+
+    target: (label (H, W) int instance map, boundary_width) -> (H, W) int64 target.
+    needs_context: whether a pixel's target depends on its neighbours' labels (then a
+      patch's target is computed on a label window with a margin).
+    num_outputs: logit channels of the model; activation: "softmax" over them, or
+      "sigmoid" for a single foreground channel (``train.inference`` conventions).
+    loss: (logits (B, K, H, W), target (B, H, W) int64) -> scalar tensor.
+    score: (probs (K, H, W) float32 numpy in [0, 1], label (H, W) int instance map,
+      min_size) -> {metric: float} for one image.
+    aggregate: a split's image score rows -> {metric: float}.
+    pool_splits: also report all test splits together as "all" (the GlaS testA + testB).
+    """
+
+    name: str
+    target: Callable[[np.ndarray, int], np.ndarray]
+    needs_context: bool
+    num_outputs: int
+    activation: str
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    score: Callable[[np.ndarray, np.ndarray, int], dict[str, float]]
+    aggregate: Callable[[list[dict]], dict[str, float]]
+    pool_splits: bool = False
+
+    def __post_init__(self) -> None:
+        # train.inference reads a one-channel output as a sigmoid foreground, more as softmax.
+        expected = "sigmoid" if self.num_outputs == 1 else "softmax"
+        assert self.activation == expected, (self.name, self.num_outputs, self.activation)
+
+
+GLAS_PARTS = tuple(f.name for f in fields(M.GlasParts))
+NUCLEI_METRICS = {"aji": M.aji, "aji_plus": M.aji_plus, "pq": M.pq, "pixel_f1": M.pixel_f1}
+
+
+def _score_glands(probs: np.ndarray, label: np.ndarray, min_size: int) -> dict[str, float]:
+    """The image's own object F1 / Dice / Hausdorff and its GlasParts fields (to pool)."""
+    parts = M.glas_parts(label, instances_from_probs(probs, min_size=min_size))
+    return {**M.glas_pooled([parts]), **asdict(parts)}
+
+
+def _score_nuclei(probs: np.ndarray, label: np.ndarray, min_size: int) -> dict[str, float]:
+    predicted = instances_from_probs(probs, min_size=min_size)
+    return {name: fn(label, predicted) for name, fn in NUCLEI_METRICS.items()}
+
+
+def _score_binary(probs: np.ndarray, label: np.ndarray, min_size: int) -> dict[str, float]:
+    return M.polyp_scores(label > 0, probs[0])  # min_size: no objects to remove
+
+
+def _aggregate_mean(rows: list[dict]) -> dict[str, float]:
+    """The mean over images of each metric ({} for no rows)."""
+    if not rows:
+        return {}
+    keys = [key for key in rows[0] if key not in IMAGE_KEYS]
+    return {key: float(np.mean([r[key] for r in rows])) for key in keys}
+
+
+def _aggregate_glands(rows: list[dict]) -> dict[str, float]:
+    """object_f1 / object_dice / object_hausdorff pooled over all the images (the challenge's
+    definition: counts summed, objects weighted by their share of the whole part's area),
+    and the same three averaged over images as ``*_image_mean``."""
+    if not rows:
+        return {}
+    pooled = M.glas_pooled([M.GlasParts(**{f: r[f] for f in GLAS_PARTS}) for r in rows])
+    means = {f"{k}_image_mean": float(np.mean([r[k] for r in rows])) for k in pooled}
+    return {**pooled, **means}
+
+
+_INSTANCE = dict(target=instance_target, needs_context=True, num_outputs=3, activation="softmax")
+_TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task(
+            "glands",
+            **_INSTANCE,
+            loss=instance_loss,
+            score=_score_glands,
+            aggregate=_aggregate_glands,
+            pool_splits=True,
+        ),
+        Task(
+            "nuclei",
+            **_INSTANCE,
+            loss=instance_loss,
+            score=_score_nuclei,
+            aggregate=_aggregate_mean,
+        ),
+        Task(
+            "binary",
+            target=binary_target,
+            needs_context=False,
+            num_outputs=1,
+            activation="sigmoid",
+            loss=binary_loss,
+            score=_score_binary,
+            aggregate=_aggregate_mean,
+        ),
+    )
+}
+
+DATASET_TASKS = {
+    "glas": "glands",
+    "monuseg": "nuclei",
+    "kvasir": "binary",
+    "polyp": "binary",
+    "folder": "binary",
+}
+
+
+def list_tasks() -> list[str]:
+    """Names of all tasks, sorted."""
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; SettingError listing the valid names otherwise."""
+    if name not in _TASKS:
+        raise SettingError(f"unknown task {name!r}; valid: {', '.join(list_tasks())}")
+    return _TASKS[name]
+
+
+def task_for_dataset(dataset: str) -> str:
+    """The task name a dataset reader's data is trained for (``DATASET_TASKS``)."""
+    if dataset not in DATASET_TASKS:
+        raise SamaugError(
+            f"no task known for dataset {dataset!r}; known: {', '.join(sorted(DATASET_TASKS))}"
+            f" (or pass --task, one of {', '.join(list_tasks())})"
+        )
+    return DATASET_TASKS[dataset]
