@@ -33,7 +33,9 @@ the main process when an epoch's iteration starts.
 
 from __future__ import annotations
 
+import atexit
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from precompute.store import SamaugStore, open_store
+from precompute.store import SamaugStore, StoreCache, open_store
 from precompute.types import SamaugError
 
 from .augment import AugmentSettings, draw_scale, flip_rotate, jitter, resize
@@ -70,10 +72,13 @@ class _StoreDataset(Dataset):
         store_location: str | Path,
         split: str | Sequence[str],
         storage_options: dict | None,
+        cache: StoreCache | str | Path | None = None,
     ) -> None:
         self.store_location = str(store_location)
         self.storage_options = storage_options
-        store = open_store(self.store_location, storage_options)
+        store = open_store(self.store_location, storage_options, cache=cache)
+        # Bound to the store's root metadata: worker processes reopen it without a request.
+        self.cache = store.cache
         if isinstance(split, str):
             ids = store.ids(split)
             if not ids:
@@ -96,7 +101,7 @@ class _StoreDataset(Dataset):
     @property
     def store(self) -> SamaugStore:
         if self._store is None:
-            self._store = open_store(self.store_location, self.storage_options)
+            self._store = open_store(self.store_location, self.storage_options, cache=self.cache)
         return self._store
 
     def __getstate__(self) -> dict:
@@ -134,6 +139,8 @@ class PatchDataset(_StoreDataset):
         image ``ids[i % len(ids)]``.
       seed: non-negative; with the epoch and the index it fixes every random choice.
       storage_options: fsspec options for a URL (e.g. credentials).
+      cache: a folder (or a ``StoreCache``) keeping what is read from a URL on local disk:
+        the second epoch reads nothing over the network (``precompute.store.cache``).
       boundary_width: width in pixels of the instance boundary class.
 
     Items: a dict with ``image`` (3, P, P) float32 [0, 1], ``seg_prior`` and
@@ -153,6 +160,7 @@ class PatchDataset(_StoreDataset):
         seed: int = 0,
         storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
+        cache: StoreCache | str | Path | None = None,
     ) -> None:
         self.task = get_task(task)
         if patch_size < 1:
@@ -163,7 +171,7 @@ class PatchDataset(_StoreDataset):
             raise ValueError(f"samples_per_epoch must be positive, not {samples_per_epoch}")
         if boundary_width < 1:
             raise ValueError(f"boundary_width must be at least 1, not {boundary_width}")
-        super().__init__(store_location, split, storage_options)
+        super().__init__(store_location, split, storage_options, cache)
         self.task_name = task
         self.patch_size = int(patch_size)
         self.augment = augment
@@ -260,9 +268,10 @@ class WholeImageDataset(_StoreDataset):
         task: str | None = None,
         storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
+        cache: StoreCache | str | Path | None = None,
     ) -> None:
         self.task = get_task(task) if task is not None else None
-        super().__init__(store_location, split, storage_options)
+        super().__init__(store_location, split, storage_options, cache)
         self.boundary_width = int(boundary_width)
 
     def __len__(self) -> int:
@@ -292,9 +301,10 @@ def iter_images(
     split: str | Sequence[str],
     task: str | None = None,
     storage_options: dict | None = None,
+    cache: StoreCache | str | Path | None = None,
 ) -> Iterator[dict]:
     """Yield the items of ``WholeImageDataset`` one image at a time, in ID order."""
-    dataset = WholeImageDataset(store_location, split, task, storage_options)
+    dataset = WholeImageDataset(store_location, split, task, storage_options, cache=cache)
     for index in range(len(dataset)):
         yield dataset[index]
 
@@ -341,18 +351,27 @@ def _init_worker(worker_id: int) -> None:
 class _Loader(DataLoader):
     """A DataLoader that stops its worker processes when a batch fails (e.g. the store's
     server went away), instead of leaving them, and their queues' semaphores, to the end of
-    the process, where Python's resource tracker warns about them."""
+    the process, where Python's resource tracker warns about them. Persistent workers are
+    also stopped when the process exits on an error elsewhere (a validation read that
+    fails while they wait for the next epoch)."""
 
     def __iter__(self):
         iterator = super().__iter__()
+        if self.persistent_workers and getattr(self, "_hooked", None) is not iterator:
+            self._hooked = iterator  # the same iterator serves every epoch: hooked once
+            atexit.register(_stop_workers, weakref.ref(iterator))
         try:
             yield from iterator
         except BaseException:
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
+            _stop_workers(lambda: iterator)
             self._iterator = None  # a persistent iterator is not reused after it failed
             raise
+
+
+def _stop_workers(iterator_ref) -> None:
+    shutdown = getattr(iterator_ref(), "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def make_loader(

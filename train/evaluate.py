@@ -90,6 +90,7 @@ class Evaluation:
     overlap: float
     min_size: int
     checkpoint: str
+    storage_options: dict | None = None  # for a store URL (credentials; never saved)
 
 
 def prepare_evaluation(
@@ -101,12 +102,15 @@ def prepare_evaluation(
     device: str = "auto",
     min_size: int = 10,
     checkpoint: str = "best.pt",
+    storage_options: dict | None = None,
+    cache: str | Path | None = None,
 ) -> Evaluation:
     """Check every setting and load the run and its store; no image is read yet.
 
     SettingError / SamaugError for: an unknown certainty, min_size < 0, overlap outside
     [0, 1), a device torch does not have, a missing or unreadable checkpoint, a split the
     store lacks (the message lists the store's), or no split left to test on.
+    storage_options and cache: how a store URL is read (``open_store``).
     """
     check_certainty(certainty)
     checks.integer("--min-size", min_size, minimum=0)
@@ -114,7 +118,7 @@ def prepare_evaluation(
         raise SettingError(f"overlap must be in [0, 1), not {overlap}")
     model, config, state = load_run(run_dir, checkpoint, resolve_device(device))
     location = store_location or config.store
-    store = open_store(location)
+    store = open_store(location, storage_options, cache=cache)
     available = store.splits()
     unknown = [s for s in splits or [] if s not in available]
     if unknown:
@@ -137,6 +141,7 @@ def prepare_evaluation(
         overlap,
         min_size,
         checkpoint,
+        storage_options,
     )
 
 
@@ -151,7 +156,9 @@ def score_run(job: Evaluation) -> dict:
     took: dict[str, list[bool]] = {}
     image_rows: list[dict] = []  # one per image and strategy, named by IMAGE_KEYS
     for split in job.splits:
-        dataset = WholeImageDataset(job.store.location, split)
+        dataset = WholeImageDataset(
+            job.store.location, split, storage_options=job.storage_options, cache=job.store.cache
+        )
         took[split] = []
         for index in range(len(dataset)):
             item = dataset[index]

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from precompute.devices import resolve_device
-from precompute.store import open_store
+from precompute.store import StoreCache, open_store
 from precompute.types import SettingError
 
 from . import checkpoint
@@ -102,10 +102,18 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 @torch.no_grad()
-def validate(model, config: TrainConfig, val_ids, task: Task, fusion) -> float:
+def validate(
+    model,
+    config: TrainConfig,
+    val_ids,
+    task: Task,
+    fusion,
+    storage_options: dict | None = None,
+    cache: StoreCache | None = None,
+) -> float:
     """Mean foreground Dice (probability >= 0.5 against ``label > 0``) over whole validation
     images (sliding windows), in [0, 1]; an image with neither scores 1."""
-    dataset = WholeImageDataset(config.store, val_ids)
+    dataset = WholeImageDataset(config.store, val_ids, storage_options=storage_options, cache=cache)
     scores = []
     for index in range(len(dataset)):
         item = dataset[index]
@@ -119,7 +127,13 @@ def validate(model, config: TrainConfig, val_ids, task: Task, fusion) -> float:
     return float(np.mean(scores))
 
 
-def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    log=print,
+    stop_after: int | None = None,
+    storage_options: dict | None = None,
+    cache: str | Path | None = None,
+) -> dict:
     """Train one model as ``config`` says; returns the run's summary (also metrics.json's
     "train"): epochs, steps, best_epoch (0-based, as log.csv), best_val_dice (None without
     validation images), validation (a sentence), train_images, val_images, world_size.
@@ -127,6 +141,9 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
     A run directory with a ``last.pt`` of the same settings resumes after its last epoch.
     stop_after: end after this many epochs of this call (a time-limited job); the next
     call resumes.
+    storage_options: fsspec options for a store URL (credentials; never saved).
+    cache: a folder keeping what is read from a store URL on local disk, shared by the
+    DataLoader workers: from the second epoch on nothing is read over the network.
     """
     procs = start_processes(config)
     torch.manual_seed(config.seed + procs.rank)
@@ -135,7 +152,7 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
         raise SettingError(f"--out {out} is a file; give a directory for the run")
 
     # ---- data
-    store = open_store(config.store)
+    store = open_store(config.store, storage_options, cache=cache)
     task = get_task(config.task or task_for_dataset(store.attrs["dataset"]["name"]))
     train_ids, val_ids = split_ids(store, config)
     identity = checkpoint.store_identity(store, train_ids, val_ids)
@@ -147,6 +164,8 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
         augment=AugmentSettings(),
         samples_per_epoch=config.samples_per_epoch,
         seed=config.seed,
+        storage_options=storage_options,
+        cache=store.cache,
     )
     loader = make_loader(
         dataset,
@@ -239,7 +258,9 @@ def train(config: TrainConfig, log=print, stop_after: int | None = None) -> dict
         last_epoch = epoch + 1 == config.epochs
         if procs.master and val_ids and ((epoch + 1) % config.val_every == 0 or last_epoch):
             model.eval()
-            val_dice = validate(model, config, val_ids, task, fusion)
+            val_dice = validate(
+                model, config, val_ids, task, fusion, storage_options, cache=store.cache
+            )
         if procs.master:
             # Without validation images every epoch is the best so far: the last one is kept.
             is_best = not val_ids or (val_dice is not None and (best is None or val_dice > best))

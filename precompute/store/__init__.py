@@ -13,11 +13,13 @@
   ``guarded`` (every read: errors, fetched ranges) and ``shards`` (a shard's index, ranges).
 - ``links``: no writer goes through a symbolic link inside a store.
 - ``consolidated``: every node's metadata in the root ``zarr.json`` (one read to open).
+- ``cache``: ``StoreCache``, a local disk cache of what is read from a URL.
 
 Imports numpy and zarr only: no torch, no segment_anything.
 """
 
 from . import consolidated
+from .cache import StoreCache
 from .consolidated import consolidate
 from .derive import (
     merge_stores,
@@ -81,6 +83,7 @@ __all__ = [
     "Layout",
     "PreparedStore",
     "SamaugStore",
+    "StoreCache",
     "StoreUnreachableError",
     "attach_image",
     "complete_ids",

@@ -115,11 +115,12 @@ class RangeMemory:
                         return found
         return None
 
-    def forget(self, key: str) -> None:
+    def forget(self, prefix: str) -> None:
+        """Drop everything held for keys starting with ``prefix``."""
         with self._lock:
-            for slot in [s for s in self._entries if s[0] == key]:
+            for slot in [s for s in self._entries if s[0].startswith(prefix)]:
                 self._size -= len(self._entries.pop(slot).data)
-            for slot in [s for s in self._suffixes if s[0] == key]:
+            for slot in [s for s in self._suffixes if s[0].startswith(prefix)]:
                 del self._suffixes[slot]
 
 

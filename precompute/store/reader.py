@@ -23,6 +23,7 @@ from zarr.abc.store import SuffixByteRequest
 
 from ..types import NotInStoreError, SamaugError
 from . import consolidated, shards
+from .cache import CachingStore, StoreCache
 from .guarded import GuardedStore, StoreUnreachableError, transport_errors, unreachable
 from .layout import ArraySpec, layout_of, metadata_problem
 from .location import is_url, is_zip, read_store
@@ -45,9 +46,16 @@ __all__ = ["GuardedStore", "SamaugStore", "StoreUnreachableError", "open_store"]
 class SamaugStore:
     """Read access to a samaug store (see store_schema.md). Open with ``open_store``."""
 
-    def __init__(self, root: zarr.Group, location: str, guarded: GuardedStore) -> None:
+    def __init__(
+        self,
+        root: zarr.Group,
+        location: str,
+        guarded: GuardedStore,
+        caching: CachingStore | None = None,
+    ) -> None:
         self._root = root
         self._guarded = guarded
+        self._caching = caching
         self.location = location
         self.attrs: dict = dict(root.attrs)
         check_root_attrs(self.attrs, location)
@@ -61,6 +69,12 @@ class SamaugStore:
         # Image groups whose consolidated metadata disagreed with their own (local stores):
         # it was ignored, and ``verify`` reports them.
         self.stale_consolidated: list[str] = []
+
+    @property
+    def cache(self) -> StoreCache | None:
+        """The disk cache this store reads through (None: none), to open it again with
+        (``open_store(url, cache=store.cache)``: the root metadata is not fetched again)."""
+        return None if self._caching is None else self._caching.cache
 
     @property
     def consolidated(self) -> bool:
@@ -133,12 +147,20 @@ class SamaugStore:
         """Decode ``array[selection]`` of physical array ``name``; a chunk that is missing or
         fails its checksum is damage."""
         array = self._array(image_id, name)
-        if array.shards is not None:
-            self._fetch_shard(image_id, name, array, selection)
-        try:
-            return array[selection]
-        except (ValueError, RuntimeError) as err:  # crc32c mismatch, undecodable blosc
-            raise self._damaged(image_id, f"{name}: cannot decode a chunk ({err})") from err
+        for attempt in (1, 2):
+            if array.shards is not None:
+                self._fetch_shard(image_id, name, array, selection)
+            try:
+                return array[selection]
+            except (ValueError, RuntimeError) as err:  # crc32c mismatch, undecodable blosc
+                if attempt == 1 and self._caching is not None:
+                    # A cached copy damaged since it was checked: fetched again, once.
+                    prefix = f"images/{image_id}/{name}/"
+                    self._caching.forget(prefix)
+                    self._guarded.memory.forget(prefix)
+                    continue
+                raise self._damaged(image_id, f"{name}: cannot decode a chunk ({err})") from err
+        raise AssertionError("unreachable")
 
     def _fetch_shard(self, image_id: str, name: str, array: zarr.Array, selection) -> None:
         """Bring the bytes of the inner chunks ``selection`` reads into memory in as few
@@ -325,14 +347,19 @@ class SamaugStore:
 
 
 def open_store(
-    path_or_url: str | Path, storage_options: dict | None = None, consolidated: bool = True
+    path_or_url: str | Path,
+    storage_options: dict | None = None,
+    consolidated: bool = True,
+    cache: StoreCache | str | Path | None = None,
 ) -> SamaugStore:
     """Open a store read-only from a local path or an fsspec URL (``http://``, ``s3://``).
 
     Uses the store's consolidated metadata when it has some (opening and listing every image
     is then one read), except on a local store where it disagrees with an image group's own
     metadata (``stale_consolidated`` names them). ``consolidated=False`` reads every node's
-    own metadata (what ``verify`` checks).
+    own metadata (what ``verify`` checks). ``cache`` (a folder, or the ``StoreCache`` of a
+    store opened before, e.g. ``store.cache``) keeps what is read from a URL on local disk
+    (``cache.py``): read once, then never fetched again; a local store ignores it.
 
     Raises SamaugError for a missing path, a file, a folder or URL that is not a samaug
     store, a schema version this samaug does not read, and root attributes the reader cannot
@@ -340,6 +367,10 @@ def open_store(
     """
     location = str(path_or_url)
     base = read_store(location, storage_options)
+    caching = None
+    if cache is not None and is_url(location):
+        caching = CachingStore(base, StoreCache.of(cache), location)
+        base = caching
     guarded = GuardedStore(base, location)
     root = _open_root(guarded, location, None if consolidated else False)
     tool = root.attrs.get("tool")
@@ -355,7 +386,7 @@ def open_store(
         if stale:
             root = _open_root(guarded, location, False)
     guarded.strict = root.attrs.get(EVERY_CHUNK_WRITTEN) is True
-    opened = SamaugStore(root, location, guarded)
+    opened = SamaugStore(root, location, guarded, caching)
     opened.stale_consolidated = stale
     return opened
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..options import parse_pairs
+from ..options import StorageOption
+from ..options import storage_options as options
 
 app = typer.Typer(
     help="Inspect, check, repair, share, pack, merge and subset stores.", no_args_is_help=True
@@ -18,19 +19,6 @@ StoreArg = Annotated[
 ]
 LocalStoreArg = Annotated[Path, typer.Argument(help="Store folder.", show_default=False)]
 NewStoreArg = Annotated[Path, typer.Argument(help="The new store folder.", show_default=False)]
-StorageOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--storage-option",
-        help="fsspec option for a URL as KEY=VALUE (repeatable), e.g. anon=true, "
-        'client_kwargs=\'{"endpoint_url": "http://host:9000"}\'.',
-    ),
-]
-
-
-def options(pairs: list[str] | None) -> dict | None:
-    """``--storage-option`` values as fsspec storage options (None when none given)."""
-    return parse_pairs(pairs, "--storage-option") or None
 
 
 @app.command("info")

@@ -14,7 +14,7 @@ import typer
 
 from train.choices import Certainty, Mode
 
-from ..options import parse_pairs
+from ..options import CacheOption, StorageOption, parse_pairs, storage_options
 
 
 def train_command(
@@ -52,6 +52,8 @@ def train_command(
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model argument KEY=VALUE, e.g. base_channels=16.")
     ] = None,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Train a segmentation model on images and priors streamed from a store."""
     from precompute.store import open_store
@@ -82,11 +84,12 @@ def train_command(
         task=task,
         model_kwargs=parse_pairs(model_option, "--model-option"),
     )
+    access = storage_options(storage_option)
     if out is None:
-        dataset = open_store(store).attrs["dataset"]["name"]
+        dataset = open_store(store, access, cache=cache).attrs["dataset"]["name"]
         out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
         config = dataclasses.replace(config, out=str(out))
-    summary = train(config, log=typer.echo)
+    summary = train(config, log=typer.echo, storage_options=access, cache=cache)
     if summary["best_val_dice"] is None:  # no validation images (said once, when starting)
         typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch'] + 1}")
     else:
@@ -112,6 +115,8 @@ def eval_command(
         int, typer.Option(help="Remove predicted objects of fewer pixels (glas, monuseg).")
     ] = 10,
     table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
     from precompute.types import SettingError
@@ -127,7 +132,16 @@ def eval_command(
         raise SettingError(f"--table {table}: give a CSV file in an existing folder")
     # Every run is checked and loaded before any is scored.
     jobs = [
-        prepare_evaluation(run, store, split, certainty, device=device, min_size=min_size)
+        prepare_evaluation(
+            run,
+            store,
+            split,
+            certainty,
+            device=device,
+            min_size=min_size,
+            storage_options=storage_options(storage_option),
+            cache=cache,
+        )
         for run in runs
     ]
     for job in jobs:
@@ -143,11 +157,13 @@ def show_command(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     image_id: Annotated[str, typer.Argument(help="Image ID (samaug store info lists splits).")],
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("fig.png"),
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Save the image, its seg prior, boundary prior and augmented input side by side."""
     from train.figure import show
 
-    typer.echo(show(store, image_id, out))
+    typer.echo(show(store, image_id, out, storage_options(storage_option), cache))
 
 
 def demo_command(
