@@ -12,13 +12,15 @@
 - ``reader``: ``open_store`` -> ``SamaugStore``, local or over fsspec, checking every claim;
   ``guarded`` (every read: errors, fetched ranges) and ``shards`` (a shard's index, ranges).
 - ``links``: no writer goes through a symbolic link inside a store.
+- ``target``: where a store is written (a folder, or an object store by URL); ``lock``: one
+  writer at a time (``<store>.lock``).
 - ``consolidated``: every node's metadata in the root ``zarr.json`` (one read to open).
 - ``cache``: ``StoreCache``, a local disk cache of what is read from a URL.
 
 Imports numpy and zarr only: no torch, no segment_anything.
 """
 
-from . import consolidated
+from . import consolidated, lock
 from .cache import StoreCache
 from .consolidated import consolidate
 from .derive import (
@@ -51,6 +53,7 @@ from .schema import (
     unpack_masks,
 )
 from .sharing import attach_image, mark_images_attached
+from .target import Target
 from .writer import (
     PreparedStore,
     complete_ids,
@@ -85,6 +88,7 @@ __all__ = [
     "SamaugStore",
     "StoreCache",
     "StoreUnreachableError",
+    "Target",
     "attach_image",
     "complete_ids",
     "consolidate",
@@ -95,6 +99,7 @@ __all__ = [
     "is_url",
     "is_zip",
     "links_inside",
+    "lock",
     "merge_stores",
     "mark_images_attached",
     "open_store",

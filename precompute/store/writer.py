@@ -1,14 +1,14 @@
 """Writing a store: ``prepare_store`` (driver, root metadata), ``write_image`` (one task, one
 image group), ``set_index`` (driver), ``complete_ids`` (what a resumed run skips) and
-``unmark_images`` (what ``samaug store repair`` does). Stores are written on a local (or
-shared) file system; see ``links`` for why no writer goes through a symbolic link.
+``unmark_images`` (what ``samaug store repair`` does). A store is written on a local (or
+shared) file system, or to an object store by URL (``Target``); see ``links`` for why no
+writer goes through a symbolic link.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +35,7 @@ from .schema import (
     pack_masks,
     sha256_of,
 )
+from .target import Target
 
 
 def now() -> str:
@@ -107,10 +108,15 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def read_root_attrs(path: str | Path) -> dict:
-    """The root attributes of the store at local ``path`` as stored (unchecked), or {} when
+def target_of(location: str | Path | Target, storage_options: dict | None = None) -> Target:
+    """``location`` as a Target (a local folder or a URL to write)."""
+    return location if isinstance(location, Target) else Target(location, storage_options)
+
+
+def read_root_attrs(location: str | Path | Target, storage_options: dict | None = None) -> dict:
+    """The root attributes of the store at ``location`` as stored (unchecked), or {} when
     there is no readable root ``zarr.json``."""
-    meta = read_json(Path(path) / "zarr.json")
+    meta = target_of(location, storage_options).read_json("zarr.json")
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
     return attrs if isinstance(attrs, dict) else {}
 
@@ -125,99 +131,121 @@ class PreparedStore:
     version: int = SCHEMA_VERSION  # the schema version the run writes (the store's own)
 
 
-def is_samaug_store(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding a Zarr group whose root attributes say samaug made
-    it (``tool.name == "samaug"``). Reads only the root ``zarr.json``."""
-    tool = read_root_attrs(Path(path)).get("tool")
-    return Path(path).is_dir() and isinstance(tool, dict) and tool.get("name") == "samaug"
+def is_samaug_store(location: str | Path | Target, storage_options: dict | None = None) -> bool:
+    """Whether ``location`` holds a Zarr group whose root attributes say samaug made it
+    (``tool.name == "samaug"``), a folder when local. Reads only the root ``zarr.json``."""
+    target = target_of(location, storage_options)
+    if target.path is not None and not target.path.is_dir():
+        return False
+    tool = read_root_attrs(target).get("tool")
+    return isinstance(tool, dict) and tool.get("name") == "samaug"
 
 
-def _describe(path: Path) -> str:
-    attrs = read_root_attrs(path)
+def _describe(target: Target) -> str:
+    attrs = read_root_attrs(target)
     dataset, masker, index = (attrs.get(k) for k in ("dataset", "masker", "index"))
     dataset, masker = (d if isinstance(d, dict) else {} for d in (dataset, masker))
     count = len(index) if isinstance(index, dict) else 0
     return (
-        f"{path} (dataset {dataset.get('name')!r}, masker {masker.get('kind')!r}, "
+        f"{target} (dataset {dataset.get('name')!r}, masker {masker.get('kind')!r}, "
         f"{count} complete images, created {attrs.get('created')})"
     )
 
 
-def _check_replaceable(path: Path, protect: Sequence[str | Path]) -> None:
-    """SamaugError unless ``path`` may be deleted by --overwrite: a samaug store that neither
-    holds nor lies inside any of the ``protect`` paths (the dataset)."""
-    resolved = path.resolve()
-    for other in protect:
-        other = Path(other).resolve()
-        if resolved == other or resolved in other.parents or other in resolved.parents:
-            raise SamaugError(
-                f"--overwrite would delete {path}, which holds or lies inside {other} (the "
-                "data root); choose a --store outside the dataset"
-            )
-    if path.is_symlink() or not is_samaug_store(path):
+def _check_replaceable(target: Target, protect: Sequence[str | Path]) -> None:
+    """SamaugError unless the store may be deleted by --overwrite: a samaug store that, when
+    local, neither holds nor lies inside any of the ``protect`` paths (the dataset)."""
+    if target.path is not None:
+        resolved = target.path.resolve()
+        for other in protect:
+            other = Path(other).resolve()
+            if resolved == other or resolved in other.parents or other in resolved.parents:
+                raise SamaugError(
+                    f"--overwrite would delete {target}, which holds or lies inside {other} "
+                    "(the data root); choose a --store outside the dataset"
+                )
+        linked = target.path.is_symlink()
+    else:
+        linked = False
+    if linked or not is_samaug_store(target):
         raise SamaugError(
-            f"{path} is not a samaug store (its root zarr.json does not say samaug made it); "
-            "--overwrite replaces only samaug stores. Choose another --store, or move it away"
+            f"{target} is not a samaug store (its root zarr.json does not say samaug made "
+            "it); --overwrite replaces only samaug stores. Choose another --store, or move it "
+            "away"
         )
 
 
 def prepare_store(
-    path: str | Path, attrs: dict, overwrite: bool = False, protect: Sequence[str | Path] = ()
+    location: str | Path | Target,
+    attrs: dict,
+    overwrite: bool = False,
+    protect: Sequence[str | Path] = (),
+    storage_options: dict | None = None,
 ) -> PreparedStore:
     """Create the store, or reopen it for resuming. Driver only.
 
-    Refuses (SamaugError) a path that is a file, a folder that is not a samaug store, a store
-    with a symbolic link inside, and a store made with another signature unless
-    ``overwrite``, which deletes the old store first, but only if it is a samaug store and
-    neither holds nor lies inside any path of ``protect`` (the data root). A new store
-    records ``every_chunk_written: true``: its writers write every chunk.
+    ``location``: a local folder or a URL (an object store: ``s3://bucket/prefix/x.zarr``).
+    Refuses (SamaugError) a path that is a file, a location holding something that is not a
+    samaug store, a store with a symbolic link inside, and a store made with another
+    signature unless ``overwrite``, which deletes the old store first, but only if it is a
+    samaug store and neither holds nor lies inside any path of ``protect`` (the data root).
+    A new store records ``every_chunk_written: true``: its writers write every chunk.
     """
-    path = Path(path)
+    target = target_of(location, storage_options)
+    with target.reaching("opening the store"):
+        return _prepare(target, attrs, overwrite, protect)
+
+
+def _prepare(target: Target, attrs: dict, overwrite: bool, protect) -> PreparedStore:
+    path = target.path
     replaced = None
-    if path.exists() and not path.is_dir():
+    if path is not None and path.exists() and not path.is_dir():
         raise SamaugError(f"{path} is a file, not a store; choose a folder for --store")
-    if path.exists() and overwrite:
-        _check_replaceable(path, protect)
-        replaced = _describe(path)
-        shutil.rmtree(path)
-    if path.exists():
-        if not is_samaug_store(path):
+    if overwrite and target.exists():
+        _check_replaceable(target, protect)
+        replaced = _describe(target)
+        target.remove()
+    if target.exists():
+        if not is_samaug_store(target):
             raise SamaugError(
-                f"{path} exists but is not a samaug store (its root zarr.json does not say "
+                f"{target} exists but is not a samaug store (its root zarr.json does not say "
                 "samaug made it); pick another --store"
             )
-        refuse_links(path, "add images to it")
-        root = open_root(path)  # its update below drops any consolidated metadata
+        if path is not None:
+            refuse_links(path, "add images to it")
+        root = open_root(target)  # its update below drops any consolidated metadata
         old = dict(root.attrs)
-        check_root_attrs(old, str(path))
+        check_root_attrs(old, str(target))
         # A run into an older store goes on in that store's layout (`samaug store upgrade`
         # converts it): the schema version is not a difference of settings.
         attrs = {**attrs, "schema_version": old["schema_version"]}
         diffs = signature_differences(old, attrs)
         if diffs:
             raise SamaugError(
-                f"{path} was made with other settings:\n  "
+                f"{target} was made with other settings:\n  "
                 + "\n  ".join(diffs)
                 + "\nUse another --store, the store's settings, or --overwrite to replace it."
             )
         root.attrs.update({"dataset": attrs["dataset"], "updated": now()})
         root.require_group("images")
-        return PreparedStore(complete_ids(path), version=old["schema_version"])
-    root = zarr.open_group(path, mode="w-", zarr_format=3)
+        return PreparedStore(complete_ids(target), version=old["schema_version"])
+    root = zarr.open_group(target.store, mode="w-", zarr_format=3)
     root.attrs.update({**attrs, EVERY_CHUNK_WRITTEN: True})
     root.require_group("images")
     return PreparedStore(set(), replaced)
 
 
-def group_problem(path: str | Path, image_id: str, stripped: bool, layout: Layout) -> str | None:
-    """Why the local group ``images/<image_id>`` is not complete, or None if it is.
+def group_problem(
+    read: Callable[[str], Any], image_id: str, stripped: bool, layout: Layout
+) -> str | None:
+    """Why the group ``images/<image_id>`` is not complete, or None if it is.
 
+    ``read(key)`` gives a parsed metadata file of the store (None: missing or unreadable).
     Complete: readable group metadata whose attributes pass the schema's checks, marker
     included, and readable metadata of every array the schema expects, matching the
-    attributes (shape, dtype, chunks). Reads metadata files only, no chunk.
+    attributes (shape, dtype, chunks, shards). Reads metadata only, no chunk.
     """
-    group_dir = Path(path) / "images" / image_id
-    meta = read_json(group_dir / "zarr.json")
+    meta = read(f"images/{image_id}/zarr.json")
     if not isinstance(meta, dict) or meta.get("node_type") != "group":
         return "group metadata (zarr.json) is missing or unreadable"
     attrs = meta.get("attributes", {})
@@ -225,43 +253,51 @@ def group_problem(path: str | Path, image_id: str, stripped: bool, layout: Layou
     if problem:
         return problem
     for name, spec in layout.expected(attrs, stripped).items():
-        problem = metadata_problem(read_json(group_dir / name / "zarr.json"), name, spec)
+        problem = metadata_problem(read(f"images/{image_id}/{name}/zarr.json"), name, spec)
         if problem:
             return problem
     return None
 
 
-def complete_ids(path: str | Path) -> set[str]:
-    """IDs of the image groups that are complete (see ``group_problem``; scans the local
-    store). A group with a marker but missing or unreadable metadata is not complete."""
-    attrs = read_root_attrs(Path(path))
+def complete_ids(location: str | Path | Target, storage_options: dict | None = None) -> set[str]:
+    """IDs of the image groups that are complete (see ``group_problem``). A group with a
+    marker but missing or unreadable metadata is not complete. On an object store the
+    metadata is read concurrently, in two rounds (groups, then their arrays)."""
+    target = target_of(location, storage_options)
+    attrs = read_root_attrs(target)
     stripped = attrs.get("images_stripped") is True
     layout = layout_of(attrs.get("schema_version", SCHEMA_VERSION))
-    done = set()
-    for entry in (Path(path) / "images").iterdir():
-        if entry.is_symlink() or not entry.is_dir() or image_id_problem(entry.name):
-            continue
-        if group_problem(path, entry.name, stripped, layout) is None:
-            done.add(entry.name)
-    return done
+    names = [n for n in target.group_names() if not image_id_problem(n)]
+    known = target.read_many_json(f"images/{n}/zarr.json" for n in names)
+    arrays = []
+    for name in names:
+        meta = known[f"images/{name}/zarr.json"]
+        group_attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        if image_attrs_problem(group_attrs) is None:
+            expected = layout.expected(group_attrs, stripped)
+            arrays += [f"images/{name}/{array}/zarr.json" for array in expected]
+    known.update(target.read_many_json(arrays))
+    return {n for n in names if group_problem(known.get, n, stripped, layout) is None}
 
 
-def open_root(path: str | Path) -> zarr.Group:
+def open_root(location: str | Path | Target) -> zarr.Group:
     """The root group for writing, read without consolidated metadata: an update then writes
     the root ``zarr.json`` without it (so a run under way never leaves a stale copy)."""
-    return zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    store = target_of(location).store
+    return zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
 
 
-def set_index(path: str | Path, index: Mapping[str, str]) -> None:
+def set_index(location: str | Path | Target, index: Mapping[str, str]) -> None:
     """Record the complete images in the root attributes. Driver only. Drops consolidated
     metadata (``consolidate`` writes it again at the end of a run)."""
-    root = open_root(path)
+    root = open_root(location)
     root.attrs.update({"index": dict(sorted(index.items())), "updated": now()})
 
 
-def split_of(path: str | Path, image_id: str) -> str:
+def split_of(location: str | Path | Target, image_id: str) -> str:
     """The split of a complete image group (one that ``complete_ids`` lists)."""
-    return read_json(Path(path) / "images" / image_id / "zarr.json")["attributes"]["split"]
+    meta = target_of(location).read_json(f"images/{image_id}/zarr.json")
+    return meta["attributes"]["split"]
 
 
 def create_array(group: zarr.Group, name: str, spec: ArraySpec, data: np.ndarray) -> None:
@@ -297,7 +333,7 @@ def write_arrays(
 
 
 def write_image(
-    path: str | Path,
+    location: str | Path | Target,
     image_id: str,
     split: str,
     image: np.ndarray,
@@ -307,27 +343,27 @@ def write_image(
     boundary_prior: np.ndarray,
     source: Mapping[str, str],
     seconds: Mapping[str, float],
+    storage_options: dict | None = None,
 ) -> None:
     """Write one image group, completion marker last. One task owns one group.
 
     image (H, W, 3) uint8, label (H, W) int32 or None, seg_prior (H, W) float32,
     boundary_prior (H, W) uint8. Any earlier, incomplete group of this ID is deleted first.
     Refuses (SamaugError) an ID that is not an image ID and a group folder that is a link.
+    On an object store the marker (the group's ``zarr.json`` with ``complete: true``) is
+    the last object written: its existence commits the image.
     """
     check_image_id(image_id)
     height, width = image.shape[:2]
-    images = Path(path) / "images"
-    group_dir = images / image_id
-    refuse_link(images, path)
-    refuse_link(group_dir, path)
-    # An earlier attempt's group may have unreadable metadata: removed as files, not
-    # through zarr. rmtree unlinks links inside the group without following them.
-    if group_dir.is_dir():
-        shutil.rmtree(group_dir)
-    elif group_dir.exists():
-        group_dir.unlink()
-    layout = layout_of(read_root_attrs(path).get("schema_version", SCHEMA_VERSION))
-    group = zarr.open_group(path, path="images", mode="r+").create_group(image_id)
+    target = target_of(location, storage_options)
+    if target.path is not None:
+        refuse_link(target.path / "images", target.path)
+        refuse_link(target.path / "images" / image_id, target.path)
+    # An earlier attempt's group may have unreadable metadata: removed as files (objects),
+    # not through zarr. Locally, links inside the group are unlinked, never followed.
+    target.remove(f"images/{image_id}")
+    layout = layout_of(read_root_attrs(target).get("schema_version", SCHEMA_VERSION))
+    group = zarr.open_group(target.store, path="images", mode="r+").create_group(image_id)
     arrays = {
         "image": image,
         "label": label,

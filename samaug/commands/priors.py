@@ -12,7 +12,7 @@ import typer
 from precompute.maskers import MaskerName
 from precompute.types import SamaugError
 
-from ..options import parse_pairs, verbose
+from ..options import StorageOption, parse_pairs, storage_options, verbose
 
 
 class _Progress:
@@ -54,7 +54,10 @@ class _Progress:
 def priors(
     dataset: Annotated[str, typer.Argument(help="Reader: glas, monuseg, kvasir, polyp, folder.")],
     data_root: Annotated[Path, typer.Option(help="The dataset in its original layout.")],
-    store: Annotated[Path, typer.Option(help="Zarr store to create or resume.")],
+    store: Annotated[
+        str,
+        typer.Option(help="Store to create or resume: a folder, or a URL (s3://bucket/x.zarr)."),
+    ],
     masker: Annotated[MaskerName, typer.Option(help="Which masker makes the masks.")] = "sam",
     checkpoint: Annotated[
         Path | None, typer.Option(help="SAM checkpoint (.pth); any SAM architecture.")
@@ -95,6 +98,11 @@ def priors(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a store made with other settings.")
     ] = False,
+    storage_option: StorageOption = None,
+    break_lock: Annotated[
+        bool,
+        typer.Option(help="Replace the lock of a run that is no longer running (another host)."),
+    ] = False,
 ) -> None:
     """Generate masks and priors for every image of DATASET into --store (resumable)."""
     import os
@@ -126,7 +134,7 @@ def priors(
     config = PriorsConfig(
         dataset=dataset,
         data_root=str(data_root),
-        store=str(store),
+        store=store,
         masker=masker,
         checkpoint=str(checkpoint) if checkpoint else None,
         masker_settings=tuple(sorted(settings.items())),
@@ -137,8 +145,14 @@ def priors(
         torch_threads=threads,
         overwrite=overwrite,
         connect_timeout=scheduler_timeout,
+        storage_options=storage_options(storage_option),
+        break_lock=break_lock,
     )
     summary = run(config, on_progress=_Progress())
+    if summary.lock_replaced:
+        typer.echo(
+            f"replaced the lock of a run that is no longer running ({summary.lock_replaced})"
+        )
     if summary.replaced:
         typer.echo(f"replaced {summary.replaced}")
     typer.echo(
