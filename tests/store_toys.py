@@ -8,25 +8,11 @@ from PIL import Image
 
 from precompute import store as st
 from precompute.datasets import get_reader
-from precompute.priors import boxes_from_masks, compute_priors
-from precompute.synthetic import random_masks
-from precompute.types import MaskSet
+from precompute.priors import compute_priors
+from precompute.synthetic import random_mask_set
 
 DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 2, "test": 1}}
 MASKER = {"kind": "superpixel", "settings": {"scales": [1, 2], "method": "slic"}}
-
-
-def mask_set(height, width, n, seed):
-    masks, scores = random_masks(height, width, n, seed=seed)
-    rng = np.random.default_rng(seed)
-    return MaskSet(
-        masks=masks,
-        stability_score=scores,
-        predicted_iou=rng.random(n).astype(np.float32),
-        box=boxes_from_masks(masks),
-        point=(rng.random((n, 2)) * [width, height]).astype(np.float32),
-        area=masks.sum(axis=(1, 2)),
-    )
 
 
 def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True, image=None):
@@ -36,7 +22,7 @@ def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True, ima
         image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     shape = image.shape[:2]
     lab = rng.integers(0, 700, shape, dtype=np.int32) if label else None
-    ms = mask_set(*shape, n, seed)
+    ms = random_mask_set(*shape, n, seed)
     seg, boundary = compute_priors(ms.masks, ms.stability_score, ms.box)
     source = {"image": f"{image_id}.png"}
     st.write_image(path, image_id, split, image, lab, ms, seg, boundary, source, {"read": 0.5})

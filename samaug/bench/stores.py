@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from precompute import store as st
-from precompute.priors import boxes_from_masks, compute_priors
-from precompute.synthetic import random_masks, tissue_image
-from precompute.types import MaskSet
+from precompute.priors import compute_priors
+from precompute.synthetic import random_mask_set, tissue_image
 
 from . import emit
 from .serving import running
@@ -37,26 +36,13 @@ MASKS = 200
 PATCH = 256
 
 
-def _masks(seed: int) -> MaskSet:
-    masks, scores = random_masks(SIZE, SIZE, MASKS, seed=seed)
-    rng = np.random.default_rng(seed)
-    return MaskSet(
-        masks=masks,
-        stability_score=scores,
-        predicted_iou=rng.random(MASKS).astype(np.float32),
-        box=boxes_from_masks(masks),
-        point=(rng.random((MASKS, 2)) * SIZE).astype(np.float32),
-        area=masks.sum(axis=(1, 2)),
-    )
-
-
 def make_store(path: Path, images: int, version: int = st.SCHEMA_VERSION) -> list[str]:
     """A store of ``images`` MoNuSeg-sized images in schema ``version`` (one mask set shared
     by all, for speed; pixels and labels differ), consolidated as a run leaves it."""
     dataset = {"name": "monuseg", "reader_options": {}, "splits": {"train": images}}
     masker = {"kind": "superpixel", "settings": {"bench": True}}
     st.prepare_store(path, st.store_root_attrs(dataset, masker, version))
-    masks = _masks(0)
+    masks = random_mask_set(SIZE, SIZE, MASKS, seed=0)
     seg, boundary = compute_priors(masks.masks, masks.stability_score, masks.box)
     ids = [f"img_{k}" for k in range(images)]
     for k, image_id in enumerate(ids):
