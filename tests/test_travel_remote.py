@@ -92,3 +92,34 @@ def test_with_a_cache_the_second_epoch_reads_nothing_over_the_network(served, tm
         assert shards[0].read_bytes() == whole
     local = st.open_store(site / "v2.zarr")
     assert all((images[i] == local.read(i, "image")).all() for i in train_ids)
+
+
+def test_show_reads_through_the_cache_from_the_command_line(served, tmp_path):
+    import subprocess
+    import sys
+
+    site, _, _ = served
+    with running(site) as server:
+        url = f"{server.url}/v2.zarr"
+        args = [
+            sys.executable,
+            "-m",
+            "samaug",
+            "show",
+            url,
+            "train_1",
+            "--cache",
+            str(tmp_path / "c"),
+        ]
+        first = subprocess.run(
+            [*args, "--out", str(tmp_path / "a.png")], capture_output=True, text=True
+        )
+        assert first.returncode == 0, first.stderr
+        assert len(server.reset()) == 3  # the root metadata, the image and priors shards
+        again = subprocess.run(
+            [*args, "--out", str(tmp_path / "b.png")], capture_output=True, text=True
+        )
+        assert again.returncode == 0, again.stderr
+        # Another process: the root metadata only, the shards come from the cache.
+        assert [r.path for r in server.reset()] == ["/v2.zarr/zarr.json"]
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

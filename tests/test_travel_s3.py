@@ -226,3 +226,21 @@ def test_a_missing_bucket_or_refused_credentials_are_one_line(s3, tmp_path):
     with pytest.raises(SamaugError, match="no-such-bucket") as err:
         st.open_store("s3://no-such-bucket/x.zarr", options)
     assert "\n" not in str(err.value)
+
+
+def test_a_packed_store_reads_in_place_from_a_bucket(s3, tmp_path):
+    from store_toys import toy_store
+
+    _, options = s3
+    data = toy_store(tmp_path / "toy.zarr")
+    st.pack_store(tmp_path / "toy.zarr", tmp_path / "toy.zarr.zip")
+    s3fs.S3FileSystem(**options).put_file(str(tmp_path / "toy.zarr.zip"), "lab/shared/toy.zarr.zip")
+    url = "s3://lab/shared/toy.zarr.zip"
+    store = st.open_store(url, options)
+    assert store.ids() == ["a_1", "b_2", "c_3"]
+    np.testing.assert_array_equal(
+        store.read("c_3", "image", (200, 200, 257, 300)), data["c_3"][0][200:, 200:300]
+    )
+    assert check_store(url, options).problems == []
+    st.unpack_store(url, tmp_path / "back.zarr", options)
+    assert st.open_store(tmp_path / "back.zarr").image_attrs("a_1") == store.image_attrs("a_1")

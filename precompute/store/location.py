@@ -79,9 +79,24 @@ def check_local_store(path: Path, location: str) -> None:
         raise SamaugError(f"{location} is not a samaug store (it has no zarr.json)")
 
 
+def http_options(url: str, storage_options: dict | None) -> dict | None:
+    """``storage_options`` for an ``http(s)://`` URL with a number of seconds given as
+    ``client_kwargs.timeout`` (all JSON can say, e.g. on the command line) turned into the
+    aiohttp timeout it means: a read that stalls longer fails."""
+    kwargs = (storage_options or {}).get("client_kwargs")
+    timeout = kwargs.get("timeout") if isinstance(kwargs, dict) else None
+    if not url.lower().startswith("http") or not isinstance(timeout, (int, float)):
+        return storage_options
+    import aiohttp
+
+    client = {**kwargs, "timeout": aiohttp.ClientTimeout(total=float(timeout))}
+    return {**storage_options, "client_kwargs": client}
+
+
 def read_store(location: str | Path, storage_options: dict | None = None):
     """A read-only zarr Store for the store at ``location`` (checked to exist when local)."""
     location = str(location)
+    storage_options = http_options(location, storage_options)
     if is_zip(location):
         if is_url(location):
             fs, path = filesystem(location, storage_options)
