@@ -2,8 +2,9 @@
 
 - ``schema``: the logical arrays, codecs, attributes, versions and size limits as checks.
 - ``layout``: which Zarr arrays hold them in each schema version (version 2: sharded).
-- ``writer``: ``prepare_store`` (driver, root metadata), ``write_image`` (one task, one image
-  group), ``set_index`` (driver), ``complete_ids``, ``unmark_images`` (repair).
+- ``writer``: ``write_image`` (one task, one image group), ``set_index`` (driver), through a
+  ``Target``; ``resume``: ``prepare_store`` (driver), the signature, ``complete_ids``,
+  ``unmark_images`` (repair).
 - ``sharing``: ``attach_image`` (a store shared without its images gets them back).
 - ``derive``: ``strip_images``, ``subset_store``, ``merge_stores``, ``pack_store``,
   ``unpack_store``, ``upgrade_store``: new stores from stores (``copying``: the engine;
@@ -37,6 +38,15 @@ from .layout import Layout, layout_of
 from .links import links_inside
 from .location import is_url, is_zip
 from .reader import SamaugStore, open_store
+from .resume import (
+    PreparedStore,
+    complete_ids,
+    group_problem,
+    prepare_store,
+    signature,
+    signature_differences,
+    unmark_images,
+)
 from .schema import (
     ARRAY_NAMES,
     EVERY_CHUNK_WRITTEN,
@@ -55,18 +65,11 @@ from .schema import (
 from .sharing import attach_image, mark_images_attached
 from .target import Target
 from .writer import (
-    PreparedStore,
-    complete_ids,
-    group_problem,
     is_samaug_store,
-    prepare_store,
     read_root_attrs,
     set_index,
-    signature,
-    signature_differences,
     split_of,
     store_root_attrs,
-    unmark_images,
     write_image,
 )
 

@@ -63,7 +63,7 @@ class StoreCache:
 
 def identity(location: str, root: dict) -> str:
     """The cache folder name of the store at ``location`` whose root metadata is ``root``."""
-    from .writer import signature
+    from .resume import signature
 
     attrs = root.get("attributes", {}) if isinstance(root, dict) else {}
     attrs = attrs if isinstance(attrs, dict) else {}

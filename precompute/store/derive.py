@@ -20,8 +20,9 @@ from ..types import SamaugError, image_id_problem
 from .copying import Built, Part, build, check_destination
 from .location import is_url, is_zip
 from .reader import SamaugStore, open_store
+from .resume import signature_differences
 from .schema import ARRAY_NAMES, EVERY_CHUNK_WRITTEN, SCHEMA_VERSION
-from .writer import now, signature_differences
+from .writer import now
 
 
 def _open(location: str | Path, storage_options: dict | None) -> SamaugStore:

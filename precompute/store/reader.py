@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Iterator
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.abc.store import SuffixByteRequest
 
 from ..types import NotInStoreError, SamaugError
 from . import consolidated, shards
@@ -163,43 +161,11 @@ class SamaugStore:
         raise AssertionError("unreachable")
 
     def _fetch_shard(self, image_id: str, name: str, array: zarr.Array, selection) -> None:
-        """Bring the bytes of the inner chunks ``selection`` reads into memory in as few
-        requests as the layout allows, after checking the shard's index: whole shard in one
-        request when every inner chunk is read, else the index (kept) and the joined ranges."""
-        key = shards.shard_key(f"images/{image_id}/{name}", array.ndim)
-        where = f"{name}: shard c/{key.rpartition('/c/')[2]}"
-        grid = shards.chunks_per_shard(array.shards, array.chunks)
-        numbers = shards.touched(selection, array.shape, array.chunks)
-        if not numbers:
-            return
-        size = shards.index_nbytes(grid)
-        whole = len(numbers) == math.prod(grid)
-        data = self._guarded.fetch(key) if whole else None
-        tail = data[-size:] if whole and data is not None else None
-        if not whole:
-            tail = self._guarded.read(key, SuffixByteRequest(size))
-        if tail is None:
-            raise self._damaged(image_id, f"{where} is missing")
-        try:
-            index = shards.parse_index(tail, grid)
-        except ValueError as err:
-            raise self._damaged(image_id, f"{where}: {err}") from None
-        lost = shards.missing(index, numbers)
-        if lost:
-            raise self._damaged(
-                image_id,
-                f"{where}: inner chunk {shards.chunk_name(lost[0], grid)} is missing (every "
-                "chunk was written)",
-            )
-        ranges = shards.byte_ranges(index, numbers)
-        for start, stop in ranges:
-            if whole:
-                short = stop > len(data) - size
-            else:
-                got = self._guarded.fetch(key, start, stop)
-                short = got is None or len(got) < stop - start
-            if short:
-                raise self._damaged(image_id, f"{where}: is shorter than its index says")
+        """Bring the inner chunks ``selection`` reads into memory, checked (``shards.fetch``);
+        damage names the image and the array."""
+        problem = shards.fetch(self._guarded, f"images/{image_id}/{name}", array, selection)
+        if problem:
+            raise self._damaged(image_id, f"{name}: {problem}")
 
     def own_metadata(self, node: str) -> dict | None:
         """The parsed ``<node>/zarr.json`` (``"."``: the root) as stored, None if missing or

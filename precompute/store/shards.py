@@ -17,6 +17,7 @@ from typing import Any
 
 import google_crc32c
 import numpy as np
+from zarr.abc.store import SuffixByteRequest
 
 MISSING = np.uint64(2**64 - 1)
 # Ranges closer than this are fetched as one: a request costs more than a few hundred
@@ -97,3 +98,43 @@ def byte_ranges(index: np.ndarray, numbers: list[int], gap: int = COALESCE_GAP) 
 def chunk_name(number: int, grid: tuple[int, ...]) -> str:
     """An inner chunk's coordinates as Zarr writes chunk keys, e.g. "0/1/2"."""
     return "/".join(str(int(c)) for c in np.unravel_index(number, grid))
+
+
+def fetch(guarded, array_path: str, array: Any, selection: Any) -> str | None:
+    """Bring the bytes of the inner chunks ``selection`` reads from the only shard of
+    ``array`` (a zarr Array at ``array_path``) into ``guarded``'s memory (a ``GuardedStore``)
+    in as few requests as the layout allows, after checking the shard's index: the whole
+    shard in one request when every inner chunk is read, else the index (kept) and the
+    joined ranges. Returns the problem (a phrase naming the shard) when the shard is missing,
+    cut short, or its index fails its crc32c or lacks a chunk the read needs; else None."""
+    key = shard_key(array_path, array.ndim)
+    where = f"shard c/{key.rpartition('/c/')[2]}"
+    grid = chunks_per_shard(array.shards, array.chunks)
+    numbers = touched(selection, array.shape, array.chunks)
+    if not numbers:
+        return None
+    size = index_nbytes(grid)
+    whole = len(numbers) == math.prod(grid)
+    data = guarded.fetch(key) if whole else None
+    tail = data[-size:] if data is not None else None
+    if not whole:
+        tail = guarded.read(key, SuffixByteRequest(size))
+    if tail is None:
+        return f"{where} is missing"
+    try:
+        index = parse_index(tail, grid)
+    except ValueError as err:
+        return f"{where}: {err}"
+    lost = missing(index, numbers)
+    if lost:
+        name = chunk_name(lost[0], grid)
+        return f"{where}: inner chunk {name} is missing (every chunk was written)"
+    for start, stop in byte_ranges(index, numbers):
+        if whole:
+            short = stop > len(data) - size
+        else:
+            got = guarded.fetch(key, start, stop)
+            short = got is None or len(got) < stop - start
+        if short:
+            return f"{where}: is shorter than its index says"
+    return None
