@@ -7,6 +7,7 @@ from http_server import running
 from store_toys import toy_store
 
 from precompute import store as st
+from precompute.types import SamaugError
 
 
 @pytest.fixture
@@ -38,3 +39,21 @@ def test_a_read_that_stalls_or_drops_mid_body_is_one_line(toy, tmp_path, fault):
         np.testing.assert_array_equal(
             store.read("a_1", "seg_prior", (0, 0, 16, 16)), data["a_1"][3][:16, :16]
         )
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_naming_it(toy, tmp_path):
+    import json
+
+    from precompute.store.cache import identity
+
+    path, _ = toy
+    cache = tmp_path / "cache"
+    with running(tmp_path) as server:
+        url = f"{server.url}/{path.name}"
+        root = json.loads((path / "zarr.json").read_text())
+        cache.mkdir()
+        (cache / identity(url, root)).write_text("not a folder")  # where entries must go
+        store = st.open_store(url, cache=cache)
+        with pytest.raises(SamaugError, match=f"--cache {cache}: cannot keep images/a_1/") as err:
+            store.read("a_1", "image")
+    assert "\n" not in str(err.value)

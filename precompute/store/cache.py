@@ -35,7 +35,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
 from ..files import atomic_write_bytes
-from ..types import SettingError
+from ..types import SamaugError, SettingError
 from .zipstore import _span
 
 
@@ -178,8 +178,14 @@ class CachingStore(WrapperStore):
         if key == "zarr.json":
             self._bind(data)
         elif path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, data)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(path, data)
+            except OSError as err:  # a full or read-only disk: the cache's, not the store's
+                raise SamaugError(
+                    f"--cache {self.cache.directory}: cannot keep {key} there ({err}); free "
+                    "some space or choose another folder"
+                ) from err
             with self._lock:
                 self._checked.add(key)
         return _answer(data, byte_range, prototype)
