@@ -289,11 +289,8 @@ def run(
     target = store.Target(config.store, config.storage_options)
     with open_workers(config) as workers:
         workers.preflight()
-        lock = store.lock.acquire(target, config.break_lock)
-        try:
+        with store.lock.holding(target, "samaug priors", config.break_lock) as lock:
             summary = _run_locked(config, refs, target, workers, lock, on_progress, index_interval)
-        finally:
-            lock.release()
     summary.lock_replaced = lock.replaced
     summary.seconds = time.perf_counter() - started
     return summary

@@ -209,12 +209,13 @@ def repair(location: str) -> Verification:
             f"{location}: repair changes a store in place; give a local store folder (copy or "
             "`samaug store unpack` it first)"
         )
-    result = check_store(str(location))
-    if result.flagged:
-        store_module.unmark_images(location, result.flagged)  # consolidates at its end
-    elif any(p.startswith("consolidated metadata: ") for p in result.problems):
-        refuse_links(location, "repair it")
-        store_module.consolidate(location)
+    with store_module.lock.holding(store_module.Target(location), "samaug store repair"):
+        result = check_store(str(location))
+        if result.flagged:
+            store_module.unmark_images(location, result.flagged)  # consolidates at its end
+        elif any(p.startswith("consolidated metadata: ") for p in result.problems):
+            refuse_links(location, "repair it")
+            store_module.consolidate(location)
     return result
 
 
@@ -245,10 +246,12 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
             )
     reader = get_reader(dataset["name"], data_root, confine=True, **options)
     refs = {ref.image_id: ref for ref in reader.refs()}
-    with store_module.consolidated.rewriting(location):
-        attached, problems = _attach_each(location, store, reader, refs, data_root)
-        if not problems:
-            store_module.mark_images_attached(location)
+    target = store_module.Target(location)
+    with store_module.lock.holding(target, "samaug store attach"):
+        with store_module.consolidated.rewriting(location):
+            attached, problems = _attach_each(location, store, reader, refs, data_root)
+            if not problems:
+                store_module.mark_images_attached(location)
     return attached, problems
 
 

@@ -106,7 +106,8 @@ def test_priors_to_s3_killed_and_resumed_equals_an_unbroken_run_then_trains(s3, 
     }
     resumed = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "replaced the lock of a run that is no longer running (samaug on" in resumed.stdout
+    replaced = "replaced the lock of a run that is no longer running (samaug priors on"
+    assert replaced in resumed.stdout
     assert "skipped (already complete)" in resumed.stdout
     skipped = int(resumed.stdout.split(" done, ")[1].split(" skipped")[0])
     assert skipped >= done_before and not fs.exists("lab/runs/glas.zarr.lock")
@@ -132,7 +133,7 @@ def test_one_writer_at_a_time(s3, tmp_path):
         target = st.Target(location, opts)
         held = st.lock.acquire(target)
         with pytest.raises(
-            SamaugError, match=r"is being written by samaug on host .*, process "
+            SamaugError, match=r"is being written by samaug priors on host .*, process "
         ) as err:
             st.lock.acquire(target)
         assert f"process {os.getpid()}" in str(err.value) and "\n" not in str(err.value)
@@ -143,7 +144,7 @@ def test_one_writer_at_a_time(s3, tmp_path):
         with pytest.raises(SamaugError, match="run again with --break-lock"):
             st.lock.acquire(target)
         taken = st.lock.acquire(target, break_lock=True)
-        assert taken.replaced.startswith("samaug on host elsewhere")
+        assert taken.replaced.startswith("samaug priors on host elsewhere")
         # The run whose lock was broken notices at its next refresh and stops.
         st.lock._write(target, other, exclusive=False)
         with pytest.raises(SamaugError, match="this run's lock was broken"):
@@ -178,7 +179,7 @@ def test_a_live_run_makes_a_second_one_refuse_with_one_line(s3, tmp_path):
     held.release()
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and len(lines) == 1, out.stderr
-    assert lines[0].startswith(f"error: {url} is being written by samaug on host ")
+    assert lines[0].startswith(f"error: {url} is being written by samaug priors on host ")
     assert f"process {os.getpid()}" in lines[0]
 
 

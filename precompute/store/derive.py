@@ -19,9 +19,11 @@ from .. import __version__
 from ..types import SamaugError, image_id_problem
 from .copying import Built, Part, build, check_destination
 from .location import is_url, is_zip
+from .lock import holding
 from .reader import SamaugStore, open_store
 from .resume import signature_differences
 from .schema import ARRAY_NAMES, EVERY_CHUNK_WRITTEN, SCHEMA_VERSION
+from .target import Target
 from .writer import now
 
 
@@ -260,10 +262,12 @@ def upgrade_store(
     if is_url(src) or is_zip(src):
         raise SamaugError(f"{src}: only a local store folder is upgraded in place; give --out")
     folder = Path(src)
-    fresh = folder.parent / f".{folder.name}.upgraded.{os.getpid()}.{time.time_ns()}"
-    built = build(fresh, attrs, parts, SCHEMA_VERSION)
-    old = folder.parent / f".{folder.name}.version-{store.attrs['schema_version']}.{time.time_ns()}"
-    os.rename(folder, old)
-    os.rename(fresh, folder)
-    shutil.rmtree(old)
+    with holding(Target(folder), "samaug store upgrade"):  # no run writes it meanwhile
+        fresh = folder.parent / f".{folder.name}.upgraded.{os.getpid()}.{time.time_ns()}"
+        built = build(fresh, attrs, parts, SCHEMA_VERSION)
+        version = store.attrs["schema_version"]
+        old = folder.parent / f".{folder.name}.version-{version}.{time.time_ns()}"
+        os.rename(folder, old)
+        os.rename(fresh, folder)
+        shutil.rmtree(old)
     return built

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -87,7 +88,8 @@ class Lock:
 
 def describe(record: dict) -> str:
     return (
-        f"samaug on host {record.get('host')}, process {record.get('pid')}, started "
+        f"{record.get('command', 'samaug')} on host {record.get('host')}, process "
+        f"{record.get('pid')}, started "
         f"{record.get('started')}, last refreshed {record.get('refreshed')}"
     )
 
@@ -141,7 +143,17 @@ def _remove(target: Target) -> None:
             os.unlink(where)
 
 
-def acquire(target: Target, break_lock: bool = False) -> Lock:
+@contextlib.contextmanager
+def holding(target: Target, command: str, break_lock: bool = False) -> Iterator[Lock]:
+    """The lock beside ``target`` (``acquire``) while the caller writes; released after."""
+    lock = acquire(target, break_lock, command)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def acquire(target: Target, break_lock: bool = False, command: str = "samaug priors") -> Lock:
     """Take the lock beside ``target`` for this process, or SamaugError naming its holder.
 
     A stale lock of this host (its process gone) is replaced; any lock is replaced with
@@ -156,7 +168,7 @@ def acquire(target: Target, break_lock: bool = False) -> Lock:
         "started": _now(),
         "refreshed": _now(),
         "run": uuid.uuid4().hex,
-        "command": "samaug priors",
+        "command": command,
     }
     replaced = None
     with target.reaching("taking the lock beside the store"):
