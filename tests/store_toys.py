@@ -29,10 +29,10 @@ def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True, ima
     return image, lab, ms, seg, boundary
 
 
-def toy_store(path, version=st.SCHEMA_VERSION):
+def toy_store(path, version=st.SCHEMA_VERSION, consolidated=False):
     """Three images: a_1 (300 x 270, 12 masks), b_2 (40 x 33, no mask, no label: all-zero
     priors) and c_3 (257 x 513, 70 masks: two chunks of masks), in the layout of schema
-    ``version``. Returns their data by ID."""
+    ``version``, consolidated (as a run leaves a store) if asked. Returns their data by ID."""
     st.prepare_store(path, st.store_root_attrs(DATASET, MASKER, version))
     data = {
         "a_1": write(path, "a_1", "train", seed=1),
@@ -40,6 +40,8 @@ def toy_store(path, version=st.SCHEMA_VERSION):
         "c_3": write(path, "c_3", "test", shape=(257, 513), n=70, seed=3),
     }
     st.set_index(path, {"a_1": "train", "b_2": "train", "c_3": "test"})
+    if consolidated:
+        st.consolidate(path)
     return data
 
 

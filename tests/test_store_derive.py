@@ -25,9 +25,7 @@ SAMAUG = [sys.executable, "-m", "samaug"]
 @pytest.fixture
 def toy(tmp_path):
     path = tmp_path / "toy.zarr"
-    data = toy_store(path)
-    st.consolidate(path)
-    return path, data
+    return path, toy_store(path, consolidated=True)
 
 
 def same_images(a, b, ids=None) -> None:

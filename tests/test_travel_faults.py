@@ -13,9 +13,7 @@ from precompute.types import SamaugError
 @pytest.fixture
 def toy(tmp_path):
     path = tmp_path / "toy.zarr"
-    data = toy_store(path)
-    st.consolidate(path)
-    return path, data
+    return path, toy_store(path, consolidated=True)
 
 
 @pytest.mark.parametrize("fault", ["stall", "drop"])
