@@ -10,26 +10,38 @@ DATASET ?= glas
 DATA_ROOT ?= data
 STORE_DIR ?= stores
 STORE ?= $(STORE_DIR)/$(DATASET).zarr
-SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
-SAM_MODELS ?= vit_b vit_l vit_h
+WEIGHTS_DIR ?= checkpoints
+# The paper's SAM is ViT-H (the released SAMAug_barebone.py); for ViT-B:
+#   make weights SAM_MODELS=vit_b && make priors SAM_CHECKPOINT=checkpoints/sam_vit_b_01ec64.pth
+SAM_CHECKPOINT ?= $(WEIGHTS_DIR)/sam_vit_h_4b8939.pth
+SAM_MODELS ?= vit_h
+# ImageNet backbones `make weights` fetches too (swin_t: Swin-UNet's Swin-T); empty for none.
+BACKBONE_WEIGHTS ?= swin_t
 MASKER ?= sam
 WORKERS ?=
 DEVICE ?= auto
 PRIORS_ARGS ?=
 MODEL ?= unet
-MODE ?= samaug
-EPOCHS ?= 100
+MODE ?= joint
+# Empty: the protocol's recipe (100 epochs for patches, 39 for polyp stores).
+EPOCHS ?=
 SEED ?= 0
 RUN ?= runs/$(DATASET)/$(MODEL)-$(MODE)-$(SEED)
 TRAIN_ARGS ?=
 EVAL_ARGS ?=
+# `make reproduce TABLE=monuseg`: the paper's table from stores/monuseg.zarr.
+TABLE ?= monuseg
+SEEDS ?= 3
+REPRODUCE_STORE ?= $(STORE_DIR)/$(TABLE).zarr
+REPRODUCE_DIR ?= reproduce/$(TABLE)
+REPRODUCE_ARGS ?=
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
 # The real data subsets used by some tests and benchmarks (skipped where absent).
 SHARED_DATA ?= $(abspath ../shared/data)
 export SAMAUG_SHARED_DATA := $(SHARED_DATA)
 
-.PHONY: setup test priors weights train eval demo bench lint clean-venv
+.PHONY: setup test priors weights train eval reproduce demo bench lint clean-venv
 
 setup: $(VENV)/.installed
 
@@ -49,14 +61,21 @@ priors: setup
 		$(if $(WORKERS),--workers $(WORKERS)) $(PRIORS_ARGS)
 
 weights: setup
-	$(BIN)/samaug weights $(SAM_MODELS) --dir $(dir $(SAM_CHECKPOINT))
+	$(BIN)/samaug weights $(SAM_MODELS) $(BACKBONE_WEIGHTS) --dir $(WEIGHTS_DIR)
 
 train: setup
-	$(BIN)/samaug train --store $(STORE) --model $(MODEL) --mode $(MODE) --epochs $(EPOCHS) \
-		--seed $(SEED) --device $(DEVICE) --out $(RUN) $(TRAIN_ARGS)
+	$(BIN)/samaug train --store $(STORE) --model $(MODEL) --mode $(MODE) \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED) --device $(DEVICE) --out $(RUN) \
+		$(if $(filter swin_unet,$(MODEL)),--model-option \
+			pretrained=$(WEIGHTS_DIR)/swin_tiny_patch4_window7_224.pth) $(TRAIN_ARGS)
 
 eval: setup
 	$(BIN)/samaug eval $(RUN) --device $(DEVICE) $(EVAL_ARGS)
+
+reproduce: setup
+	$(BIN)/samaug reproduce $(TABLE) --store $(REPRODUCE_STORE) --out $(REPRODUCE_DIR) \
+		--seeds $(SEEDS) --device $(DEVICE) --weights-dir $(WEIGHTS_DIR) \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(REPRODUCE_ARGS)
 
 demo: setup
 	$(BIN)/samaug demo --out $(DEMO_DIR)

@@ -25,6 +25,8 @@ except ImportError:  # an older typer: click's own
     _TyperClickException = click.ClickException
 
 from .commands import priors as priors_commands
+from .commands import reproduce as reproduce_commands
+from .commands import results as results_commands
 from .commands import store as store_commands
 from .commands import train as train_commands
 from .options import set_verbose, verbose
@@ -37,6 +39,8 @@ app = typer.Typer(
 )
 priors_commands.register(app)
 train_commands.register(app)
+results_commands.register(app)
+reproduce_commands.register(app)
 app.add_typer(store_commands.app, name="store")
 
 

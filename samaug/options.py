@@ -63,3 +63,21 @@ def parse_pairs(values: list[str] | None, what: str) -> dict[str, object]:
             raise SettingError(f"{what} {key} is given twice, as {out[key]!r} and {value!r}")
         out[key] = value
     return out
+
+
+def parse_numbers(text: str | None, what: str) -> list[float | int] | None:
+    """``"0.75,1,1.25"`` -> ``[0.75, 1, 1.25]`` (whole numbers as int); None for None; an
+    empty string is an empty list. SettingError naming ``what`` for a part that is not a
+    number."""
+    if text is None:
+        return None
+    values: list[float | int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            number = float(part)
+        except ValueError:
+            raise SettingError(f"{what} {text!r}: {part!r} is not a number") from None
+        values.append(int(number) if number.is_integer() and "." not in part else number)
+    return values

@@ -231,9 +231,9 @@ def test_margin_values_and_foreground_of_three_class_output():
     torch.testing.assert_close(
         foreground_probability(three)[:, 0, 0], torch.tensor([0.8, 0.1]).double()
     )
-    torch.testing.assert_close(image_certainty(three), torch.tensor([0.3, 0.4]).double())
+    torch.testing.assert_close(image_certainty(three, "margin"), torch.tensor([0.3, 0.4]).double())
     binary = const_map([0.75])
-    torch.testing.assert_close(image_certainty(binary), torch.tensor([0.25]).double())
+    torch.testing.assert_close(image_certainty(binary, "margin"), torch.tensor([0.25]).double())
     expected_entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     torch.testing.assert_close(
         image_certainty(binary, "entropy"), torch.tensor([-expected_entropy]).double()
@@ -271,6 +271,42 @@ def test_margin_minmax_follows_released_code():
     )
     assert select(raw, aug, "margin")[1].tolist() == [True]
     assert select(raw, aug, "margin_minmax")[1].tolist() == [False]
+
+
+def released_selection(res: np.ndarray, ares: np.ndarray) -> bool:
+    """The released polyp test's choice, transcribed (Polyp_HSNet_SAMAug_Train_and_Test.py):
+    min-max each sigmoid map, indicator = mean |res - 0.5|, the raw map only if its indicator
+    is strictly greater. Returns True when the augmented map is taken."""
+    res = (res - res.min()) / (res.max() - res.min() + 1e-8)
+    indicator1 = np.mean(np.abs(res - 0.5))
+    ares = (ares - ares.min()) / (ares.max() - ares.min() + 1e-8)
+    indicator2 = np.mean(np.abs(ares - 0.5))
+    return not indicator1 > indicator2
+
+
+def test_the_default_selection_is_the_released_codes_where_margin_disagrees():
+    # raw: rows of 0.02 / 0.5 / 0.98: plain margin (0.48 + 0 + 0.48) / 3 = 0.32; min-max
+    # makes them 0 / 0.5 / 1: margin 1/3.
+    # aug: an unsure map, 0.45 / 0.55 halves: plain margin 0.05; min-max 0 / 1: margin 0.5.
+    raw = torch.tensor([0.02, 0.5, 0.98], dtype=torch.float64).reshape(1, 1, 3, 1)
+    raw = raw.expand(1, 1, 3, 4)
+    aug = torch.full((1, 1, 3, 4), 0.45, dtype=torch.float64)
+    aug[..., 2:] = 0.55
+    assert select(raw, aug, "margin")[1].tolist() == [False]  # margin keeps the raw map
+    assert select(raw, aug, "margin_minmax")[1].tolist() == [True]
+    assert select(raw, aug)[1].tolist() == [True]  # the default is margin_minmax
+    assert all_strategies(raw, aug)[1].tolist() == [True]
+    torch.testing.assert_close(combine(raw, aug, "select"), aug)
+    assert released_selection(raw[0, 0].numpy(), aug[0, 0].numpy()) is True
+    # On random maps the default choice is the transcription's, image by image.
+    generator = torch.Generator().manual_seed(0)
+    powers = 1 + 3 * torch.rand(2, 16, 1, 1, 1, generator=generator, dtype=torch.float64)
+    raws, augs = torch.rand(2, 16, 1, 5, 6, generator=generator, dtype=torch.float64) ** powers
+    expected = [
+        released_selection(r[0].numpy(), a[0].numpy()) for r, a in zip(raws, augs, strict=True)
+    ]
+    assert select(raws, augs)[1].tolist() == expected
+    assert 0 < sum(expected) < 16  # both choices occur
 
 
 @pytest.mark.parametrize("certainty", ["margin", "margin_minmax", "entropy"])

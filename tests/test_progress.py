@@ -44,8 +44,8 @@ def test_progress_png_draws_both_curves_and_stars_the_best_epoch(tmp_path):
     assert loss.sum() > 500 and dice.sum() > 500 and best.sum() > 50
     assert (loss & (rows < 300)).sum() == loss.sum()  # the loss panel is on top
     assert (dice & (rows > 300)).sum() > 0.95 * dice.sum()  # Dice below (its legend too)
-    # Two stars: one in the legend (bottom right), one on the best point. That point (epoch 3
-    # of 0..4, the highest Dice) is at the top of the Dice panel, 3/4 of the way across.
+    # Two stars: one in the legend (bottom right), one on the best point. That point (epoch 4
+    # of 1..5, the highest Dice) is at the top of the Dice panel, 3/4 of the way across.
     _, star_columns = np.nonzero(best & (rows > 280) & (rows < 330))
     assert star_columns.size > 20 and 560 < star_columns.mean() < 640
 

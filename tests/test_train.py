@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import make_glas_store, tiny
+from train_helpers import make_glas_store, tiny, write_pranet_like
 
 from precompute.pipeline import PriorsConfig, run
-from precompute.synthetic import tissue_image
 from train.evaluate import comparison_rows, evaluate_run, format_table
 from train.inference import STRATEGIES
 from train.loop import train
@@ -56,7 +55,7 @@ def test_short_training_learns(glas_store, tmp_path):
     first, last = float(rows[1].split(",")[3]), float(rows[-1].split(",")[3])
     assert last < first / 2
     state = checkpoint(tmp_path / "run", "best.pt")
-    assert state["config"] == config.to_dict()
+    assert state["config"] == config.resolve("glas").to_dict()
     assert state["store"]["masker"]["kind"] == "superpixel"
     assert state["task"] == "glands" and state["num_outputs"] == 3
     # best.pt is the epoch of the best validation Dice, as the log records it.
@@ -83,7 +82,7 @@ def test_modes_and_fusions_train(glas_store, tmp_path, mode, fusion):
     summary = train(
         tiny(glas_store, tmp_path / "r", mode=mode, fusion=fusion, epochs=1), log=lambda line: None
     )
-    assert summary["steps"] == 2
+    assert summary["steps"] == (4 if mode == "joint" else 2)  # joint: raw step, then augmented
     state = checkpoint(tmp_path / "r")
     assert state["in_channels"] == (5 if fusion == "concat" else 3)
     assert np.isfinite(
@@ -224,24 +223,6 @@ def test_show_writes_the_four_panel_figure(glas_store, tmp_path):
     np.testing.assert_array_equal(figure[18:, 3 * (128 + 8) :], expected)
 
 
-def write_pranet_like(root: Path) -> Path:
-    """The PraNet polyp layout: TrainDataset/{image,mask}, TestDataset/<name>/{images,masks}."""
-    from PIL import Image
-
-    folders = [("TrainDataset/image", "TrainDataset/mask", 6)]
-    folders += [("TestDataset/Kvasir/images", "TestDataset/Kvasir/masks", 2)]
-    for k, (images, masks, n) in enumerate(folders):
-        (root / images).mkdir(parents=True)
-        (root / masks).mkdir(parents=True)
-        for i in range(n):
-            image, label = tissue_image(80, 96, 3, seed=100 * k + i, radius=(10, 20))
-            Image.fromarray(image).save(root / images / f"{i}.png")
-            Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8)).save(
-                root / masks / f"{i}.png"
-            )
-    return root
-
-
 def test_polyp_store_trains_a_one_channel_model_and_scores_the_polyp_metrics(tmp_path):
     data = write_pranet_like(tmp_path / "polyp")
     store = tmp_path / "polyp.zarr"
@@ -252,6 +233,7 @@ def test_polyp_store_trains_a_one_channel_model_and_scores_the_polyp_metrics(tmp
     results = evaluate_run(out, checkpoint="last.pt")
     assert set(results) == {"Kvasir"}
     keys = {"mean_dice", "mean_iou", "dice", "s_measure", "mean_e_measure", "max_e_measure"}
+    keys |= {"soft_dice"}
     with open(out / "test_per_image.csv") as f:
         images = list(csv.DictReader(f))
     assert sorted(r["image_id"] for r in images if r["strategy"] == "raw") == [

@@ -295,6 +295,10 @@ def test_every_setting_is_checked_when_the_config_is_made(setting, message):
         (("--lr", "nan"), "--lr must be a finite number, not nan"),
         (("--device", "gpu7"), "--device 'gpu7' is not a device"),
         (("--mode", "both"), "Invalid value for '--mode'"),
+        (
+            ("--model", "swin_unet", "--model-option", "pretrained=/no/swin.pth"),
+            "pretrained=/no/swin.pth: no such file",
+        ),
     ],
 )
 def test_train_option_errors_are_one_line_before_the_store_is_opened(tmp_path, option, message):

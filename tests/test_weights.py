@@ -27,3 +27,32 @@ def test_fetch_checks_sha256_and_keeps_nothing_bad(tmp_path):
     dest.write_bytes(b"tampered")
     with pytest.raises(SamaugError, match="delete it and run `make weights`"):
         fetch("http://127.0.0.1:9/unused", dest, good)
+
+
+def test_weights_command_fetches_sam_and_backbones_and_checks_them(tmp_path, capsys):
+    from samaug.cli import main
+    from train.models.weights import BACKBONES
+
+    def error_line(*args: str) -> str:
+        """The command line run in-process: exit 1 and its one ``error:`` line."""
+        with pytest.raises(SystemExit) as exit_:
+            main(list(args))
+        assert exit_.value.code == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        return lines[0]
+
+    line = error_line("weights", "vit_q", "--dir", str(tmp_path))
+    assert line == "error: unknown weights vit_q; choose from vit_b, vit_l, vit_h, swin_t"
+    served = tmp_path / "mirror"
+    served.mkdir()
+    for name in ("sam_vit_h_4b8939.pth", BACKBONES["swin_t"].filename):
+        (served / name).write_bytes(b"not the published file")
+    with serve(served) as url:
+        # Unnamed: the paper's ViT-H first, then Swin-T; each checked against its sha256.
+        line = error_line("weights", "--dir", str(tmp_path / "w"), "--base-url", url)
+        assert "sam_vit_h_4b8939.pth: downloaded file has sha256" in line
+        line = error_line("weights", "swin_t", "--dir", str(tmp_path / "w"), "--base-url", url)
+    assert f"{BACKBONES['swin_t'].filename}: downloaded file has sha256" in line
+    assert f"expected {BACKBONES['swin_t'].sha256}; nothing was kept" in line
+    assert not any((tmp_path / "w").iterdir())

@@ -6,30 +6,63 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from precompute.pipeline import PriorsConfig, run
-from precompute.synthetic import write_glas_like
+from precompute.synthetic import tissue_image, write_glas_like
 from train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_glas_store(root: Path, counts: dict[str, int] | None = None, **masker) -> Path:
-    """A GlaS-layout synthetic dataset of 96 x 128 images and its superpixel-prior store."""
+def make_glas_store(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    size: tuple[int, int] = (96, 128),
+    checkpoint: Path | None = None,
+    **masker,
+) -> Path:
+    """A GlaS-layout synthetic dataset of ``size`` images and its priors' store: superpixel
+    priors, or with a SAM ``checkpoint`` (a tiny one) SAM's; ``masker`` are its settings."""
     counts = counts or {"train": 8, "testA": 2, "testB": 2}
-    data = write_glas_like(root / "glas", counts, size=(96, 128))
+    data = write_glas_like(root / "glas", counts, size=size)
     store = root / "glas.zarr"
     summary = run(
         PriorsConfig(
             dataset="glas",
             data_root=str(data),
             store=str(store),
-            masker="superpixel",
+            masker="superpixel" if checkpoint is None else "sam",
+            checkpoint=None if checkpoint is None else str(checkpoint),
             masker_settings=tuple(masker.items()),
             workers=0,
+            device="cpu",
         )
     )
     assert summary.done == sum(counts.values())
     return store
+
+
+def write_pranet_like(root: Path, train: int = 6, test: dict[str, int] | None = None) -> Path:
+    """The PraNet polyp layout: TrainDataset/{image,mask}, TestDataset/<name>/{images,masks}
+    (``train`` training images, ``test`` per test set, 80 x 96 pixels)."""
+    from PIL import Image
+
+    test = test or {"Kvasir": 2}
+    folders = [("TrainDataset/image", "TrainDataset/mask", train)]
+    folders += [
+        (f"TestDataset/{name}/images", f"TestDataset/{name}/masks", n) for name, n in test.items()
+    ]
+    for k, (images, masks, n) in enumerate(folders):
+        (root / images).mkdir(parents=True)
+        (root / masks).mkdir(parents=True)
+        for i in range(n):
+            image, label = tissue_image(80, 96, 3, seed=100 * k + i, radius=(10, 20))
+            Image.fromarray(image).save(root / images / f"{i}.png")
+            Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8)).save(
+                root / masks / f"{i}.png"
+            )
+    return root
 
 
 # The tiny run every trainer test starts from: 2 steps an epoch of a 4-channel-wide U-Net.
@@ -55,9 +88,12 @@ def tiny(store, out, **overrides) -> TrainConfig:
 
 
 def tiny_cli(store, out, *extra: str) -> list[str]:
-    """`samaug train` arguments of the tiny run (no validation images unless extra says)."""
+    """`samaug train` arguments of the tiny run (no validation images unless extra says),
+    trained on augmented input only (one optimizer step a batch)."""
     return [
         "train",
+        "--mode",
+        "samaug",
         "--store",
         str(store),
         "--out",

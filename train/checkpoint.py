@@ -16,8 +16,16 @@ config, the task and the store's identity. An epoch ends with, in this order:
 
 A kill between two of them leaves ``last.pt`` ahead of the others, and ``resume`` repairs
 them from it: it rewrites ``log.csv``, and copies ``last.pt`` to ``best.pt`` when the last
-epoch is the recorded best epoch but ``best.pt`` holds another epoch (or is missing). A kill
-mid-epoch leaves the previous epoch's files, and the rerun trains the epoch again.
+epoch is the recorded best epoch but ``best.pt`` holds another epoch (or is missing).
+
+Within an epoch, a run with ``save_every`` N replaces ``last.pt`` (only) every N batches
+(``save_position``): then ``epoch`` is the last complete epoch (-1 in the first) and
+``batch`` the batches done of the next one, with their losses (``epoch_losses``); at an
+epoch's end ``batch`` is 0. A kill mid-epoch loses the batches since the last such save (all
+of the epoch without ``save_every``), and the rerun goes on from there: the model, optimiser,
+schedule, scaler and torch RNG states are the saved ones and the data loader skips the
+batches done (their items are fixed by the seed, the epoch and the index,
+``train.data``), so the resumed run computes what the uninterrupted run computes.
 
 Checkpoints hold only tensors and plain values (dicts, lists, numbers, strings, None) and
 are read with ``torch.load(weights_only=True)``: a file that would need arbitrary objects
@@ -46,7 +54,7 @@ from .config import TrainConfig, differences
 LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_dice", "seconds")
 FORMAT = "samaug-checkpoint/1"
 REQUIRED = ("format", "model", "epoch", "config", "task", "in_channels", "num_outputs")
-RUN_FILES = ("config.json", "log.csv", "last.pt", "best.pt", "metrics.json")
+RUN_FILES = ("config.json", "log.csv", "last.pt", "best.pt", "metrics.json", "progress.png")
 RETRAIN = "restore it from a copy, or delete last.pt and best.pt to train the run again"
 
 
@@ -133,6 +141,11 @@ def save_epoch(out: Path, state: dict, is_best: bool) -> None:
     if is_best:
         _copy(out / "last.pt", out / "best.pt")
     write_log(out / "log.csv", state["log"])
+
+
+def save_position(out: Path, state: dict) -> None:
+    """A position within an epoch (module doc): ``last.pt`` alone is replaced."""
+    atomic_save(out / "last.pt", lambda f: torch.save(state, f))
 
 
 def _remove_partial_files(out: Path) -> None:
@@ -239,8 +252,8 @@ def _repair_best(out: Path, state: dict) -> None:
         problem = "is missing"
     if held == best_epoch:
         return
-    if best_epoch == state["epoch"]:  # the kill came between last.pt and best.pt
-        _copy(out / "last.pt", best)
+    if best_epoch == state["epoch"] and not state.get("batch"):
+        _copy(out / "last.pt", best)  # the kill came between last.pt and best.pt
         return
     raise SamaugError(
         f"{best} {problem}, but the run's best is epoch {best_epoch}, whose weights only "

@@ -13,7 +13,13 @@ from typing import Literal, get_args
 Mode = Literal["raw", "samaug", "joint"]
 Strategy = Literal["raw", "samaug", "ensemble", "select"]
 Certainty = Literal["margin", "margin_minmax", "entropy"]
+Tta = Literal["none", "flip"]
+ProbabilityFormat = Literal["npz", "tif"]  # train.predictions.PROB_FORMATS
 
 MODES: tuple[str, ...] = get_args(Mode)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 CERTAINTIES: tuple[str, ...] = get_args(Certainty)
+TTAS: tuple[str, ...] = get_args(Tta)
+PROBABILITY_FORMATS: tuple[str, ...] = get_args(ProbabilityFormat)
+# The released SAMAug test code's rule: mean |p - 0.5| after per-image min-max normalisation.
+DEFAULT_CERTAINTY = "margin_minmax"

@@ -51,12 +51,12 @@ from .targets import BOUNDARY_WIDTH, IGNORE_INDEX
 from .tasks import get_task
 
 
-def _image_float(image: np.ndarray) -> np.ndarray:
+def image_float(image: np.ndarray) -> np.ndarray:
     """(h, w, 3) uint8 -> (3, h, w) float32 in [0, 1]."""
     return np.moveaxis(image, -1, 0).astype(np.float32) / np.float32(255)
 
 
-def _prior_float(prior: np.ndarray) -> np.ndarray:
+def prior_float(prior: np.ndarray) -> np.ndarray:
     """(h, w) float32 or uint8 -> (1, h, w) float32."""
     return np.asarray(prior, np.float32)[None]
 
@@ -64,8 +64,13 @@ def _prior_float(prior: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- datasets
 
 
-class _StoreDataset(Dataset):
-    """Opens the store lazily in each process and never pickles it open (see module doc)."""
+class StoreDataset(Dataset):
+    """Opens the store lazily in each process and never pickles it open (see module doc).
+
+    cache: a folder (or a ``StoreCache``) keeping what is read from a store URL on local
+    disk, shared by the DataLoader's workers: from the second epoch on nothing is read over
+    the network (``precompute.store.cache``).
+    """
 
     def __init__(
         self,
@@ -126,7 +131,45 @@ class _StoreDataset(Dataset):
             ) from err
 
 
-class PatchDataset(_StoreDataset):
+class EpochDataset(StoreDataset):
+    """A training dataset whose items depend on the epoch: ``samples_per_epoch`` items an
+    epoch (default: one per image), indexed by an int (the epoch from ``set_epoch``) or an
+    ``(epoch, index)`` pair (``make_loader``'s sampler). ``seed``: non-negative."""
+
+    def __init__(
+        self,
+        store_location: str | Path,
+        split: str | Sequence[str],
+        samples_per_epoch: int | None,
+        seed: int,
+        storage_options: dict | None,
+        cache: StoreCache | str | Path | None = None,
+    ) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, not {seed}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be positive, not {samples_per_epoch}")
+        super().__init__(store_location, split, storage_options, cache)
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch or len(self.ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the draws of this epoch for plain int indices (and in make_loader)."""
+        self.epoch = int(epoch)
+
+    def position(self, index: int | tuple[int, int]) -> tuple[int, int]:
+        """``(epoch, index)`` of an item index; IndexError outside the epoch's items."""
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        return int(epoch), int(index)
+
+
+class PatchDataset(EpochDataset):
     """Random, augmented training patches from a samaug store.
 
     Arguments:
@@ -139,9 +182,8 @@ class PatchDataset(_StoreDataset):
         image ``ids[i % len(ids)]``.
       seed: non-negative; with the epoch and the index it fixes every random choice.
       storage_options: fsspec options for a URL (e.g. credentials).
-      cache: a folder (or a ``StoreCache``) keeping what is read from a URL on local disk:
-        the second epoch reads nothing over the network (``precompute.store.cache``).
       boundary_width: width in pixels of the instance boundary class.
+      cache: a local cache of a store URL (``StoreDataset``).
 
     Items: a dict with ``image`` (3, P, P) float32 [0, 1], ``seg_prior`` and
     ``boundary_prior`` (1, P, P) float32, ``target`` (P, P) int64, ``image_id`` (str) and
@@ -165,33 +207,17 @@ class PatchDataset(_StoreDataset):
         self.task = get_task(task)
         if patch_size < 1:
             raise ValueError(f"patch_size must be positive, not {patch_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, not {seed}")
-        if samples_per_epoch is not None and samples_per_epoch < 1:
-            raise ValueError(f"samples_per_epoch must be positive, not {samples_per_epoch}")
         if boundary_width < 1:
             raise ValueError(f"boundary_width must be at least 1, not {boundary_width}")
-        super().__init__(store_location, split, storage_options, cache)
+        super().__init__(store_location, split, samples_per_epoch, seed, storage_options, cache)
         self.task_name = task
         self.patch_size = int(patch_size)
         self.augment = augment
-        self.samples_per_epoch = samples_per_epoch
-        self.seed = int(seed)
         self.boundary_width = int(boundary_width)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.samples_per_epoch or len(self.ids)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the random draws of this epoch for plain int indices (and in make_loader)."""
-        self.epoch = int(epoch)
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
-        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        rng = np.random.default_rng((self.seed, int(epoch), int(index)))
+        epoch, index = self.position(index)
+        rng = np.random.default_rng((self.seed, epoch, index))
         return self._patch(self.ids[index % len(self.ids)], rng)
 
     def _target(self, image_id: str, window: tuple[int, int, int, int]) -> np.ndarray:
@@ -220,9 +246,9 @@ class PatchDataset(_StoreDataset):
         read = self.store.read
         maps = np.concatenate(
             [
-                _image_float(read(image_id, "image", window)),
-                _prior_float(read(image_id, "seg_prior", window)),
-                _prior_float(read(image_id, "boundary_prior", window)),
+                image_float(read(image_id, "image", window)),
+                prior_float(read(image_id, "seg_prior", window)),
+                prior_float(read(image_id, "boundary_prior", window)),
             ]
         )
         target = self._target(image_id, window)
@@ -252,7 +278,7 @@ class PatchDataset(_StoreDataset):
         }
 
 
-class WholeImageDataset(_StoreDataset):
+class WholeImageDataset(StoreDataset):
     """Whole images with their priors and labels, for evaluation (no augmentation).
 
     Items: ``image`` (3, H, W) float32 [0, 1], ``seg_prior`` and ``boundary_prior``
@@ -281,11 +307,9 @@ class WholeImageDataset(_StoreDataset):
         image_id = self.ids[index]
         store = self.store
         item = {
-            "image": torch.from_numpy(_image_float(store.read(image_id, "image"))),
-            "seg_prior": torch.from_numpy(_prior_float(store.read(image_id, "seg_prior"))),
-            "boundary_prior": torch.from_numpy(
-                _prior_float(store.read(image_id, "boundary_prior"))
-            ),
+            "image": torch.from_numpy(image_float(store.read(image_id, "image"))),
+            "seg_prior": torch.from_numpy(prior_float(store.read(image_id, "seg_prior"))),
+            "boundary_prior": torch.from_numpy(prior_float(store.read(image_id, "boundary_prior"))),
             "image_id": image_id,
         }
         if store.has(image_id, "label"):
@@ -317,7 +341,9 @@ class EpochSampler(Sampler):
 
     The epoch is read from the dataset (in the main process) when iteration starts, so
     ``dataset.set_epoch(e)`` reaches persistent workers. With ``shuffle`` the order is a
-    permutation drawn from ``(seed, epoch)``.
+    permutation drawn from ``(seed, epoch)``. ``skip``: items of this process's share left
+    out at the start of the next iteration, then reset to 0 (a run resumed mid-epoch goes on
+    with the items it had not reached; ``__len__`` stays the whole epoch's).
     """
 
     def __init__(
@@ -328,6 +354,7 @@ class EpochSampler(Sampler):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.skip = 0
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.world_size)
@@ -340,7 +367,8 @@ class EpochSampler(Sampler):
         # Distributed: the same permutation everywhere, rank r takes items r, r + W, ...;
         # padded by wrapping so every rank runs the same number of steps.
         order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
-        return iter([(epoch, int(i)) for i in order])
+        skip, self.skip = self.skip, 0
+        return iter([(epoch, int(i)) for i in order[skip:]])
 
 
 def _init_worker(worker_id: int) -> None:
@@ -375,7 +403,7 @@ def _stop_workers(iterator_ref) -> None:
 
 
 def make_loader(
-    dataset: PatchDataset,
+    dataset: StoreDataset,
     batch_size: int,
     workers: int = 0,
     shuffle: bool = True,
@@ -393,6 +421,10 @@ def make_loader(
     ``dataset.set_epoch(e)`` before iterating epoch ``e``; batches depend only on the
     dataset's seed, the epoch and the batch size, not on ``workers``. Under
     DistributedDataParallel, ``rank`` / ``world_size`` give each process its own share.
+    ``loader.sampler.skip = k * batch_size`` starts the next iteration at batch ``k``.
+    The loader draws its workers' base seed from a generator of its own, never from torch's
+    global one, so iterating it leaves the model's random stream (dropout) untouched: a run
+    resumed mid-epoch draws what the uninterrupted run drew.
     """
     if context == "fork":
         raise ValueError("context 'fork' can deadlock on zarr's event-loop thread; use 'spawn'")
@@ -408,4 +440,5 @@ def make_loader(
         multiprocessing_context=context if parallel else None,
         worker_init_fn=_init_worker if parallel else None,
         prefetch_factor=prefetch_factor if parallel else None,
+        generator=torch.Generator().manual_seed(getattr(dataset, "seed", 0)),
     )

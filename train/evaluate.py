@@ -1,9 +1,13 @@
 """Evaluate trained runs on the store's test splits with the paper's test-time strategies.
 
 For every test image, one pass gives the raw-input and the augmented-input probabilities
-(whole image, overlapping sliding windows); from them the four strategies: ``raw``,
-``samaug``, ``ensemble`` (mean of the two) and ``select`` (per image the more certain).
-Each is scored by the run's task (``train.tasks``, with the metrics of ``train.metrics``):
+as the run's protocol tests (``train.inference.predict_image``: whole image by overlapping
+sliding windows under the patches protocol; under the polyp protocol the image resized to
+352 x 352, the output upsampled to the image's size, sigmoid and per-image min-max
+normalisation); from them the four strategies: ``raw``, ``samaug``, ``ensemble`` (mean of
+the two) and ``select`` (per image the more certain, by default the released code's
+``margin_minmax``). Each is scored by the run's task (``train.tasks``, with the metrics of
+``train.metrics``):
 
 - glands (glas): object F1, object Dice, object Hausdorff per split and for all test splits
   together;
@@ -16,13 +20,20 @@ MoNuSeg and polyp metrics are computed per image and averaged over the images of
 challenge's: pooled over all images of a split (F1 from the summed counts; object Dice and
 Hausdorff weighting each object by its share of the whole split's gland area); their
 per-image means are reported too, as ``*_image_mean``. Results go to ``metrics.json`` in
-the run directory, under "test", and every image's scores to ``test_per_image.csv``.
+the run directory, under "test" (the settings under "test_settings"), and every image's
+scores to ``test_per_image.csv``.
+
+A model is a run directory, a bundle or a checkpoint file (``load_model``); the results of a
+file go to a folder beside it (``results_dir``). With ``tta="flip"`` each probability map is
+the mean over mirrorings (``train.tta``). With ``save_predictions`` every image's prediction
+files are written, one folder per split and strategy (``train.saving``), the label maps
+being the ones scored, so ``train.score`` reads back the same numbers.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,25 +45,46 @@ from precompute.files import atomic_file
 from precompute.store import SamaugStore, open_store
 from precompute.types import SamaugError, SettingError
 
-from .checkpoint import load_checkpoint, read_json, update_metrics
-from .choices import STRATEGIES
+from . import tta as test_time
+from .bundle import read_model
+from .checkpoint import read_json, update_metrics
+from .choices import DEFAULT_CERTAINTY, STRATEGIES
 from .config import TrainConfig
 from .data import WholeImageDataset
 from .fusion import FusionSettings
-from .inference import all_strategies, check_certainty, predict_image
+from .inference import all_strategies, check_certainty
 from .models import create_model
+from .predictions import prepare_folder, write_index
+from .progress import Progress
+from .provenance import check_store, uses_priors
+from .saving import FileSettings, made_by, save_probs
 from .tasks import Task, get_task
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
-    """(model in eval mode, config, checkpoint state) of a run directory.
+@dataclass
+class LoadedModel:
+    """A model ready to predict: the network in eval mode, its config and task, the
+    checkpoint-like state it came from (``train.bundle.read_model``), where it was named
+    (``source``) and the file read (``path``)."""
 
-    The checkpoint is read without unpickling code (``train.checkpoint.load_checkpoint``);
-    a missing, damaged or unsafe file is a SamaugError naming it.
+    model: torch.nn.Module
+    config: TrainConfig
+    task: Task
+    state: dict
+    source: Path
+    path: Path
+
+
+def load_model(
+    source: str | Path, checkpoint: str = "best.pt", device: str | torch.device = "auto"
+) -> LoadedModel:
+    """The model of a run directory (its ``checkpoint``), a bundle or a checkpoint file.
+
+    Read without unpickling code (``train.bundle.read_model``); a missing, damaged, unsafe
+    or foreign file is a SamaugError naming it.
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    path = Path(run_dir) / checkpoint
-    state = load_checkpoint(path, device, remedy="restore it, or train the run again")
+    state, path = read_model(source, checkpoint, device)
     try:
         config = TrainConfig.from_dict(state["config"])
     except SettingError as err:
@@ -67,7 +99,35 @@ def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "au
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         raise SamaugError(f"{path}: its weights do not fit its model ({err})") from err
-    return model.to(device).eval(), config, state
+    return LoadedModel(
+        model.to(device).eval(), config, get_task(state["task"]), state, Path(source), path
+    )
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
+    """(model in eval mode, config, checkpoint state) of a run directory, bundle or
+    checkpoint file (``load_model``)."""
+    loaded = load_model(run_dir, checkpoint, device)
+    return loaded.model, loaded.config, loaded.state
+
+
+def results_dir(source: str | Path) -> Path:
+    """Where evaluating ``source`` writes metrics.json and test_per_image.csv: a run
+    directory itself; beside a bundle or checkpoint file, ``<its name>_eval``."""
+    source = Path(source)
+    return source if source.is_dir() else source.with_name(f"{source.stem}_eval")
+
+
+def check_splits(store: SamaugStore, splits: list[str] | tuple[str, ...] | None) -> None:
+    """SettingError naming the store's splits when one of ``splits`` is not among them."""
+    available = store.splits()
+    unknown = [s for s in splits or [] if s not in available]
+    if unknown:
+        listed = ", ".join(f"{s} ({n} images)" for s, n in available.items()) or "none"
+        raise SettingError(
+            f"--split {unknown[0]!r}: {store.location} has no complete images in that split; "
+            f"its splits: {listed}"
+        )
 
 
 def test_splits(store, config: TrainConfig) -> list[str]:
@@ -80,7 +140,7 @@ def test_splits(store, config: TrainConfig) -> list[str]:
 class Evaluation:
     """A run ready to be scored: everything ``prepare_evaluation`` checked and loaded."""
 
-    run_dir: Path
+    run_dir: Path  # where the results go (``results_dir``)
     model: torch.nn.Module
     config: TrainConfig
     task: Task
@@ -90,6 +150,10 @@ class Evaluation:
     overlap: float
     min_size: int
     checkpoint: str
+    loaded: LoadedModel | None = None
+    tta: str = "none"
+    predictions: Path | None = None  # --save-predictions: <it>/<split>/<strategy>/
+    files: FileSettings = FileSettings()
     storage_options: dict | None = None  # for a store URL (credentials; never saved)
 
 
@@ -97,64 +161,101 @@ def prepare_evaluation(
     run_dir: str | Path,
     store_location: str | None = None,
     splits: list[str] | None = None,
-    certainty: str = "margin",
+    certainty: str = DEFAULT_CERTAINTY,
     overlap: float = 0.5,
     device: str = "auto",
     min_size: int = 10,
     checkpoint: str = "best.pt",
+    tta: str = "none",
+    save_predictions: str | Path | None = None,
+    save_probabilities: bool = False,
+    probability_format: str = "npz",
+    overlay: bool = False,
     storage_options: dict | None = None,
     cache: str | Path | None = None,
 ) -> Evaluation:
     """Check every setting and load the run and its store; no image is read yet.
 
-    SettingError / SamaugError for: an unknown certainty, min_size < 0, overlap outside
-    [0, 1), a device torch does not have, a missing or unreadable checkpoint, a split the
-    store lacks (the message lists the store's), or no split left to test on.
+    run_dir: a run directory, a model bundle or a checkpoint file (``load_model``).
+    save_predictions: a folder to write every image's prediction files to, one subfolder
+    per split and strategy (``train.predictions`` layout), with the probability map and the
+    overlay as asked.
+
+    SettingError / SamaugError for: an unknown certainty or tta, min_size < 0, overlap
+    outside [0, 1), a device torch does not have, a missing or unreadable checkpoint, a
+    store missing or made with priors other than the model's, a split the store lacks (the
+    message lists the store's), no split left to test on, or a prediction folder holding
+    files samaug did not write.
     storage_options and cache: how a store URL is read (``open_store``).
     """
     check_certainty(certainty)
-    checks.integer("--min-size", min_size, minimum=0)
+    test_time.check_tta(tta)
+    files = FileSettings(min_size, save_probabilities, probability_format, overlay)
     if checks.number("overlap", overlap, minimum=0) >= 1:
         raise SettingError(f"overlap must be in [0, 1), not {overlap}")
-    model, config, state = load_run(run_dir, checkpoint, resolve_device(device))
+    loaded = load_model(run_dir, checkpoint, resolve_device(device))
+    config = loaded.config
     location = store_location or config.store
-    store = open_store(location, storage_options, cache=cache)
-    available = store.splits()
-    unknown = [s for s in splits or [] if s not in available]
-    if unknown:
-        listed = ", ".join(f"{s} ({n} images)" for s, n in available.items()) or "none"
+    if store_location is None and "://" not in location and not Path(location).exists():
         raise SettingError(
-            f"--split {unknown[0]!r}: {location} has no complete images in that split; "
-            f"its splits: {listed}"
+            f"{run_dir}: its training store {location} is not on this machine; give --store"
         )
+    store = open_store(location, storage_options, cache=cache)
+    if uses_priors(config):
+        check_store(loaded.state, store)
+    check_splits(store, splits)
     splits = list(splits or test_splits(store, config))
     if not splits:
         raise SettingError(f"{location} has no split besides the training ones to evaluate on")
+    predictions = None
+    if save_predictions is not None:
+        predictions = Path(save_predictions)
+        if predictions.exists() and not predictions.is_dir():
+            raise SettingError(f"--save-predictions {predictions} is a file; give a folder")
+        for split in splits:
+            for strategy in STRATEGIES:
+                prepare_folder(predictions / split / strategy)
     return Evaluation(
-        Path(run_dir),
-        model,
+        results_dir(run_dir),
+        loaded.model,
         config,
-        get_task(state["task"]),
+        loaded.task,
         store,
         splits,
         certainty,
         overlap,
         min_size,
         checkpoint,
+        loaded,
+        tta,
+        predictions,
+        files,
         storage_options,
     )
 
 
+def split_groups(task: Task, splits: list[str]) -> dict[str, list[str]]:
+    """The groups of splits a task reports: each split, and for tasks that pool splits
+    (GlaS) all of them together as "all" when there are several."""
+    groups = {split: [split] for split in splits}
+    if task.pool_splits and len(splits) > 1:
+        groups["all"] = list(splits)  # the GlaS "testA + testB" column
+    return groups
+
+
 @torch.no_grad()
-def score_run(job: Evaluation) -> dict:
+def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
     """Score a prepared run on its test splits; writes and returns metrics.json's "test"
     part: {split: {strategy: {metric: value}}} (the task's aggregation, ``train.tasks``),
     plus "select_took_samaug" per split, and writes every image's scores to
-    ``test_per_image.csv``."""
+    ``test_per_image.csv`` (and, with ``job.predictions``, every prediction's files).
+
+    progress(split, images done, images in the split) is called after each image."""
     config, task = job.config, job.task
     fusion = FusionSettings(config.fusion, config.seg_scale)
     took: dict[str, list[bool]] = {}
     image_rows: list[dict] = []  # one per image and strategy, named by IMAGE_KEYS
+    entries: dict[tuple[str, str], list[dict]] = {}
     for split in job.splits:
         dataset = WholeImageDataset(
             job.store.location, split, storage_options=job.storage_options, cache=job.store.cache
@@ -163,7 +264,17 @@ def score_run(job: Evaluation) -> dict:
         for index in range(len(dataset)):
             item = dataset[index]
             raw, augmented = (
-                predict_image(job.model, item, fusion, aug, task, config.patch_size, job.overlap)
+                test_time.predict(
+                    job.model,
+                    item,
+                    fusion,
+                    aug,
+                    task,
+                    config.patch_size,
+                    job.overlap,
+                    job.tta,
+                    protocol=config.protocol,
+                )
                 for aug in (False, True)
             )
             combined, took_samaug = all_strategies(raw, augmented, job.certainty)
@@ -174,12 +285,15 @@ def score_run(job: Evaluation) -> dict:
                 image_rows.append(
                     {"split": split, "image_id": item["image_id"], "strategy": strategy, **scores}
                 )
+                if job.predictions is not None:
+                    folder = job.predictions / split / strategy
+                    entry = save_probs(folder, item, probs, task, job.files)
+                    entries.setdefault((split, strategy), []).append(entry)
+            if progress is not None:
+                progress(split, index + 1, len(dataset))
 
     results: dict = {}
-    groups = {split: [split] for split in job.splits}
-    if task.pool_splits and len(job.splits) > 1:
-        groups["all"] = list(job.splits)  # the GlaS "testA + testB" column
-    for name, members in groups.items():
+    for name, members in split_groups(task, job.splits).items():
         results[name] = {
             strategy: task.aggregate(
                 [r for r in image_rows if r["split"] in members and r["strategy"] == strategy]
@@ -194,10 +308,36 @@ def score_run(job: Evaluation) -> dict:
         "overlap": job.overlap,
         "min_size": job.min_size,
         "checkpoint": job.checkpoint,
+        "tta": job.tta,
+        "model": str(job.loaded.source) if job.loaded else str(job.run_dir),
+        "predictions": None if job.predictions is None else str(job.predictions),
     }
+    for (split, strategy), found in entries.items():
+        info = made_by(
+            job.loaded.source,
+            job.loaded.path,
+            job.loaded.state,
+            task,
+            strategy,
+            {**settings, **asdict(job.files), "split": split},
+        )
+        write_index(job.predictions / split / strategy, info, found)
+    _prepare_results(job)
     write_table(image_rows, job.run_dir / "test_per_image.csv")
     update_metrics(job.run_dir, {"test": results, "test_settings": settings})
     return results
+
+
+def _prepare_results(job: Evaluation) -> None:
+    """Make the results folder of a bundle or checkpoint file look like a run's: its
+    config.json, and the bundle's metrics as the start of metrics.json."""
+    if job.loaded is None or job.loaded.source.is_dir():
+        return
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    job.config.save(job.run_dir / "config.json")
+    metrics = job.loaded.state.get("metrics")
+    if isinstance(metrics, dict) and not (job.run_dir / "metrics.json").exists():
+        update_metrics(job.run_dir, metrics)
 
 
 def evaluate_run(run_dir: str | Path, *args, **kwargs) -> dict:

@@ -11,7 +11,8 @@ strategy    prediction
 raw         the raw-input probabilities
 samaug      the augmented-input probabilities
 ensemble    the mean of the two probability maps
-select      per image, the more certain of the two (``image_certainty``); ties pick samaug
+select      per image, the more certain of the two (``image_certainty``, by default the
+            released code's ``margin_minmax``); ties pick samaug
 ==========  ===============================================================================
 
 Probability maps are float tensors ``(B, K, H, W)`` in [0, 1]. Channel conventions:
@@ -32,8 +33,10 @@ from torch import Tensor, nn
 
 from precompute import checks
 
-from .choices import CERTAINTIES, STRATEGIES, Certainty, Strategy
+from .choices import CERTAINTIES, DEFAULT_CERTAINTY, STRATEGIES, Certainty, Strategy
 from .fusion import FusionSettings, fuse, raw
+from .protocols import get_protocol
+from .resized import predict_resized, prepare_resized
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -197,14 +200,39 @@ def predict_image(
     task: Task,
     window: int,
     overlap: float = 0.5,
+    *,
+    protocol: str = "patches",
 ) -> Tensor:
-    """Probabilities of one whole image (a ``WholeImageDataset`` item: ``image`` (3, H, W),
-    ``seg_prior`` and ``boundary_prior`` (1, H, W) float32), from its raw or its augmented
-    input, by ``sliding_window_probs`` with square windows of side ``window``.
+    """Probabilities of one whole image (a ``WholeImageDataset`` item: ``image`` (3, H, W)
+    float32 in [0, 1], ``seg_prior`` and ``boundary_prior`` (1, H, W) float32), from its raw
+    or its augmented input, as the run's protocol (``train.protocols``) tests:
+
+    - "windows" test (the patches protocol): ``sliding_window_probs`` with square windows of
+      side ``window`` overlapping by ``overlap``, the task's activation;
+    - "resize" test (the polyp protocol): the image and priors prepared as in training at
+      ``window`` x ``window`` (``train.resized.prepare_resized``: resized, ImageNet
+      normalisation, seg prior clipped), the model's output (a deep-supervised model's sum
+      of maps) upsampled to (H, W), sigmoid, then min-max normalised per image, as PraNet's
+      and SAMAug's test scripts do (``overlap`` unused).
 
     Returns ``(1, task.num_outputs, H, W)`` float32 in [0, 1], on the model's device.
     """
     device = next(model.parameters()).device
+    chosen = get_protocol(protocol)
+    if chosen.test == "resize":
+        height, width = item["image"].shape[-2:]
+        prepared = prepare_resized(
+            item["image"],
+            item["seg_prior"],
+            item["boundary_prior"],
+            window,
+            chosen.normalize,
+            chosen.clip_seg_prior,
+        )
+        batch = {k: v.unsqueeze(0) for k, v in prepared.items()}
+        return predict_resized(
+            model, model_input(batch, fusion, augmented, device), (height, width)
+        )
     batch = {k: item[k].unsqueeze(0) for k in ("image", "seg_prior", "boundary_prior")}
     return sliding_window_probs(
         model,
@@ -232,15 +260,18 @@ def check_certainty(certainty: str) -> None:
     checks.choice("--certainty", certainty, CERTAINTIES)
 
 
-def image_certainty(probs: Tensor, certainty: Certainty = "margin") -> Tensor:
+def image_certainty(probs: Tensor, certainty: Certainty = DEFAULT_CERTAINTY) -> Tensor:
     """Per-image certainty ``(B,)`` float64 of a ``(B, K, H, W)`` map; higher = more certain.
 
-    ``"margin"`` (the paper's released code): mean over pixels of ``|p_fg - 0.5|`` with
-    ``p_fg = foreground_probability(probs)``; in [0, 0.5].
+    ``"margin_minmax"`` (the default: the released SAMAug test code exactly): with
+    ``p_fg = foreground_probability(probs)`` min-max normalised per image to [0, 1]
+    (``(p - min) / (max - min + 1e-8)``, as PraNet evaluates), the mean over pixels of
+    ``|p_fg - 0.5|``; in [0, 0.5]. It rewards a confident *ranking* of pixels rather than
+    probabilities near 0/1. On a map that is already min-max normalised (the polyp
+    protocol's predictions) it equals ``"margin"``.
 
-    ``"margin_minmax"``: the released polyp script exactly: ``p_fg`` is first min-max
-    normalised per image (``(p - min) / (max - min + 1e-8)``, as PraNet evaluates), then the
-    margin. It rewards a confident *ranking* of pixels rather than probabilities near 0/1.
+    ``"margin"``: the same mean of ``|p_fg - 0.5|`` on the probabilities as they are (this
+    project's variant, without the normalisation); in [0, 0.5].
 
     ``"entropy"``: minus the mean over pixels of the entropy (nats) of the full class
     distribution (for ``K == 1`` the Bernoulli ``(1 - p, p)``; for ``K >= 2`` the K softmax
@@ -260,13 +291,14 @@ def image_certainty(probs: Tensor, certainty: Certainty = "margin") -> Tensor:
 
 
 def select(
-    prob_raw: Tensor, prob_aug: Tensor, certainty: Certainty = "margin"
+    prob_raw: Tensor, prob_aug: Tensor, certainty: Certainty = DEFAULT_CERTAINTY
 ) -> tuple[Tensor, Tensor]:
     """Per image, the more certain of the two probability maps.
 
     Returns ``(probs, took_samaug)``: ``probs`` ``(B, K, H, W)`` (each image taken unchanged
     from one input) and ``took_samaug`` ``(B,)`` bool, True where the augmented-input map was
-    taken. A tie goes to samaug, as in the released code (``if raw > aug: raw else aug``).
+    taken. A tie goes to samaug, as in the released code (``raw`` only if its certainty is
+    strictly greater: ``if indicator1 > indicator2``).
     """
     probs, took_samaug = all_strategies(prob_raw, prob_aug, certainty)
     return probs["select"], took_samaug
@@ -286,7 +318,10 @@ assert tuple(_STRATEGY_TABLE) == STRATEGIES
 
 
 def combine(
-    prob_raw: Tensor, prob_aug: Tensor, strategy: Strategy, certainty: Certainty = "margin"
+    prob_raw: Tensor,
+    prob_aug: Tensor,
+    strategy: Strategy,
+    certainty: Certainty = DEFAULT_CERTAINTY,
 ) -> Tensor:
     """The ``(B, K, H, W)`` prediction of one test-time strategy (see the module table).
 
@@ -298,7 +333,7 @@ def combine(
 
 
 def all_strategies(
-    prob_raw: Tensor, prob_aug: Tensor, certainty: Certainty = "margin"
+    prob_raw: Tensor, prob_aug: Tensor, certainty: Certainty = DEFAULT_CERTAINTY
 ) -> tuple[dict[str, Tensor], Tensor]:
     """All four test-time predictions at once.
 

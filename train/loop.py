@@ -4,19 +4,26 @@ Run by ``samaug train`` or, on several processes, by
 ``torchrun --nproc_per_node N -m train.loop --config run.json`` (DistributedDataParallel;
 gloo on CPU, NCCL on CUDA). Only rank 0 writes the run directory.
 
+What a run trains on and how (patches or whole resized images, normalisation, loss,
+optimiser and schedule) is its protocol and recipe (``train.protocols``), resolved into its
+config when it starts; the optimizer steps of one batch (the joint update, multi-scale
+training, deep supervision) are ``train.optim``'s.
+
 Run directory (``train.checkpoint``: what each file holds, the order they are written in,
-and how an interrupted run resumes): ``config.json``, ``log.csv`` (one row per epoch:
-epoch, step, lr, train_loss, val_dice (empty where not validated), seconds), ``last.pt``
-and ``best.pt`` (self-describing checkpoints) and ``metrics.json``. SAM is never imported
-here: everything comes from the store.
+and how an interrupted run resumes, within an epoch too): ``config.json``, ``log.csv``
+(one row per epoch: epoch, step (optimizer steps so far), lr, train_loss (the mean over
+the epoch's optimizer steps), val_dice (empty where not validated), seconds), ``last.pt``
+and ``best.pt`` (self-describing checkpoints), ``metrics.json``, ``tensorboard/`` and
+``progress.png`` (``train.watch``). SAM is never imported here: everything comes from the
+store.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +31,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from precompute import checks
 from precompute.devices import resolve_device
 from precompute.store import StoreCache, open_store
 from precompute.types import SettingError
 
-from . import checkpoint
+from . import checkpoint, watch
 from .augment import AugmentSettings
 from .config import TrainConfig
 from .data import PatchDataset, WholeImageDataset, make_loader
 from .fusion import FusionSettings, in_channels
-from .inference import foreground_probability, model_input, predict_image
+from .inference import foreground_probability, predict_image
+from .losses import make_loss
 from .models import create_model
-from .tasks import Task, get_task, task_for_dataset
+from .optim import OutputMaps, build_optimization, train_batch, update_plan
+from .progress import Progress
+from .protocols import get_protocol
+from .resized import ResizedDataset
+from .tasks import Task, get_task
 
 
 @dataclass(frozen=True)
@@ -93,14 +106,6 @@ def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
     return [i for i in ids if i not in set(val)], val
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 @torch.no_grad()
 def validate(
     model,
@@ -108,43 +113,106 @@ def validate(
     val_ids,
     task: Task,
     fusion,
+    progress: Progress | None = None,
+    on_image: Callable[[dict, torch.Tensor], None] | None = None,
     storage_options: dict | None = None,
     cache: StoreCache | None = None,
 ) -> float:
     """Mean foreground Dice (probability >= 0.5 against ``label > 0``) over whole validation
-    images (sliding windows), in [0, 1]; an image with neither scores 1."""
+    images, predicted as the run's protocol tests (``predict_image``), in [0, 1]; an image
+    with neither scores 1. progress("validation", images done, images) is called after each
+    image, and on_image(item, probabilities (1, K, H, W)) with each image's prediction.
+    storage_options and cache: how a store URL is read (``train``)."""
     dataset = WholeImageDataset(config.store, val_ids, storage_options=storage_options, cache=cache)
     scores = []
     for index in range(len(dataset)):
         item = dataset[index]
         probs = predict_image(
-            model, item, fusion, config.mode != "raw", task, window=config.patch_size
+            model,
+            item,
+            fusion,
+            config.mode != "raw",
+            task,
+            window=config.patch_size,
+            protocol=config.protocol,
         )
         foreground = foreground_probability(probs)[0] >= 0.5
         truth = item["label"].to(foreground.device) > 0
         total = foreground.sum() + truth.sum()
         scores.append(1.0 if total == 0 else float(2 * (foreground & truth).sum() / total))
+        if on_image is not None:
+            on_image(item, probs)
+        if progress is not None:
+            progress("validation", index + 1, len(dataset))
     return float(np.mean(scores))
+
+
+def training_data(
+    config: TrainConfig,
+    task: Task,
+    train_ids: list[str],
+    storage_options: dict | None = None,
+    cache: StoreCache | None = None,
+):
+    """The training dataset of a resolved config: random augmented patches
+    (``PatchDataset``) or whole resized images (``ResizedDataset``), as its protocol says;
+    storage_options and cache: how a store URL is read (``train``)."""
+    protocol = get_protocol(config.protocol)
+    access = {"storage_options": storage_options, "cache": cache}
+    if protocol.input == "resize":
+        return ResizedDataset(
+            config.store,
+            train_ids,
+            size=config.patch_size,
+            normalize=protocol.normalize,
+            clip_seg_prior=protocol.clip_seg_prior,
+            samples_per_epoch=config.samples_per_epoch,
+            seed=config.seed,
+            **access,
+        )
+    return PatchDataset(
+        config.store,
+        train_ids,
+        patch_size=config.patch_size,
+        task=task.name,
+        augment=AugmentSettings(enabled=protocol.augment),
+        samples_per_epoch=config.samples_per_epoch,
+        seed=config.seed,
+        **access,
+    )
 
 
 def train(
     config: TrainConfig,
     log=print,
     stop_after: int | None = None,
+    stop_after_batches: int | None = None,
+    progress: Progress | None = None,
     storage_options: dict | None = None,
     cache: str | Path | None = None,
 ) -> dict:
     """Train one model as ``config`` says; returns the run's summary (also metrics.json's
-    "train"): epochs, steps, best_epoch (0-based, as log.csv), best_val_dice (None without
-    validation images), validation (a sentence), train_images, val_images, world_size.
+    "train"): epochs (complete), steps (optimizer steps), best_epoch (0-based, as log.csv),
+    best_val_dice (None without validation images), validation (a sentence), train_images,
+    val_images, world_size, pretrained (what the model's pretrained weights loaded, or None).
 
-    A run directory with a ``last.pt`` of the same settings resumes after its last epoch.
-    stop_after: end after this many epochs of this call (a time-limited job); the next
-    call resumes.
-    storage_options: fsspec options for a store URL (credentials; never saved).
-    cache: a folder keeping what is read from a store URL on local disk, shared by the
-    DataLoader workers: from the second epoch on nothing is read over the network.
+    ``config`` is resolved against the store's dataset (``TrainConfig.resolve``) before
+    anything is trained; the run directory records the resolved settings. A run directory
+    with a ``last.pt`` of the same settings resumes where it ended: after its last epoch, or
+    within an epoch at the batch it had reached (``save_every``), exactly as if it had not
+    stopped. stop_after: end after this many epochs of this call; stop_after_batches: after
+    this many batches of this call, saving ``last.pt`` there (time-limited jobs); the next
+    call resumes. progress(what, done, total): the steps of each epoch and the validation
+    images, as they go (``train.progress.Progress``). TensorBoard events, and
+    ``progress.png`` at the end, are written as ``train.watch`` says.
+    storage_options: fsspec options for a store URL (credentials; never saved). cache: a
+    folder keeping what is read from a store URL on local disk, shared by the DataLoader
+    workers: from the second epoch on nothing is read over the network.
     """
+    for name, value in (("stop_after", stop_after), ("stop_after_batches", stop_after_batches)):
+        if value is not None:
+            checks.integer(name, value, minimum=0 if name == "stop_after" else 1)
+    config.check_files()
     procs = start_processes(config)
     torch.manual_seed(config.seed + procs.rank)
     device, out = procs.device, Path(config.out)
@@ -153,20 +221,11 @@ def train(
 
     # ---- data
     store = open_store(config.store, storage_options, cache=cache)
-    task = get_task(config.task or task_for_dataset(store.attrs["dataset"]["name"]))
+    config = config.resolve(store.attrs["dataset"]["name"])
+    task = get_task(config.task)
     train_ids, val_ids = split_ids(store, config)
     identity = checkpoint.store_identity(store, train_ids, val_ids)
-    dataset = PatchDataset(
-        config.store,
-        train_ids,
-        patch_size=config.patch_size,
-        task=task.name,
-        augment=AugmentSettings(),
-        samples_per_epoch=config.samples_per_epoch,
-        seed=config.seed,
-        storage_options=storage_options,
-        cache=store.cache,
-    )
+    dataset = training_data(config, task, train_ids, storage_options, store.cache)
     loader = make_loader(
         dataset,
         config.batch_size,
@@ -184,21 +243,19 @@ def train(
         num_classes=task.num_outputs,
         **config.model_kwargs,
     ).to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * config.epochs
-    warmup = min(config.warmup_epochs * steps_per_epoch, total_steps // 2)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, max(warmup, 1), total_steps)
-    )
+    report = getattr(model, "pretrained_report", None)
+    pretrained = None if report is None else report.summary()
+    plan = update_plan(config)
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    optimization = build_optimization(
+        config, model, len(loader) * plan.steps_per_batch, use_amp and amp_dtype == torch.float16
+    )
+    autocast = {"device_type": device.type, "dtype": amp_dtype, "enabled": use_amp}
+    loss_fn = make_loss(config.loss, task.loss)
 
     # ---- resume, or start
-    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    parts = {"model": model, **optimization.parts()}
     about = {  # what every checkpoint of the run says about it, besides its states
         "format": checkpoint.FORMAT,
         "config": config.to_dict(),
@@ -207,47 +264,77 @@ def train(
         "num_outputs": task.num_outputs,
         "identity": identity,
         "store": _provenance(store),
+        "pretrained": pretrained,
     }
     state = checkpoint.resume(out, config, task.name, identity, parts, device, procs.master)
     if state is None:
         start_epoch, step, best_epoch, best, history = 0, 0, None, None, []
+        skip, epoch_losses = 0, []
         if procs.master:
             checkpoint.start(out, config)
     else:
         start_epoch, step = state["epoch"] + 1, state["step"]
         best_epoch, best, history = state["best_epoch"], state["best_val_dice"], state["log"]
+        skip, epoch_losses = state.get("batch", 0), list(state.get("epoch_losses", []))
     validation = validation_note(config, train_ids, val_ids)
     if procs.master:
+        if pretrained is not None:
+            log(pretrained)
         if state is not None:
-            log(f"resuming {out} at epoch {start_epoch + 1}")
+            within = f", batch {skip + 1} of {len(loader)}" if skip else ""
+            log(f"resuming {out} at epoch {start_epoch + 1}{within}")
         if not val_ids:
             log(f"{validation}: best.pt is the last epoch")
-    net = torch.nn.parallel.DistributedDataParallel(model) if procs.world > 1 else model
+    logger = watch.start_logger(out, procs.master, None if state is None else state["step"])
+    progress = progress if procs.master else None
+    net = OutputMaps(model)
+    if procs.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net)
+
+    def snapshot(epoch: int, batch: int, losses: list[float]) -> dict:
+        """The run's state; ``batch`` > 0: within ``epoch + 1``, that many batches done."""
+        return {
+            **about,
+            **{name: part.state_dict() for name, part in parts.items()},
+            "epoch": epoch,
+            "batch": batch,
+            "epoch_losses": losses if batch else [],
+            "step": step,
+            "best_epoch": best_epoch,
+            "best_val_dice": best,
+            "log": history,
+            "torch_rng": torch.get_rng_state(),
+        }
 
     # ---- loop
-    modes = {"raw": (False,), "samaug": (True,), "joint": (False, True)}[config.mode]
     end_epoch = (
         config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
     )
+    batches_left = stop_after_batches
+    stopped, completed = False, start_epoch
     for epoch in range(start_epoch, end_epoch):
         started = time.perf_counter()
         dataset.set_epoch(epoch)
         net.train()
-        losses = []
-        for batch in loader:
-            target = batch["target"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                # joint: the paper's combined loss, the mean of the raw and augmented losses
-                loss = sum(
-                    task.loss(net(model_input(batch, fusion, aug, device)), target) for aug in modes
-                ) / len(modes)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            losses.append(loss.item())
+        losses, epoch_losses = epoch_losses, []
+        loader.sampler.skip, first, skip = skip * config.batch_size, skip, 0
+        what = f"epoch {epoch + 1}/{config.epochs}"
+        for index, batch in enumerate(watch.steps(loader, progress, what, first), start=first):
+            losses += train_batch(net, batch, plan, loss_fn, fusion, optimization, autocast)
+            step += plan.steps_per_batch
+            done = index + 1
+            if batches_left is not None:
+                batches_left -= 1
+                stopped = batches_left == 0
+            if done < len(loader) and (
+                stopped or (config.save_every and done % config.save_every == 0)
+            ):
+                if procs.master:
+                    checkpoint.save_position(out, snapshot(epoch - 1, done, losses))
+                if stopped:
+                    break
+        if stopped and done < len(loader):
+            break
         train_loss = float(np.mean(losses))
         if procs.world > 1:
             mean = torch.tensor([train_loss], device=device)
@@ -258,8 +345,17 @@ def train(
         last_epoch = epoch + 1 == config.epochs
         if procs.master and val_ids and ((epoch + 1) % config.val_every == 0 or last_epoch):
             model.eval()
+            shown = watch.Shown(logger, epoch, start_epoch, config.epochs)
             val_dice = validate(
-                model, config, val_ids, task, fusion, storage_options, cache=store.cache
+                model,
+                config,
+                val_ids,
+                task,
+                fusion,
+                progress,
+                shown.keep,
+                storage_options=storage_options,
+                cache=store.cache,
             )
         if procs.master:
             # Without validation images every epoch is the best so far: the last one is kept.
@@ -272,30 +368,28 @@ def train(
                 {
                     "epoch": epoch,
                     "step": step,
-                    "lr": f"{scheduler.get_last_lr()[0]:.6g}",
+                    "lr": f"{optimization.scheduler.get_last_lr()[0]:.6g}",
                     "train_loss": f"{train_loss:.6f}",
                     "val_dice": None if val_dice is None else f"{val_dice:.6f}",
                     "seconds": f"{seconds:.2f}",
                 },
             ]
-            state = {
-                **about,
-                **{name: part.state_dict() for name, part in parts.items()},
-                "epoch": epoch,
-                "step": step,
-                "best_epoch": best_epoch,
-                "best_val_dice": best,
-                "log": history,
-                "torch_rng": torch.get_rng_state(),
-            }
-            checkpoint.save_epoch(out, state, is_best)
+            checkpoint.save_epoch(out, snapshot(epoch, 0, []), is_best)
+            lr = optimization.scheduler.get_last_lr()[0]
+            watch.log_epoch(logger, step, train_loss, lr, val_dice)
+            if val_dice is not None:
+                shown.write(step)
             val = "" if val_dice is None else f"  val dice {val_dice:.4f}"
             log(f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}{val}  {seconds:.1f}s")
         if procs.world > 1:
             dist.barrier()
+        completed = epoch + 1
+        if stopped:
+            break
 
+    watch.finish(logger, out, procs.master and completed == config.epochs)
     summary = {
-        "epochs": end_epoch,
+        "epochs": completed,
         "steps": step,
         "best_epoch": best_epoch,
         "best_val_dice": best,
@@ -303,8 +397,9 @@ def train(
         "train_images": len(train_ids),
         "val_images": len(val_ids),
         "world_size": procs.world,
+        "pretrained": pretrained,
     }
-    if procs.master and end_epoch == config.epochs:
+    if procs.master and completed == config.epochs:
         checkpoint.update_metrics(out, {"train": summary})
     if procs.world > 1:
         dist.destroy_process_group()
@@ -315,6 +410,8 @@ def validation_note(config: TrainConfig, train_ids: list[str], val_ids: list[str
     """What the run validates on: "N images", or "no validation images (why)"."""
     if val_ids:
         return f"{len(val_ids)} images"
+    if config.val_fraction == 0:
+        return "no validation images (--val-fraction 0)"
     n = len(train_ids)
     return (
         f"no validation images (--val-fraction {config.val_fraction} of {n} training images "

@@ -59,13 +59,15 @@ from precompute.imageio import (
 from precompute.limits import check_pixels
 from precompute.types import InputError, SettingError, check_image_id
 
+from .choices import PROBABILITY_FORMATS
+
 LAYOUT = "samaug-predictions"
 LAYOUT_VERSION = 1
 INDEX_NAME = "predictions.json"
 OVERLAY_SUFFIX = "_overlay"
 PROBABILITY_SUFFIX = "_probability"
 PROBABILITY_KEY = "probability"
-PROB_FORMATS = ("npz", "tif")
+PROB_FORMATS = PROBABILITY_FORMATS
 OVERLAY_COLOUR = (0, 255, 0)
 PNG_MAX_LABEL = 65535
 MAX_LABEL = 2**31 - 1  # read back as int32 (precompute.imageio)

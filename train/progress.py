@@ -4,8 +4,9 @@
 lr, train_loss, val_dice, seconds``) as two panels: the training loss per epoch above, the
 validation Dice per epoch below with the best epoch starred. An empty or "nan" ``val_dice``
 (an epoch without validation) is left out; an absent column is drawn as an empty panel
-saying so. Epochs are numbered as ``log.csv`` numbers them. A run resumed from an older
-checkpoint may log an epoch twice; its last row is the one drawn.
+saying so. Epochs are counted from 1, as the command line prints them (``log.csv``
+counts from 0). A run resumed from an older checkpoint may log an epoch twice; its last
+row is the one drawn.
 
 ``RunLogger`` writes TensorBoard events under ``<run_dir>/tensorboard``. Steps are optimizer
 steps, so the curves of a resumed run continue those of the run it resumes; events the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,11 @@ import numpy as np
 from precompute.checks import integer
 from precompute.files import atomic_save
 from precompute.types import InputError, SettingError
+
+# How the libraries report progress (they never print): progress(what, done, total), e.g.
+# ("epoch 3/100", 12, 40) after a training step or ("testA", 5, 80) after an image. The
+# command line draws it (samaug.progress.Bars); None reports nothing.
+Progress = Callable[[str, int, int], None]
 
 PLOTTED = ("train_loss", "val_dice")
 FIGURE_INCHES = (8.0, 6.0)
@@ -75,7 +82,7 @@ def write_progress_png(log_csv: str | Path, out_png: str | Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     table = read_log(log_csv)
-    epochs = table["epoch"]
+    epochs = table["epoch"] + 1  # counted from 1, as the command line counts them
     figure = Figure(figsize=FIGURE_INCHES, dpi=FIGURE_DPI, layout="constrained")
     loss_axes, dice_axes = figure.subplots(2, 1, sharex=True)
     for axes, name, colour, title in (
@@ -185,6 +192,12 @@ class RunLogger:
             return
         grid = validation_grid(image, seg_prior, boundary_prior, prediction, target)
         self._writer.add_image(tag, grid, global_step=step, dataformats="HWC")
+
+    def flush(self) -> None:
+        """Write what is pending now (the writer otherwise waits up to two minutes, and a
+        killed run would lose those events)."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
         """Write what is pending and close the event file."""

@@ -15,7 +15,7 @@ glands      background /         3        GlaS object F1, Dice, Hausdorff (poole
 nuclei      background /         3        AJI, AJI+, PQ, pixel F1 (mean over images)
             interior / boundary  softmax
 binary      background /         1        polyp scores: Dice/IoU sweep, S-/E-measure,
-            foreground           sigmoid  weighted F, MAE (mean over images)
+            foreground           sigmoid  weighted F, MAE, soft Dice (mean over images)
 ==========  ===================  =======  ==========================================
 """
 
@@ -48,8 +48,11 @@ class Task:
     num_outputs: logit channels of the model; activation: "softmax" over them, or
       "sigmoid" for a single foreground channel (``train.inference`` conventions).
     loss: (logits (B, K, H, W), target (B, H, W) int64) -> scalar tensor.
-    score: (probs (K, H, W) float32 numpy in [0, 1], label (H, W) int instance map,
-      min_size) -> {metric: float} for one image.
+    prediction: (probs (K, H, W) float32 numpy in [0, 1], min_size) -> the map a prediction
+      is scored by and saved as: for ``prediction_kind`` "labels" an (H, W) int32 instance
+      label map, for "probability" the (H, W) float32 foreground probability.
+    score_prediction: (that map, label (H, W) int instance map) -> {metric: float} for one
+      image; it scores a map read back from a prediction file (``samaug score``) too.
     aggregate: a split's image score rows -> {metric: float}.
     pool_splits: also report all test splits together as "all" (the GlaS testA + testB).
     """
@@ -60,7 +63,9 @@ class Task:
     num_outputs: int
     activation: str
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    score: Callable[[np.ndarray, np.ndarray, int], dict[str, float]]
+    prediction_kind: str
+    prediction: Callable[[np.ndarray, int], np.ndarray]
+    score_prediction: Callable[[np.ndarray, np.ndarray], dict[str, float]]
     aggregate: Callable[[list[dict]], dict[str, float]]
     pool_splits: bool = False
 
@@ -68,25 +73,43 @@ class Task:
         # train.inference reads a one-channel output as a sigmoid foreground, more as softmax.
         expected = "sigmoid" if self.num_outputs == 1 else "softmax"
         assert self.activation == expected, (self.name, self.num_outputs, self.activation)
+        assert self.prediction_kind in ("labels", "probability"), self.prediction_kind
+
+    def score(self, probs: np.ndarray, label: np.ndarray, min_size: int) -> dict[str, float]:
+        """The scores of one image from its probabilities (K, H, W) in [0, 1]."""
+        return self.score_prediction(self.prediction(probs, min_size), label)
 
 
 GLAS_PARTS = tuple(f.name for f in fields(M.GlasParts))
 NUCLEI_METRICS = {"aji": M.aji, "aji_plus": M.aji_plus, "pq": M.pq, "pixel_f1": M.pixel_f1}
 
 
-def _score_glands(probs: np.ndarray, label: np.ndarray, min_size: int) -> dict[str, float]:
+def _instances(probs: np.ndarray, min_size: int) -> np.ndarray:
+    return instances_from_probs(probs, min_size=min_size)
+
+
+def _foreground(probs: np.ndarray, min_size: int) -> np.ndarray:
+    return probs[0]  # the sigmoid channel; min_size: no objects to remove
+
+
+def _score_glands(predicted: np.ndarray, label: np.ndarray) -> dict[str, float]:
     """The image's own object F1 / Dice / Hausdorff and its GlasParts fields (to pool)."""
-    parts = M.glas_parts(label, instances_from_probs(probs, min_size=min_size))
+    parts = M.glas_parts(label, predicted)
     return {**M.glas_pooled([parts]), **asdict(parts)}
 
 
-def _score_nuclei(probs: np.ndarray, label: np.ndarray, min_size: int) -> dict[str, float]:
-    predicted = instances_from_probs(probs, min_size=min_size)
+def _score_nuclei(predicted: np.ndarray, label: np.ndarray) -> dict[str, float]:
     return {name: fn(label, predicted) for name, fn in NUCLEI_METRICS.items()}
 
 
-def _score_binary(probs: np.ndarray, label: np.ndarray, min_size: int) -> dict[str, float]:
-    return M.polyp_scores(label > 0, probs[0])  # min_size: no objects to remove
+def _score_binary(foreground: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """The polyp scores (``polyp_scores``) and ``soft_dice``, the released SAMAug script's
+    test Dice on the map as it is: ``(2 * sum(p * g) + 1) / (sum(p) + sum(g) + 1)``."""
+    truth = label > 0
+    scores = M.polyp_scores(truth, foreground)
+    p = np.asarray(foreground, np.float64)
+    scores["soft_dice"] = float((2 * (p * truth).sum() + 1) / (p.sum() + truth.sum() + 1))
+    return scores
 
 
 def _aggregate_mean(rows: list[dict]) -> dict[str, float]:
@@ -108,7 +131,14 @@ def _aggregate_glands(rows: list[dict]) -> dict[str, float]:
     return {**pooled, **means}
 
 
-_INSTANCE = dict(target=instance_target, needs_context=True, num_outputs=3, activation="softmax")
+_INSTANCE = dict(
+    target=instance_target,
+    needs_context=True,
+    num_outputs=3,
+    activation="softmax",
+    prediction_kind="labels",
+    prediction=_instances,
+)
 _TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -116,7 +146,7 @@ _TASKS: dict[str, Task] = {
             "glands",
             **_INSTANCE,
             loss=instance_loss,
-            score=_score_glands,
+            score_prediction=_score_glands,
             aggregate=_aggregate_glands,
             pool_splits=True,
         ),
@@ -124,7 +154,7 @@ _TASKS: dict[str, Task] = {
             "nuclei",
             **_INSTANCE,
             loss=instance_loss,
-            score=_score_nuclei,
+            score_prediction=_score_nuclei,
             aggregate=_aggregate_mean,
         ),
         Task(
@@ -134,7 +164,9 @@ _TASKS: dict[str, Task] = {
             num_outputs=1,
             activation="sigmoid",
             loss=binary_loss,
-            score=_score_binary,
+            prediction_kind="probability",
+            prediction=_foreground,
+            score_prediction=_score_binary,
             aggregate=_aggregate_mean,
         ),
     )

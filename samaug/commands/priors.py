@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,42 +12,24 @@ from precompute.maskers import MaskerName
 from precompute.types import SamaugError
 
 from ..options import StorageOption, parse_pairs, storage_options, verbose
+from ..progress import Bars
+
+# What `samaug weights` fetches unnamed: the paper's SAM (ViT-H, as the released
+# SAMAug_barebone.py loads) and Swin-UNet's ImageNet Swin-T.
+DEFAULT_WEIGHTS = ("vit_h", "swin_t")
 
 
-class _Progress:
-    """One status line on a terminal (rate, ETA); a line every ~5% in a log file."""
+def _show_progress(bars: Bars):
+    """The pipeline's ``on_progress`` drawn on ``bars``; a failure is named as it happens
+    while bars are drawn (the summary lists every failure at the end anyway)."""
+    from precompute.pipeline import Failure
 
-    def __init__(self) -> None:
-        self.start, self.failed = time.perf_counter(), 0
-        self.tty = sys.stderr.isatty()
+    def on_progress(finished: int, total: int, outcome) -> None:
+        if isinstance(outcome, Failure) and bars.enabled:
+            bars.echo(f"failed: {outcome}")
+        bars("images", finished, total)
 
-    def __call__(self, finished: int, total: int, outcome) -> None:
-        from precompute.pipeline import Failure
-
-        if isinstance(outcome, Failure):
-            self.failed += 1
-            self._write(f"failed: {outcome}", newline=True)
-        elapsed = time.perf_counter() - self.start
-        rate = finished / elapsed if elapsed > 0 else 0.0
-        eta = (total - finished) / rate if rate > 0 else 0.0
-        width = 30
-        filled = int(width * finished / max(total, 1))
-        line = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{total} images "
-            f"{rate:.2f} img/s  ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}"
-            + (f"  failed {self.failed}" if self.failed else "")
-        )
-        if self.tty:
-            self._write(line, newline=finished == total)
-        elif finished % max(1, total // 20) == 0 or finished == total:
-            self._write(line, newline=True)
-
-    def _write(self, text: str, newline: bool) -> None:
-        if self.tty:
-            sys.stderr.write("\r\033[K" + text + ("\n" if newline else ""))
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
+    return on_progress
 
 
 def priors(
@@ -148,7 +129,8 @@ def priors(
         storage_options=storage_options(storage_option),
         break_lock=break_lock,
     )
-    summary = run(config, on_progress=_Progress())
+    with Bars() as bars:
+        summary = run(config, on_progress=_show_progress(bars))
     if summary.lock_replaced:
         typer.echo(
             f"replaced the lock of a run that is no longer running ({summary.lock_replaced})"
@@ -200,23 +182,40 @@ def _report_failures(summary) -> None:
 
 def weights(
     names: Annotated[
-        list[str] | None, typer.Argument(help="vit_b, vit_l, vit_h (default: all three).")
+        list[str] | None,
+        typer.Argument(
+            help="SAM: vit_b, vit_l, vit_h; backbones: swin_t (default: vit_h swin_t, the paper's)."
+        ),
     ] = None,
     directory: Annotated[Path, typer.Option("--dir", help="Where to put them.")] = Path(
         "checkpoints"
     ),
-    base_url: Annotated[str, typer.Option(help="Mirror of Meta's checkpoint folder.")] = (
-        "https://dl.fbaipublicfiles.com/segment_anything"
-    ),
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="A mirror folder holding the files (default: their official URLs)."),
+    ] = None,
 ) -> None:
-    """Download the official SAM checkpoints and check their sha256."""
-    from precompute.weights import CHECKPOINTS, download_checkpoints
+    """Download the official SAM checkpoints and ImageNet backbones; check their sha256."""
+    from precompute.weights import BASE_URL, CHECKPOINTS, download_checkpoints
+    from train.models.weights import BACKBONES, download_backbones
+
+    names = names or list(DEFAULT_WEIGHTS)
+    unknown = [n for n in names if n not in CHECKPOINTS and n not in BACKBONES]
+    if unknown:
+        raise SamaugError(
+            f"unknown weights {', '.join(unknown)}; choose from "
+            f"{', '.join([*CHECKPOINTS, *BACKBONES])}"
+        )
 
     def show(done: int, total: int) -> None:
         if sys.stderr.isatty():
             sys.stderr.write(f"\r{done / 1e6:8.1f} / {total / 1e6:.1f} MB")
 
-    for path in download_checkpoints(names or list(CHECKPOINTS), directory, base_url, show):
+    for name in names:
+        if name in CHECKPOINTS:
+            (path,) = download_checkpoints([name], directory, base_url or BASE_URL, show)
+        else:
+            (path,) = download_backbones([name], directory, base_url, show)
         typer.echo(f"\n{path}: sha256 ok" if sys.stderr.isatty() else f"{path}: sha256 ok")
 
 

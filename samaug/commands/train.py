@@ -12,26 +12,65 @@ from typing import Annotated
 
 import typer
 
-from train.choices import Certainty, Mode
+from train.choices import Certainty, Mode, ProbabilityFormat, Tta
+from train.protocols import JointUpdate, Loss, LrSchedule, Optimizer
 
-from ..options import CacheOption, StorageOption, parse_pairs, storage_options
+from ..options import CacheOption, StorageOption, parse_numbers, parse_pairs, storage_options
+from ..progress import Bars
 
 
 def train_command(
     store: Annotated[str, typer.Option(help="Store path or read-only URL (samaug priors).")],
     model: Annotated[
-        str, typer.Option(help="unet, attention_unet, pnet, swin_unet, ... (the registry).")
+        str,
+        typer.Option(help="unet, attention_unet, pnet, swin_unet, pranet (the registry)."),
     ] = "unet",
-    mode: Annotated[Mode, typer.Option(help="raw, samaug or joint.")] = "samaug",
+    mode: Annotated[Mode, typer.Option(help="joint (the paper), raw or samaug.")] = "joint",
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/DATASET/MODEL-MODE-SEED).")
     ] = None,
-    epochs: Annotated[int, typer.Option()] = 100,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    patch_size: Annotated[int, typer.Option(help="Side of the square training patches.")] = 256,
-    samples_per_epoch: Annotated[int | None, typer.Option(help="Patches per epoch.")] = None,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    weight_decay: Annotated[float, typer.Option()] = 1e-4,
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="patches or polyp (default: polyp for polyp stores, else patches)."),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="patches, samaug_polyp or pranet: optimiser and schedule preset."),
+    ] = None,
+    joint_update: Annotated[
+        JointUpdate,
+        typer.Option(help="joint mode: step (raw step, then augmented step) or mean."),
+    ] = "step",
+    epochs: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(help="Patch side, or the resized side under polyp (256 / 352)."),
+    ] = None,
+    scales: Annotated[
+        str | None, typer.Option(help="Multi-scale factors (polyp), e.g. 0.75,1,1.25.")
+    ] = None,
+    samples_per_epoch: Annotated[int | None, typer.Option(help="Items per epoch.")] = None,
+    optimizer: Annotated[
+        Optimizer | None, typer.Option(help="adamw or adam (default: the recipe's).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Default: the recipe's.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Default: the recipe's.")] = None,
+    lr_schedule: Annotated[
+        LrSchedule | None, typer.Option(help="cosine or multistep (default: the recipe's).")
+    ] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(help="cosine warm-up epochs.")] = None,
+    lr_milestones: Annotated[
+        str | None, typer.Option(help="multistep: 0-based epochs where lr is cut, e.g. 20.")
+    ] = None,
+    lr_gamma: Annotated[float | None, typer.Option(help="multistep: the factor.")] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="Clamp gradient elements to +-this (0: off).")
+    ] = None,
+    loss: Annotated[
+        Loss | None,
+        typer.Option(help="task, structure, structure_released, structure_unweighted."),
+    ] = None,
     fusion: Annotated[str, typer.Option(help="add (the paper) or concat.")] = "add",
     seg_scale: Annotated[float, typer.Option(help="Factor on the seg prior.")] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
@@ -41,8 +80,12 @@ def train_command(
         typer.Option(help="Validation split (default: --val-fraction of the training split)."),
     ] = None,
     val_fraction: Annotated[
-        float, typer.Option(help="Training images held out for validation, in [0, 1).")
-    ] = 0.1,
+        float | None,
+        typer.Option(help="Training images held out, in [0, 1) (default 0.1; polyp: 0)."),
+    ] = None,
+    save_every: Annotated[
+        int, typer.Option(help="Also save last.pt every N batches (0: at epoch ends).")
+    ] = 0,
     task: Annotated[
         str | None,
         typer.Option(help="glands, nuclei or binary (default: the dataset's; train.tasks)."),
@@ -67,29 +110,43 @@ def train_command(
         model=model,
         mode=mode,
         out=str(out or "runs/run"),
+        protocol=protocol,
+        recipe=recipe,
+        joint_update=joint_update,
         epochs=epochs,
         batch_size=batch_size,
         patch_size=patch_size,
+        scales=parse_numbers(scales, "--scales"),
         samples_per_epoch=samples_per_epoch,
+        optimizer=optimizer,
         lr=lr,
         weight_decay=weight_decay,
+        lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs,
+        lr_milestones=parse_numbers(lr_milestones, "--lr-milestones"),
+        lr_gamma=lr_gamma,
+        grad_clip=grad_clip,
+        loss=loss,
         fusion=fusion,
         seg_scale=seg_scale,
         seed=seed,
         workers=workers,
         val_split=val_split,
         val_fraction=val_fraction,
+        save_every=save_every,
         device=device,
         amp=amp,
         task=task,
         model_kwargs=parse_pairs(model_option, "--model-option"),
     )
+    config.check_files()
     access = storage_options(storage_option)
     if out is None:
         dataset = open_store(store, access, cache=cache).attrs["dataset"]["name"]
         out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
         config = dataclasses.replace(config, out=str(out))
-    summary = train(config, log=typer.echo, storage_options=access, cache=cache)
+    with Bars() as bars:
+        summary = train(config, log=bars.echo, progress=bars, storage_options=access, cache=cache)
     if summary["best_val_dice"] is None:  # no validation images (said once, when starting)
         typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch'] + 1}")
     else:
@@ -100,7 +157,9 @@ def train_command(
 
 
 def eval_command(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run directories or model bundles (.zip) to compare.")
+    ],
     store: Annotated[
         str | None, typer.Option(help="Evaluate on this store (default: the run's).")
     ] = None,
@@ -108,12 +167,31 @@ def eval_command(
         list[str] | None, typer.Option(help="Splits (default: all not trained or validated on).")
     ] = None,
     certainty: Annotated[
-        Certainty, typer.Option(help="select by margin, entropy, margin_minmax.")
-    ] = "margin",
+        Certainty,
+        typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
+    ] = "margin_minmax",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
     min_size: Annotated[
         int, typer.Option(help="Remove predicted objects of fewer pixels (glas, monuseg).")
     ] = 10,
+    tta: Annotated[
+        Tta, typer.Option(help="Test-time augmentation: none, or flip (mean over mirrorings).")
+    ] = "none",
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every prediction here: SPLIT/STRATEGY/<id>.png (RUN/... for several runs)."
+        ),
+    ] = None,
+    save_probabilities: Annotated[
+        bool, typer.Option(help="With --save-predictions: the foreground probability too.")
+    ] = False,
+    probability_format: Annotated[
+        ProbabilityFormat, typer.Option(help="npz (float16) or tif (float32).")
+    ] = "npz",
+    overlay: Annotated[
+        bool, typer.Option(help="With --save-predictions: contours over the image too.")
+    ] = False,
     table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
     cache: CacheOption = None,
     storage_option: StorageOption = None,
@@ -130,6 +208,7 @@ def eval_command(
 
     if table is not None and (table.is_dir() or not table.parent.is_dir()):
         raise SettingError(f"--table {table}: give a CSV file in an existing folder")
+    folders = _prediction_folders(runs, save_predictions)
     # Every run is checked and loaded before any is scored.
     jobs = [
         prepare_evaluation(
@@ -139,18 +218,48 @@ def eval_command(
             certainty,
             device=device,
             min_size=min_size,
+            tta=tta,
+            save_predictions=folder,
+            save_probabilities=save_probabilities,
+            probability_format=probability_format,
+            overlay=overlay,
             storage_options=storage_options(storage_option),
             cache=cache,
         )
-        for run in runs
+        for run, folder in zip(runs, folders, strict=True)
     ]
-    for job in jobs:
-        score_run(job)
-    rows = comparison_rows(runs)
+    with Bars() as bars:
+        for job in jobs:
+            score_run(job, progress=bars)
+    rows = comparison_rows([job.run_dir for job in jobs])
     typer.echo(format_table(rows))
+    for run, job in zip(runs, jobs, strict=True):
+        if job.run_dir != run:
+            typer.echo(f"{run}: results in {job.run_dir}")
+    if save_predictions:
+        typer.echo(f"predictions written to {save_predictions}")
     if table:
         write_table(rows, table)
         typer.echo(f"table written to {table}")
+
+
+def _prediction_folders(runs: list[Path], save: Path | None) -> list[Path | None]:
+    """Where each run's predictions go: ``save`` itself for one run, ``save/<run name>`` for
+    several (two runs of one name are refused)."""
+    from precompute.types import SettingError
+
+    if save is None:
+        return [None] * len(runs)
+    if len(runs) == 1:
+        return [save]
+    names = [run.stem for run in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SettingError(
+            f"--save-predictions: several runs are named {repeated[0]!r}; evaluate them "
+            "one at a time, each with its own folder"
+        )
+    return [save / name for name in names]
 
 
 def show_command(

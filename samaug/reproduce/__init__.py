@@ -1,4 +1,7 @@
-"""The analysis half of ``samaug reproduce``: the paper's tables from evaluated runs.
+"""``samaug reproduce``: the paper's tables from runs it trains and evaluates.
+
+``driver`` (imported on its own, as it imports the trainer and torch) trains and evaluates
+a grid's runs, resumably, and writes its table with the modules below, the analysis half:
 
 - ``grids``: the three tables (monuseg, glas, polyp) as data: models, training modes, rows,
   test splits, metrics and their direction, the main metric.

@@ -1,5 +1,6 @@
 """PraNet (Fan et al., "PraNet: Parallel Reverse Attention Network for Polyp Segmentation",
-MICCAI 2020), the model of the SAMAug paper's polyp table, and its structure loss.
+MICCAI 2020), the model of the SAMAug paper's polyp table (its structure loss:
+``train.losses.structure_loss``).
 
 As in the authors' released code (``lib/PraNet_Res2Net.py``, ``MyTrain.py``):
 
@@ -30,6 +31,7 @@ from torch import nn
 
 from precompute.checks import integer
 
+from ..losses import boundary_weights, structure_loss  # noqa: F401 (PraNet's loss, re-exported)
 from .blocks import crop_padding, pad_to_multiple
 from .pranet_backbone import PretrainedReport, apply_weights, build_backbone, read_weights
 from .pranet_blocks import PartialDecoder, ReceptiveField, ReverseAttention
@@ -114,70 +116,3 @@ class PraNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack(self.forward_all(x)).sum(dim=0)
-
-
-def boundary_weights(mask: torch.Tensor) -> torch.Tensor:
-    """The structure loss's pixel weights, ``1 + 5 * |avg_pool(mask) - mask|`` with a 31x31
-    mean (stride 1, zero padding 15, padding counted): 1 far from any boundary (inside or
-    outside the object), approaching 6 right beside it.
-
-    ``mask``: ``(B, C, H, W)`` float in {0, 1}. Returns the same shape, float in [1, 6].
-    """
-    return 1 + 5 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
-
-
-def structure_loss(
-    logits: torch.Tensor,
-    mask: torch.Tensor,
-    valid: torch.Tensor | None = None,
-    *,
-    released_bce: bool = False,
-) -> torch.Tensor:
-    """PraNet's loss (from F3Net): weighted binary cross-entropy plus weighted IoU.
-
-    The weight ``w`` of a pixel (``boundary_weights``) grows near the object's boundary. With
-    ``p = sigmoid(logits)``, ``m = mask`` and sums over the pixels of one image and channel:
-
-        wbce = sum(w * bce(logits, m)) / sum(w)
-        wiou = 1 - (sum(w * p * m) + 1) / (sum(w * (p + m)) - sum(w * p * m) + 1)
-
-    and the loss is the mean of ``wbce + wiou`` over images and channels. For a
-    deep-supervised PraNet, sum it over ``PraNet.forward_all``'s maps.
-
-    Arguments:
-      logits: ``(B, C, H, W)`` float logits.
-      mask: ``(B, C, H, W)`` float target in {0, 1}; each channel an independent binary mask.
-      valid: optional ``(B, 1 or C, H, W)`` float or bool, 1 on real pixels and 0 on padding.
-        Invalid pixels count as background in the pooled mask and get weight 0, so a padded
-        image gives exactly the loss of the unpadded one (``avg_pool`` already counts the
-        outside of the image as zeros); with ``valid`` all ones nothing changes. An image
-        without a valid pixel contributes 0.
-      released_bce: reproduce the released code instead of the paper's formula. The released
-        ``MyTrain.py`` passes ``reduce='none'`` (the deprecated boolean argument, which a
-        string turns on) where ``reduction='none'`` was meant, so its BCE is one unweighted
-        mean over all pixels of the batch, added to each image's weighted IoU.
-
-    Returns a scalar tensor.
-
-    The SAMAug authors' polyp script (``Polyp_HSNet_SAMAug_Train_and_Test.py``, which trains
-    HSNet) uses a further variant: the same unweighted BCE mean and an unweighted IoU (no
-    boundary weights at all). This function does not implement it.
-    """
-    if valid is not None:
-        valid = valid.to(logits.dtype)
-        mask = mask * valid
-    weight = boundary_weights(mask)
-    if valid is not None:
-        weight = weight * valid
-    bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
-    if released_bce:
-        counted = torch.ones_like(bce) if valid is None else valid.expand_as(bce)
-        wbce = (bce * counted).sum() / counted.sum().clamp_min(1)  # one number for the batch
-    else:
-        # The clamp acts only on an image with no valid pixel (otherwise sum(w) >= 1).
-        wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3)).clamp_min(1e-12)
-    prob = torch.sigmoid(logits)
-    inter = (prob * mask * weight).sum(dim=(2, 3))
-    union = ((prob + mask) * weight).sum(dim=(2, 3))
-    wiou = 1 - (inter + 1) / (union - inter + 1)
-    return (wbce + wiou).mean()

@@ -1,0 +1,94 @@
+"""Progress bars for the commands: rich bars on a terminal, nothing in a log.
+
+The libraries report progress through a plain callback, ``progress(what, done, total)``
+(e.g. ``("epoch 3/100", 12, 40)``, ``("testA", 5, 80)``); they never print. ``Bars`` is
+that callback for the command line: on a terminal (stdout and stderr both a TTY) one bar per
+``what`` with the count, the rate, the time taken and the time left, removed when it
+completes; elsewhere (output to a log file or a pipe, a batch job) it draws nothing, so logs
+hold only the commands' own lines. ``Bars.echo`` prints a line above the bars (or as
+``typer.echo`` without them, so a redirected output keeps every line).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (or seconds per item when slower than one a second)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("", style="progress.data.speed")
+        rate = f"{speed:.2f}/s" if speed >= 1 else f"{1 / speed:.1f} s each"
+        return Text(rate, style="progress.data.speed")
+
+
+class Bars:
+    """``progress(what, done, total)`` drawn as rich bars on a terminal (see module doc).
+
+    enabled: draw bars; default: whether stdout and stderr are both a terminal. console:
+    where to draw (default: stderr). Use as a context manager: the bars live inside ``with``.
+    """
+
+    def __init__(self, enabled: bool | None = None, console: Console | None = None) -> None:
+        terminal = sys.stderr.isatty() and sys.stdout.isatty()
+        self.enabled = terminal if enabled is None else enabled
+        self.console = console or Console(stderr=True)
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> Bars:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                RateColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        self._tasks.clear()
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        if what not in self._tasks:
+            self._tasks[what] = self._progress.add_task(what, total=total)
+        task = self._tasks[what]
+        self._progress.update(task, completed=done, total=total)
+        if done >= total:  # the command's own line says what came of it
+            self._progress.remove_task(task)
+            del self._tasks[what]
+
+    def echo(self, text: str, err: bool = False) -> None:
+        """Print a line: above the bars while they are drawn, else as ``typer.echo``."""
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            typer.echo(text, err=err)

@@ -1,0 +1,265 @@
+"""``samaug reproduce TABLE``: train and evaluate a paper grid run by run, then its table.
+
+For every model of the grid (``grids.py``), every training mode (``raw`` and ``joint``) and
+every seed 0..N-1, one run directory ``OUT/runs/<model>-<mode>-<seed>`` is trained
+(``train.loop.train``, the dataset's protocol and recipe; ``--epochs`` and ``--budget`` cut
+them short) and evaluated on the grid's test splits (``train.evaluate``: raw / samaug /
+ensemble / select). Then the table (``tables.build_table``) goes to ``OUT/<table>.md`` and
+``OUT/<table>.csv`` and the per-image differences to ``OUT/<table>.png``.
+
+Resumable run by run: a run directory resumes where it stopped (``train.checkpoint``), a
+finished run trains no further epoch, and a run already evaluated on what it holds now
+(the same optimizer steps and best epoch, recorded as ``metrics.json``'s "reproduce") is
+not evaluated again. Everything is checked before the first run starts: the settings, the
+store (its dataset must be the grid's, and it must hold at least one of the grid's test
+splits), each run's training config and the pretrained weights it reads.
+
+Pretrained weights: Swin-UNet starts from ImageNet Swin-T and PraNet from ImageNet
+Res2Net-50 as their papers train them, read from ``weights_dir`` (``PRETRAINED_FILES``;
+``make weights`` fetches Swin-T) unless ``pretrained`` names another file, or ``none`` for a
+random start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from precompute import checks
+from precompute.devices import check_device
+from precompute.store import open_store
+from precompute.types import SettingError
+from train.checkpoint import read_json, update_metrics
+from train.choices import DEFAULT_CERTAINTY
+from train.config import TrainConfig
+from train.evaluate import evaluate_run
+from train.inference import check_certainty
+from train.loop import train
+from train.models.weights import BACKBONES
+
+from .figure import write_figure
+from .grids import Grid, get_grid
+from .render import write_table
+from .runs import load_runs
+from .tables import build_table
+
+# The ImageNet weights each model's paper starts from, as files in ``weights_dir``: Swin-T
+# (``make weights``), and Res2Net-50 v1b 26w4s as its authors release it (no pinned
+# download: fetch it from the Res2Net release, or give timm's res2net50d file).
+PRETRAINED_FILES = {
+    "swin_unet": BACKBONES["swin_t"].filename,
+    "pranet": "res2net50_v1b_26w_4s-3cf99910.pth",
+}
+NO_WEIGHTS = "none"
+# TrainConfig fields reproduce sets itself (the grid's, and its own options').
+OWN_FIELDS = (
+    "store",
+    "model",
+    "mode",
+    "out",
+    "seed",
+    "epochs",
+    "samples_per_epoch",
+    "workers",
+    "device",
+    "model_kwargs",
+)
+
+
+@dataclass(frozen=True)
+class ReproduceSettings:
+    """What ``reproduce`` runs (module doc).
+
+    table: a grid name (monuseg, glas, polyp). store: its store (path or URL).
+    out: the folder of the runs (``runs/``) and the table files. seeds: seeds 0..seeds-1.
+    epochs: every run's epochs (None: its recipe's). budget: every run's training items per
+      epoch (None: one per training image). device, workers: as ``samaug train``'s.
+    weights_dir: where ``PRETRAINED_FILES`` are. pretrained: {model: path or "none"},
+      overriding them. model_kwargs: extra options for every model (e.g. a small width).
+    train_options: other ``TrainConfig`` fields for every run (e.g. {"batch_size": 16});
+      the grid's own (store, model, mode, out, seed) and the ones above cannot be given.
+    certainty: how ``select`` chooses (default the released code's). n_boot: bootstrap
+      resamples of the statistics.
+    """
+
+    table: str
+    store: str
+    out: str = "reproduce"
+    seeds: int = 3
+    epochs: int | None = None
+    budget: int | None = None
+    device: str = "auto"
+    workers: int = 2
+    weights_dir: str = "checkpoints"
+    pretrained: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)
+    train_options: dict = field(default_factory=dict)
+    certainty: str = DEFAULT_CERTAINTY
+    n_boot: int = 10000
+
+    def __post_init__(self) -> None:
+        grid = get_grid(self.table)
+        checks.integer("--seeds", self.seeds, minimum=1)
+        if self.epochs is not None:
+            checks.integer("--epochs", self.epochs, minimum=1)
+        if self.budget is not None:
+            checks.integer("--budget", self.budget, minimum=1)
+        checks.integer("--workers", self.workers, minimum=0)
+        checks.integer("--n-boot", self.n_boot, minimum=1)
+        check_device(self.device)
+        check_certainty(self.certainty)
+        for model in self.pretrained:
+            if model not in grid.models:
+                raise SettingError(
+                    f"--pretrained {model}=...: {model} is not a model of the {grid.name} "
+                    f"table ({', '.join(grid.models)})"
+                )
+        known = {f.name for f in fields(TrainConfig)} - set(OWN_FIELDS)
+        for key in self.train_options:
+            if key not in known:
+                raise SettingError(
+                    f"--train-option {key}: not a training setting reproduce lets you set; "
+                    f"valid: {', '.join(sorted(known))}"
+                )
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise SettingError(f"--out {self.out} is a file; give a folder")
+
+    @property
+    def grid(self) -> Grid:
+        return get_grid(self.table)
+
+    def run_dir(self, model: str, mode: str, seed: int) -> Path:
+        return Path(self.out) / "runs" / f"{model}-{mode}-{seed}"
+
+
+def weights_for(settings: ReproduceSettings, model: str) -> str | None:
+    """The pretrained file a model's runs start from, or None (module doc)."""
+    given = settings.pretrained.get(model)
+    if given is not None:
+        return None if given == NO_WEIGHTS else str(given)
+    if model not in PRETRAINED_FILES:
+        return None
+    return str(Path(settings.weights_dir) / PRETRAINED_FILES[model])
+
+
+def plan_runs(settings: ReproduceSettings) -> list[TrainConfig]:
+    """Every run of the grid, in order (model, mode, seed), as checked training configs.
+
+    SettingError before anything runs: a setting no run can use, or a pretrained file that
+    is not there (naming it, ``make weights``, and ``--pretrained MODEL=PATH|none``)."""
+    grid = settings.grid
+    configs = []
+    for model in grid.models:
+        kwargs = dict(settings.model_kwargs)
+        weights = weights_for(settings, model)
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise SettingError(
+                    f"{weights}: no such file, and {model} starts from these ImageNet weights "
+                    f"as its paper trains it; fetch them (make weights), give "
+                    f"--pretrained {model}=PATH, or --pretrained {model}={NO_WEIGHTS} for a "
+                    "random start"
+                )
+            kwargs["pretrained"] = weights
+        for mode in grid.modes:
+            for seed in range(settings.seeds):
+                config = TrainConfig(
+                    **settings.train_options,
+                    store=settings.store,
+                    model=model,
+                    mode=mode,
+                    out=str(settings.run_dir(model, mode, seed)),
+                    epochs=settings.epochs,
+                    samples_per_epoch=settings.budget,
+                    seed=seed,
+                    workers=settings.workers,
+                    device=settings.device,
+                    model_kwargs=kwargs,
+                )
+                config.check_files()
+                configs.append(config)
+    return configs
+
+
+def test_splits_of(settings: ReproduceSettings) -> list[str]:
+    """The grid's test splits the store holds; SettingError for a store of another dataset
+    or one with none of them."""
+    grid = settings.grid
+    store = open_store(settings.store)
+    dataset = store.attrs["dataset"]["name"]
+    if dataset != grid.dataset:
+        raise SettingError(
+            f"{settings.store} is a {dataset!r} store; the {grid.name} table trains on a "
+            f"{grid.dataset!r} store (samaug priors {grid.dataset} ...)"
+        )
+    splits = [s for s in grid.splits if s in store.splits()]
+    if not splits:
+        held = ", ".join(store.splits()) or "none"
+        raise SettingError(
+            f"{settings.store} holds none of the {grid.name} test splits "
+            f"({', '.join(grid.splits)}); its splits: {held}"
+        )
+    return splits
+
+
+def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print) -> dict:
+    """Train and evaluate every run of the grid that is not done yet, then write the table,
+    its CSV and the figure (module doc). Returns {"runs": [run directories], "trained": n,
+    "evaluated": n, "markdown": path, "csv": path, "figure": path}."""
+    splits = test_splits_of(settings)
+    configs = plan_runs(settings)
+    trained = evaluated = 0
+    for number, config in enumerate(configs, start=1):
+        name = f"[{number}/{len(configs)}] {Path(config.out).name}"
+        before = _finished_steps(Path(config.out))
+        summary = train(config, log=lambda line, name=name: log(f"{name}: {line}"))
+        trained += summary["steps"] != before
+        record = {
+            "steps": summary["steps"],
+            "best_epoch": summary["best_epoch"],
+            "certainty": settings.certainty,
+            "splits": splits,
+        }
+        if _evaluated_record(Path(config.out)) != record:
+            log(f"{name}: evaluating on {', '.join(splits)}")
+            evaluate_run(
+                config.out, splits=splits, certainty=settings.certainty, device=settings.device
+            )
+            update_metrics(config.out, {"reproduce": record})
+            evaluated += 1
+        else:
+            log(f"{name}: trained and evaluated already")
+    grid = settings.grid
+    run_dirs = [config.out for config in configs]
+    table = build_table(grid, load_runs(run_dirs, grid), n_boot=settings.n_boot)
+    paths = write_table(table, settings.out)
+    figure = write_figure(table, Path(settings.out) / f"{grid.name}.png")
+    return {
+        "runs": run_dirs,
+        "trained": trained,
+        "evaluated": evaluated,
+        "markdown": str(paths["markdown"]),
+        "csv": str(paths["csv"]),
+        "figure": str(figure),
+    }
+
+
+def _metrics(run_dir: Path) -> dict:
+    path = run_dir / "metrics.json"
+    metrics = read_json(path) if path.is_file() else {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _finished_steps(run_dir: Path) -> int | None:
+    """The optimizer steps of a finished run (its metrics.json "train"), else None."""
+    finished = _metrics(run_dir).get("train")
+    return finished.get("steps") if isinstance(finished, dict) else None
+
+
+def _evaluated_record(run_dir: Path) -> dict | None:
+    """What the run was last evaluated on by ``reproduce`` (None if it has no test results)."""
+    metrics = _metrics(run_dir)
+    if "test" not in metrics or not (run_dir / "test_per_image.csv").is_file():
+        return None
+    return metrics.get("reproduce")

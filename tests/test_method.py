@@ -1,0 +1,243 @@
+"""The method as released: the joint update, schedules counted in optimizer steps, exact
+resumption within an epoch, protocols recorded with each run, pretrained weights reported."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from train_helpers import make_glas_store, tiny
+
+from precompute.types import SettingError
+from train.config import TrainConfig
+from train.data import make_loader
+from train.fusion import FusionSettings
+from train.inference import model_input
+from train.loop import train, training_data
+from train.models import create_model
+from train.optim import lr_schedule, update_plan
+from train.protocols import RECIPES, get_protocol
+from train.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def glas_store(tmp_path_factory) -> Path:
+    return make_glas_store(tmp_path_factory.mktemp("method"), {"train": 6, "testA": 1})
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def checkpoint(run_dir: Path, name: str = "last.pt") -> dict:
+    return torch.load(Path(run_dir) / name, weights_only=True)
+
+
+def log_rows(run_dir: Path) -> list[dict]:
+    with open(Path(run_dir) / "log.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+# ---------------------------------------------------------------- the joint update
+
+
+def replay(config: TrainConfig, order: list[tuple[bool, ...]]) -> dict:
+    """The first batch of ``config``'s run stepped by hand: one AdamW step per entry of
+    ``order``, each on the mean loss of the inputs it names (False raw, True augmented)."""
+    config = config.resolve("glas")
+    task = get_task(config.task)
+    dataset = training_data(config, task, [f"train_{i}" for i in range(1, 7)])
+    dataset.set_epoch(0)
+    batch = next(iter(make_loader(dataset, config.batch_size, shuffle=True)))
+    torch.manual_seed(config.seed)  # as train() seeds before it builds the model
+    model = create_model("unet", in_channels=3, num_classes=3, **config.model_kwargs)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    fusion = FusionSettings()
+    for inputs in order:
+        loss = sum(
+            task.loss(model(model_input(batch, fusion, aug, "cpu")), batch["target"])
+            for aug in inputs
+        ) / len(inputs)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.state_dict()
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_joint_takes_a_raw_step_then_an_augmented_step_per_batch(glas_store, tmp_path):
+    # One batch (4 items of the 6 training images; testA validates), a constant learning
+    # rate: the run's weights are exactly two AdamW steps, the raw input's first.
+    common = dict(
+        mode="joint",
+        epochs=1,
+        samples_per_epoch=4,
+        val_split="testA",
+        lr_schedule="multistep",
+        lr_milestones=[],
+    )
+    step = tiny(glas_store, tmp_path / "step", **common)
+    mean = tiny(glas_store, tmp_path / "mean", joint_update="mean", **common)
+    assert train(step, log=quiet)["steps"] == 2
+    assert train(mean, log=quiet)["steps"] == 1
+    assert checkpoint(tmp_path / "step")["step"] == 2
+    assert [row["step"] for row in log_rows(tmp_path / "step")] == ["2"]
+
+    trained = checkpoint(tmp_path / "step")["model"]
+    assert same(trained, replay(step, [(False,), (True,)]))
+    assert not same(trained, replay(step, [(True,), (False,)]))  # the order shows
+    assert same(checkpoint(tmp_path / "mean")["model"], replay(mean, [(False, True)]))
+
+
+def test_schedules_count_optimizer_steps(glas_store, tmp_path):
+    # Cosine without warm-up over the run's optimizer steps: a joint run of 2 epochs of
+    # 2 batches takes 8 steps, and its learning rate after epoch 1 (step 4) is
+    # lr * (1 + cos(pi * 3 / 7)) / 2, not the 0 that counting batches would reach.
+    config = tiny(glas_store, tmp_path / "run", mode="joint", warmup_epochs=0, val_fraction=0.0)
+    train(config, log=quiet)
+    rows = log_rows(tmp_path / "run")
+    assert [row["step"] for row in rows] == ["4", "8"]
+    expected = 3e-3 * (1 + math.cos(math.pi * 3 / 7)) / 2
+    assert float(rows[0]["lr"]) == pytest.approx(expected, rel=1e-5)
+    assert float(rows[1]["lr"]) == 0.0
+
+    # The released polyp schedule: x0.2 from the 21st epoch (index 20), whatever the number of
+    # optimizer steps an epoch takes (3 scales x 2 inputs = 6 a batch here).
+    polyp = TrainConfig(store="s", mode="joint", protocol="polyp", task="binary").resolve()
+    plan = update_plan(polyp)
+    assert plan.sizes == (256, None, 448) and plan.steps_per_batch == 6
+    factor = lr_schedule(polyp, steps_per_epoch=6 * 10)
+    assert [factor(s) for s in (0, 20 * 60 - 1, 20 * 60, 38 * 60 + 59)] == [1, 1, 0.2, 0.2]
+    assert polyp.epochs == 39 and polyp.lr == 5e-5 and polyp.optimizer == "adam"
+
+
+# ---------------------------------------------------------------- resuming mid-epoch
+
+
+def test_a_run_stopped_mid_epoch_resumes_exactly(glas_store, tmp_path):
+    # 3 batches an epoch, joint: stop after 2 batches (mid-epoch 0), again after 2 more
+    # (the end of epoch 0, then mid-epoch 1), then finish: the same run as uninterrupted.
+    settings = dict(
+        mode="joint", samples_per_epoch=12, save_every=1, warmup_epochs=0, val_fraction=0.0
+    )
+    whole = train(tiny(glas_store, tmp_path / "whole", **settings), log=quiet)
+    run = tiny(glas_store, tmp_path / "cut", **settings)
+    train(run, log=quiet, stop_after_batches=2)
+    state = checkpoint(tmp_path / "cut")
+    assert (state["epoch"], state["batch"], state["step"]) == (-1, 2, 4)
+    assert len(state["epoch_losses"]) == 4 and not (tmp_path / "cut" / "best.pt").exists()
+    seen = []
+    train(run, log=seen.append, stop_after_batches=2)
+    assert seen[0] == f"resuming {tmp_path / 'cut'} at epoch 1, batch 3 of 3"
+    state = checkpoint(tmp_path / "cut")
+    assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 8)
+    assert len(log_rows(tmp_path / "cut")) == 1
+    assert train(run, log=quiet) == whole
+    assert same(checkpoint(tmp_path / "cut")["model"], checkpoint(tmp_path / "whole")["model"])
+    assert log_rows(tmp_path / "cut") == log_rows(tmp_path / "whole")
+    assert checkpoint(tmp_path / "cut")["batch"] == 0
+
+
+# ---------------------------------------------------------------- protocols and settings
+
+
+def test_the_resolved_protocol_and_recipe_are_recorded(glas_store, tmp_path):
+    config = tiny(glas_store, tmp_path / "run", epochs=1, samples_per_epoch=4)
+    assert config.protocol is None and config.optimizer is None and not config.resolved
+    train(config, log=quiet)
+    saved = TrainConfig.load(tmp_path / "run" / "config.json")
+    assert saved.resolved and saved.protocol == "patches" and saved.recipe == "patches"
+    assert (saved.optimizer, saved.lr_schedule, saved.scales, saved.loss) == (
+        "adamw",
+        "cosine",
+        (1.0,),
+        "task",
+    )
+    assert saved.lr == 3e-3  # given, not the recipe's
+    assert saved.weight_decay == RECIPES["patches"].weight_decay
+    recorded = checkpoint(tmp_path / "run")["config"]["protocol_settings"]
+    assert recorded == get_protocol("patches").settings()
+    assert recorded["source"] == "this project's own" and recorded["test"] == "windows"
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"protocol": "polyp", "task": "glands"}, "--protocol polyp trains the binary task"),
+        ({"protocol": "patches", "scales": [0.75, 1]}, "multi-scale training needs whole"),
+        ({"task": "nuclei", "loss": "structure"}, "--loss structure is a binary"),
+        ({"protocol": "polyp", "loss": "task"}, "trains on soft"),
+        ({"protocol": "sliding"}, "--protocol must be one of patches, polyp"),
+        ({"recipe": "sgd"}, "--recipe must be one of patches, samaug_polyp, pranet"),
+        ({"joint_update": "sum"}, "--joint-update must be one of step, mean"),
+        ({"lr_milestones": [0]}, "--lr-milestones must be at least 1, not 0"),
+        ({"save_every": -1}, "--save-every must be at least 0"),
+    ],
+)
+def test_protocol_settings_are_checked_when_the_config_is_made(setting, message):
+    with pytest.raises(SettingError, match=message):
+        TrainConfig(store="any.zarr", **setting)
+
+
+def test_a_polyp_store_defaults_to_the_polyp_protocol_and_a_glas_store_is_refused_it(
+    glas_store, tmp_path
+):
+    polyp = TrainConfig(store="s").resolve("polyp")
+    assert (polyp.protocol, polyp.task, polyp.patch_size, polyp.val_fraction) == (
+        "polyp",
+        "binary",
+        352,
+        0.0,
+    )
+    assert (polyp.batch_size, polyp.weight_decay, polyp.lr_milestones) == (8, 0.0, (20,))
+    pranet = TrainConfig(store="s", recipe="pranet").resolve("kvasir")
+    assert (pranet.lr, pranet.batch_size, pranet.epochs, pranet.grad_clip) == (1e-4, 16, 19, 0.5)
+    with pytest.raises(SettingError, match="--protocol polyp trains the binary task, not 'glands'"):
+        train(tiny(glas_store, tmp_path / "run", protocol="polyp"), log=quiet)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+
+def test_pretrained_weights_are_logged_and_recorded_and_a_missing_file_refused(
+    glas_store, tmp_path
+):
+    missing = tiny(
+        tmp_path / "nosuch.zarr",
+        tmp_path / "missing",
+        model="swin_unet",
+        model_kwargs={"pretrained": str(tmp_path / "swin.pth")},
+    )
+    with pytest.raises(SettingError, match=r"pretrained=.*swin.pth: no such file.*make weights"):
+        train(missing, log=quiet)  # before the (absent) store is opened
+
+    narrow = {"base_channels": 24, "num_heads": [1, 2, 4, 8]}
+    source = timm.create_model("swin_tiny_patch4_window7_224", embed_dim=24, num_heads=(1, 2, 4, 8))
+    torch.save(source.state_dict(), tmp_path / "swin.pth")
+    config = tiny(
+        glas_store,
+        tmp_path / "run",
+        model="swin_unet",
+        epochs=1,
+        samples_per_epoch=4,
+        val_fraction=0.0,
+        model_kwargs={**narrow, "pretrained": str(tmp_path / "swin.pth")},
+    )
+    lines = []
+    summary = train(config, log=lines.append)
+    expected = create_model(
+        "swin_unet", num_classes=3, **narrow, pretrained=str(tmp_path / "swin.pth")
+    ).pretrained_report.summary()
+    assert lines[0] == expected and "timm layout" in expected
+    assert summary["pretrained"] == expected
+    assert checkpoint(tmp_path / "run")["pretrained"] == expected
+    metrics = (tmp_path / "run" / "metrics.json").read_text()
+    assert expected.split(" (")[0] in metrics

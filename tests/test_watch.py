@@ -1,0 +1,81 @@
+"""Training you can watch: TensorBoard events and progress.png from a real run (continued
+across a resume), progress reported step by step, and the command line's bars."""
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from train_helpers import make_glas_store, tiny
+
+from samaug.progress import Bars
+from train.loop import train
+from train.watch import IMAGE_EVERY
+
+
+@pytest.fixture(scope="module")
+def glas_store(tmp_path_factory):
+    return make_glas_store(tmp_path_factory.mktemp("watch"), {"train": 5})
+
+
+def events(run_dir) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_a_run_writes_curves_images_and_progress_png_that_continue_across_a_resume(
+    glas_store, tmp_path
+):
+    config = tiny(glas_store, tmp_path / "run", epochs=IMAGE_EVERY + 1, val_fraction=0.2)
+    calls = []
+    train(config, log=lambda line: None, stop_after=2, progress=lambda *c: calls.append(c))
+    assert calls[:3] == [("epoch 1/6", 0, 2), ("epoch 1/6", 1, 2), ("epoch 1/6", 2, 2)]
+    assert ("validation", 1, 1) in calls
+    train(config, log=lambda line: None)  # resumes at epoch 3
+
+    with open(tmp_path / "run" / "log.csv") as f:
+        log = list(csv.DictReader(f))
+    found = events(tmp_path / "run")
+    loss = found.Scalars("train/loss")
+    # One point per epoch at the step that ends it, each step once although the second
+    # call resumed, with log.csv's values.
+    assert [e.step for e in loss] == [int(row["step"]) for row in log] == [2, 4, 6, 8, 10, 12]
+    # log.csv keeps 6 decimals
+    assert [e.value for e in loss] == pytest.approx([float(r["train_loss"]) for r in log], abs=1e-6)
+    assert [e.value for e in found.Scalars("validation/dice")] == pytest.approx(
+        [float(r["val_dice"]) for r in log], abs=1e-6
+    )
+    assert [e.value for e in found.Scalars("train/lr")] == pytest.approx(
+        [float(r["lr"]) for r in log], rel=1e-5
+    )
+    # Validation images: the first epoch of each call, every IMAGE_EVERY-th and the last.
+    (tag,) = found.Tags()["images"]
+    assert tag.startswith("validation/train_")
+    assert [e.step for e in found.Images(tag)] == [2, 6, 10, 12]
+    grid = np.array(Image.open(io.BytesIO(found.Images(tag)[0].encoded_image_string)))
+    assert grid.shape == (96, 5 * 128 + 4 * 4, 3)  # input, two priors, prediction, target
+
+    png = Image.open(tmp_path / "run" / "progress.png")
+    assert png.size == (800, 600)
+
+
+def test_bars_draw_on_a_terminal_and_nothing_elsewhere(capsys):
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with Bars(enabled=True, console=console) as bars:
+        bars("epoch 1/3", 1, 4)
+        bars.echo("a line above the bars")
+        bars("validation", 2, 2)  # complete: removed
+    drawn = screen.getvalue()
+    assert "epoch 1/3" in drawn and "1/4" in drawn and "ETA" in drawn
+    assert "a line above the bars" in drawn
+
+    with Bars(enabled=False, console=console) as bars:
+        bars("epoch 2/3", 1, 4)
+        bars.echo("plain")
+    assert "epoch 2/3" not in screen.getvalue()
+    assert capsys.readouterr().out == "plain\n"
