@@ -21,7 +21,6 @@ from pathlib import Path
 from . import checks, store
 from .datasets import get_reader, normalise_reader_options
 from .devices import check_device
-from .files import atomic_write_text
 from .limits import max_pixels
 from .maskers import check_checkpoint, make_settings, masker_kind, masker_provenance
 from .priors import compute_priors
@@ -55,6 +54,9 @@ class PriorsConfig:
     torch_threads: int | None = None
     overwrite: bool = False
     connect_timeout: float = 30.0
+    # fsspec options of a --store URL (credentials): never saved, printed or compared.
+    storage_options: dict | None = field(default=None, compare=False, repr=False)
+    break_lock: bool = False  # replace the lock of a run that is not running any more
 
     def __post_init__(self) -> None:
         masker_kind(self.masker)
@@ -66,6 +68,12 @@ class PriorsConfig:
         if self.torch_threads is not None:
             checks.integer("--threads", self.torch_threads, minimum=1)
         timeout = checks.number("--scheduler-timeout", self.connect_timeout, positive=True)
+        if self.storage_options is not None and not isinstance(self.storage_options, dict):
+            raise SettingError(
+                f"--storage-option must give a mapping, not {self.storage_options!r}"
+            )
+        if not isinstance(self.break_lock, bool):
+            raise SettingError(f"--break-lock must be true or false, not {self.break_lock!r}")
         if self.scheduler is not None and not self.scheduler.strip():
             raise SettingError("--scheduler is empty; give the scheduler's address or leave it out")
         options = normalise_reader_options(self.dataset, dict(self.reader_options))
@@ -129,6 +137,7 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     log: str | None = None  # the file the failures' tracebacks were written to
+    lock_replaced: str | None = None  # a stale lock this run replaced, described
 
     @property
     def done(self) -> int:
@@ -179,6 +188,7 @@ def process_image(ref: ImageRef, config: PriorsConfig) -> ImageResult:
         boundary_prior,
         record.source,
         seconds,
+        storage_options=config.storage_options,
     )
     seconds["write"] = time.perf_counter() - t_priors
     seconds["total"] = time.perf_counter() - start - (t_load - t_read)
@@ -217,25 +227,28 @@ def failure(ref: ImageRef, err: BaseException) -> Failure:
 # --------------------------------------------------------------------------- driver
 
 
-def store_attrs(config: PriorsConfig, refs: list[ImageRef]) -> dict:
+def store_attrs(
+    config: PriorsConfig, refs: list[ImageRef], target: store.Target | None = None
+) -> dict:
     splits: dict[str, int] = {}
     for ref in refs:
         splits[ref.split] = splits.get(ref.split, 0) + 1
     dataset = {
         "name": config.dataset,
-        "reader_options": _recorded_options(config),
+        "reader_options": _recorded_options(config, target),
         "splits": dict(sorted(splits.items())),
     }
     provenance = masker_provenance(config.masker, config.checkpoint, config.settings)
     return store.store_root_attrs(dataset, provenance)
 
 
-def _recorded_options(config: PriorsConfig) -> dict:
+def _recorded_options(config: PriorsConfig, target: store.Target | None = None) -> dict:
     """The reader options to sign the store with: the normalised ones (defaults left out),
     unless the store at ``config.store`` already records options that normalise to the same
     (a store made before normalisation, with a default spelt out): then its own spelling, so
     that it still resumes."""
-    recorded = store.read_root_attrs(config.store).get("dataset", {})
+    target = target or store.Target(config.store, config.storage_options)
+    recorded = store.read_root_attrs(target).get("dataset", {})
     recorded = recorded.get("reader_options") if isinstance(recorded, dict) else None
     if isinstance(recorded, dict):
         if normalise_reader_options(config.dataset, recorded) == config.options:
@@ -244,7 +257,8 @@ def _recorded_options(config: PriorsConfig) -> dict:
 
 
 def log_path(store_path: str | Path) -> Path:
-    """Where a run writes its failures' tracebacks: ``<store>.log`` beside the store."""
+    """Where a run writes its failures' tracebacks: ``<store>.log`` beside the store (a
+    local store; a URL's log is ``<store URL>.log``, beside it in the bucket)."""
     path = Path(store_path)
     return path.with_name(path.name + ".log")
 
@@ -258,9 +272,12 @@ def run(
 
     Before anything is created, the dataset is listed, the masker's provenance read (the
     checkpoint is opened) and the workers set up (scheduler reached, device checked, masker
-    loaded): a problem there is a SamaugError and no image is attempted. Then each image is
-    done or recorded as a Failure; the others go on. Failures' tracebacks are written to
-    ``log_path(config.store)`` (``summary.log``).
+    loaded): a problem there is a SamaugError and no image is attempted. The store may be a
+    local folder or a URL (``s3://bucket/prefix/x.zarr``, with ``config.storage_options``):
+    the run takes its lock first (``store.lock``: one writer at a time; a missing bucket or
+    refused credentials are reported here, before any work). Then each image is done or
+    recorded as a Failure; the others go on. Failures' tracebacks are written to
+    ``<store>.log`` beside the store (``summary.log``).
 
     on_progress(finished, to_do, result_or_failure) is called as each image finishes.
     """
@@ -269,58 +286,67 @@ def run(
     refs = get_reader(config.dataset, config.data_root, **config.options).refs()
     if not refs:
         raise SamaugError(f"{config.data_root}: the {config.dataset} reader found no images")
+    target = store.Target(config.store, config.storage_options)
     with open_workers(config) as workers:
         workers.preflight()
-        attrs = store_attrs(config, refs)
-        if _has_work(config, refs):
-            workers.start()
-        prepared = store.prepare_store(
-            config.store, attrs, config.overwrite, protect=[config.data_root]
-        )
-        done = prepared.complete
-        by_id = {ref.image_id: ref for ref in refs}
-        index = {
-            i: (by_id[i].split if i in by_id else store.split_of(config.store, i)) for i in done
-        }
-        todo = [ref for ref in refs if ref.image_id not in done]
-        summary = RunSummary(
-            total=len(refs), skipped=len(refs) - len(todo), replaced=prepared.replaced
-        )
-        store.set_index(config.store, index)
-        last_index = time.monotonic()
-
-        def finished(outcome: ImageResult | Failure) -> None:
-            nonlocal last_index
-            if isinstance(outcome, ImageResult):
-                summary.results.append(outcome)
-                index[outcome.image_id] = outcome.split
-                if time.monotonic() - last_index > index_interval:
-                    store.set_index(config.store, index)
-                    last_index = time.monotonic()
-            else:
-                summary.failures.append(outcome)
-            if on_progress:
-                on_progress(summary.done + len(summary.failures), len(todo), outcome)
-
-        workers.map(attempt_image, todo, finished, lost=failure)
-    store.set_index(config.store, index)
-    if summary.failures:
-        summary.log = str(log_path(config.store))
-        atomic_write_text(summary.log, _log_text(config, summary))
+        with store.lock.holding(target, "samaug priors", config.break_lock) as lock:
+            summary = _run_locked(config, refs, target, workers, lock, on_progress, index_interval)
+    summary.lock_replaced = lock.replaced
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _has_work(config: PriorsConfig, refs: list[ImageRef]) -> bool:
+def _run_locked(config, refs, target, workers, lock, on_progress, index_interval) -> RunSummary:
+    """``run``'s work once the lock is held: create or resume the store, map the images,
+    keep the index (and the lock) fresh, end consolidated."""
+    attrs = store_attrs(config, refs, target)
+    if _has_work(config, refs, target):
+        workers.start()
+    prepared = store.prepare_store(target, attrs, config.overwrite, protect=[config.data_root])
+    done = prepared.complete
+    by_id = {ref.image_id: ref for ref in refs}
+    index = {i: (by_id[i].split if i in by_id else store.split_of(target, i)) for i in done}
+    todo = [ref for ref in refs if ref.image_id not in done]
+    summary = RunSummary(total=len(refs), skipped=len(refs) - len(todo), replaced=prepared.replaced)
+    with target.reaching("writing the index"):
+        store.set_index(target, index)
+    last_index = time.monotonic()
+
+    def finished(outcome: ImageResult | Failure) -> None:
+        nonlocal last_index
+        if isinstance(outcome, ImageResult):
+            summary.results.append(outcome)
+            index[outcome.image_id] = outcome.split
+            if time.monotonic() - last_index > index_interval:
+                with target.reaching("writing the index"):
+                    store.set_index(target, index)
+                    lock.refresh()
+                last_index = time.monotonic()
+        else:
+            summary.failures.append(outcome)
+        if on_progress:
+            on_progress(summary.done + len(summary.failures), len(todo), outcome)
+
+    workers.map(attempt_image, todo, finished, lost=failure)
+    with target.reaching("writing the index"):
+        store.set_index(target, index)
+        store.consolidate(target.store)
+        if summary.failures:
+            summary.log = target.write_beside(".log", _log_text(config, summary))
+    return summary
+
+
+def _has_work(config: PriorsConfig, refs: list[ImageRef], target: store.Target) -> bool:
     """Whether any image may need doing: false only for a samaug store (not being
     overwritten) that already holds every image complete, so that resuming a finished run
     starts no cluster and loads no model."""
-    if config.overwrite or not store.is_samaug_store(config.store):
-        return True
-    try:
-        complete = store.complete_ids(config.store)
-    except FileNotFoundError:  # no images/ folder yet
-        return True
+    with target.reaching("reading the store"):
+        if config.overwrite or not store.is_samaug_store(target):
+            return True
+        try:
+            complete = store.complete_ids(target)
+        except FileNotFoundError:  # no images/ folder yet
+            return True
     return any(ref.image_id not in complete for ref in refs)
 
 

@@ -16,14 +16,23 @@ import numpy as np
 from . import store as store_module
 from .datasets import get_reader
 from .priors import compute_priors
-from .store import ARRAY_NAMES, EVERY_CHUNK_WRITTEN, DamagedStoreError, SamaugStore, open_store
+from .store import (
+    ARRAY_NAMES,
+    EVERY_CHUNK_WRITTEN,
+    DamagedStoreError,
+    SamaugStore,
+    consolidated,
+    is_url,
+    is_zip,
+    open_store,
+)
 from .store.links import refuse_links
 from .types import SamaugError
 
 
-def info_lines(location: str) -> list[str]:
+def info_lines(location: str, storage_options: dict | None = None) -> list[str]:
     """A human summary of a store: dataset, splits, masker provenance, sizes."""
-    store = open_store(location)
+    store = open_store(location, storage_options)
     attrs = store.attrs
     dataset, masker, tool = attrs["dataset"], attrs["masker"], attrs["tool"]
     planned = dataset.get("splits", {})
@@ -32,8 +41,17 @@ def info_lines(location: str) -> list[str]:
         f"store      {location}",
         f"schema     {attrs['schema_version']}  (samaug {tool.get('version')}, "
         f"created {attrs.get('created')}, updated {attrs.get('updated')})",
+        "layout     "
+        + ("one shard per array" if store.layout.sharded else "one file per chunk")
+        + (", consolidated metadata" if store.consolidated else ""),
         f"dataset    {dataset['name']}  reader options {dataset.get('reader_options') or '{}'}",
     ]
+    for step in attrs.get("lineage", []):
+        sources = step.get("sources", [])
+        lines.append(
+            f"lineage    {step.get('operation')} at {step.get('at')}"
+            + (f" from {', '.join(str(s.get('store')) for s in sources)}" if sources else "")
+        )
     for split in sorted(set(planned) | set(complete)):
         lines.append(
             f"  {split:<12} {complete.get(split, 0)} of {planned.get(split, '?')} complete"
@@ -78,9 +96,10 @@ class Verification:
     notes: list[str] = field(default_factory=list)
 
 
-def check_store(location: str) -> Verification:
-    """Check every indexed image (see store_schema.md, "Verification")."""
-    store = open_store(location)
+def check_store(location: str, storage_options: dict | None = None) -> Verification:
+    """Check every indexed image against its own metadata, and the consolidated metadata
+    against every node's own (see store_schema.md, "Verification")."""
+    store = open_store(location, storage_options, consolidated=False)
     result = Verification(checked=len(store.ids()))
     if store.attrs.get(EVERY_CHUNK_WRITTEN) is not True:
         result.notes.append(
@@ -88,12 +107,27 @@ def check_store(location: str) -> Verification:
             "missing from it reads as the fill value, so verify cannot tell whether chunks "
             "that were all zeros went missing (the sha256 checks still catch any other)"
         )
+    result.problems.extend(_consolidation_problems(store, location))
     for image_id in store.ids():
         problems = _verify_image(store, image_id)
         result.problems.extend(f"{image_id}: {p}" for p in problems)
         if problems:
             result.flagged.append(image_id)
     return result
+
+
+def _consolidation_problems(store: SamaugStore, location: str) -> list[str]:
+    """One line per node whose consolidated metadata disagrees with its own zarr.json (every
+    node over a URL; on a local store also image folders the copy lacks)."""
+    copy = consolidated.entries(store.own_metadata("."))
+    if copy is None:
+        return []
+    local = not (is_url(location) or is_zip(location))
+    on_disk = consolidated.local_group_ids(location) if local else ()
+    return [
+        f"consolidated metadata: {line} (`samaug store repair` writes it again)"
+        for line in consolidated.disagreements(copy, store.own_metadata, on_disk)
+    ]
 
 
 def verify(location: str) -> tuple[list[str], int]:
@@ -114,7 +148,8 @@ def _verify_image(store: SamaugStore, image_id: str) -> list[str]:
                 continue
             actual = store.checksum(image_id, name)
         except DamagedStoreError as err:
-            problems.append(err.problem)
+            if err.problem not in problems:  # two logical arrays may share a damaged one
+                problems.append(err.problem)
             continue
         recorded = attrs["sha256"].get(name)
         if recorded is None:
@@ -169,11 +204,18 @@ def repair(location: str) -> Verification:
     """Verify a local store, then remove the completion marker of every image with a problem
     and drop it from the index: the next ``samaug priors`` with the store's settings redoes
     exactly those images. Returns what verify found."""
-    if "://" in str(location):
-        raise SamaugError(f"{location}: repair changes a store; copy it to a local folder first")
-    result = check_store(str(location))
-    if result.flagged:
-        store_module.unmark_images(location, result.flagged)
+    if is_url(location) or is_zip(location):
+        raise SamaugError(
+            f"{location}: repair changes a store in place; give a local store folder (copy or "
+            "`samaug store unpack` it first)"
+        )
+    with store_module.lock.holding(store_module.Target(location), "samaug store repair"):
+        result = check_store(str(location))
+        if result.flagged:
+            store_module.unmark_images(location, result.flagged)  # consolidates at its end
+        elif any(p.startswith("consolidated metadata: ") for p in result.problems):
+            refuse_links(location, "repair it")
+            store_module.consolidate(location)
     return result
 
 
@@ -186,8 +228,11 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
     The store's dataset reader reads only inside ``data_root`` (``confine``), whatever the
     store's reader options say; a store with a symbolic link inside is refused.
     """
-    if "://" in str(location):
-        raise SamaugError(f"{location}: attach writes into a store; give a local folder")
+    if is_url(location) or is_zip(location):
+        raise SamaugError(
+            f"{location}: attach writes into a store; give a local store folder (copy or "
+            "`samaug store unpack` it first)"
+        )
     store = open_store(location)
     refuse_links(location, "attach images to it")
     dataset = store.attrs["dataset"]
@@ -201,6 +246,16 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
             )
     reader = get_reader(dataset["name"], data_root, confine=True, **options)
     refs = {ref.image_id: ref for ref in reader.refs()}
+    target = store_module.Target(location)
+    with store_module.lock.holding(target, "samaug store attach"):
+        with store_module.consolidated.rewriting(location):
+            attached, problems = _attach_each(location, store, reader, refs, data_root)
+            if not problems:
+                store_module.mark_images_attached(location)
+    return attached, problems
+
+
+def _attach_each(location, store: SamaugStore, reader, refs, data_root) -> tuple[int, list[str]]:
     attached, problems = 0, []
     for image_id in store.ids():
         if image_id not in refs:
@@ -214,6 +269,4 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
             problems.append(str(err))
             continue
         attached += 1
-    if not problems:
-        store_module.mark_images_attached(location)
     return attached, problems

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 from skimage.draw import ellipse, polygon
 
+from .priors import boxes_from_masks
+from .types import MaskSet
+
 
 def random_masks(height: int, width: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(N, H, W) bool masks and (N,) float32 scores in [0, 1).
@@ -51,6 +54,21 @@ def random_masks(height: int, width: int, n: int, seed: int = 0) -> tuple[np.nda
         masks[-2] = False  # empty
     scores = rng.uniform(0.0, 1.0, n).astype(np.float32)
     return masks, scores
+
+
+def random_mask_set(height: int, width: int, n: int, seed: int = 0) -> MaskSet:
+    """``random_masks`` as a full MaskSet: random predicted IoUs and prompt points, boxes
+    and areas from the masks (what a masker hands the store)."""
+    masks, scores = random_masks(height, width, n, seed=seed)
+    rng = np.random.default_rng(seed)
+    return MaskSet(
+        masks=masks,
+        stability_score=scores,
+        predicted_iou=rng.random(n).astype(np.float32),
+        box=boxes_from_masks(masks),
+        point=(rng.random((n, 2)) * [width, height]).astype(np.float32),
+        area=masks.sum(axis=(1, 2)),
+    )
 
 
 def tissue_image(

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from precompute.types import SettingError
+
+# Options shared by the commands that read a store from a URL.
+StorageOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        help="fsspec option for a store URL as KEY=VALUE (repeatable), e.g. anon=true, "
+        'client_kwargs=\'{"endpoint_url": "http://host:9000"}\' (credentials: never saved).',
+    ),
+]
+CacheOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Keep what is read from a store URL in this folder: read once, then from disk."
+    ),
+]
 
 _STATE = {"verbose": False}
 
@@ -16,6 +36,12 @@ def set_verbose(on: bool) -> None:
 def verbose() -> bool:
     """Whether the user asked for tracebacks (``samaug --verbose`` or ``SAMAUG_VERBOSE=1``)."""
     return _STATE["verbose"]
+
+
+def storage_options(pairs: list[str] | None) -> dict | None:
+    """``--storage-option KEY=VALUE`` values as fsspec storage options (None when none):
+    credentials and client settings for a store URL, never saved anywhere."""
+    return parse_pairs(pairs, "--storage-option") or None
 
 
 def parse_pairs(values: list[str] | None, what: str) -> dict[str, object]:

@@ -1,27 +1,20 @@
-"""A real HTTP server on loopback, serving one folder (for remote-read and download tests)."""
+"""A real HTTP server on loopback, serving one folder (for remote-read and download tests).
+
+It honours Range requests and counts them (``samaug.bench.serving.RangeServer``), as a web
+server or a bucket does; Python's own ``http.server`` would send whole files.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
-import threading
 
+from samaug.bench.serving import RangeServer, running
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+__all__ = ["RangeServer", "running", "serve"]
 
 
 @contextlib.contextmanager
 def serve(directory):
     """Yield the base URL of a loopback HTTP server serving ``directory``."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(directory) as server:
+        yield server.url

@@ -3,29 +3,16 @@
 from pathlib import Path
 
 import numpy as np
+import zarr
 from PIL import Image
 
 from precompute import store as st
 from precompute.datasets import get_reader
-from precompute.priors import boxes_from_masks, compute_priors
-from precompute.synthetic import random_masks
-from precompute.types import MaskSet
+from precompute.priors import compute_priors
+from precompute.synthetic import random_mask_set
 
 DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 2, "test": 1}}
 MASKER = {"kind": "superpixel", "settings": {"scales": [1, 2], "method": "slic"}}
-
-
-def mask_set(height, width, n, seed):
-    masks, scores = random_masks(height, width, n, seed=seed)
-    rng = np.random.default_rng(seed)
-    return MaskSet(
-        masks=masks,
-        stability_score=scores,
-        predicted_iou=rng.random(n).astype(np.float32),
-        box=boxes_from_masks(masks),
-        point=(rng.random((n, 2)) * [width, height]).astype(np.float32),
-        area=masks.sum(axis=(1, 2)),
-    )
 
 
 def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True, image=None):
@@ -35,23 +22,26 @@ def write(path, image_id, split, shape=(300, 270), n=12, seed=0, label=True, ima
         image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     shape = image.shape[:2]
     lab = rng.integers(0, 700, shape, dtype=np.int32) if label else None
-    ms = mask_set(*shape, n, seed)
+    ms = random_mask_set(*shape, n, seed)
     seg, boundary = compute_priors(ms.masks, ms.stability_score, ms.box)
     source = {"image": f"{image_id}.png"}
     st.write_image(path, image_id, split, image, lab, ms, seg, boundary, source, {"read": 0.5})
     return image, lab, ms, seg, boundary
 
 
-def toy_store(path):
+def toy_store(path, version=st.SCHEMA_VERSION, consolidated=False):
     """Three images: a_1 (300 x 270, 12 masks), b_2 (40 x 33, no mask, no label: all-zero
-    priors) and c_3 (257 x 513, 70 masks: two chunks of masks). Returns their data by ID."""
-    st.prepare_store(path, st.store_root_attrs(DATASET, MASKER))
+    priors) and c_3 (257 x 513, 70 masks: two chunks of masks), in the layout of schema
+    ``version``, consolidated (as a run leaves a store) if asked. Returns their data by ID."""
+    st.prepare_store(path, st.store_root_attrs(DATASET, MASKER, version))
     data = {
         "a_1": write(path, "a_1", "train", seed=1),
         "b_2": write(path, "b_2", "train", shape=(40, 33), n=0, seed=2, label=False),
         "c_3": write(path, "c_3", "test", shape=(257, 513), n=70, seed=3),
     }
     st.set_index(path, {"a_1": "train", "b_2": "train", "c_3": "test"})
+    if consolidated:
+        st.consolidate(path)
     return data
 
 
@@ -78,3 +68,27 @@ def folder_dataset_store(data_root, store, shapes, seed=0):
         )
     st.set_index(store, {ref.image_id: ref.split for ref in refs})
     return [ref.image_id for ref in refs]
+
+
+def chunk_file(path, image_id, name, version=st.SCHEMA_VERSION) -> Path:
+    """The file holding the second row of chunks of logical array ``name`` (version 1: chunk
+    c/1/0..., version 2: the array's only shard)."""
+    source = st.layout_of(version).source(name)
+    ndim = len(zarr.open_array(path, path=f"images/{image_id}/{source.array}", mode="r").shape)
+    coords = ["0"] * ndim
+    if version == 1:
+        coords[0] = "1"
+    return Path(path, "images", image_id, source.array, "c", *coords)
+
+
+def rewrite(path, image_id, name, change) -> np.ndarray:
+    """Rewrite logical array ``name`` of an image through Zarr, in whatever layout it is
+    stored: ``change`` edits the array in place. Returns the new values (checksums unchanged)."""
+    version = zarr.open_group(path, mode="r").attrs["schema_version"]
+    source = st.layout_of(version).source(name)
+    with zarr.config.set({"array.write_empty_chunks": True}):  # as the writer does
+        array = zarr.open_array(path, path=f"images/{image_id}/{source.array}", mode="r+")
+        values = source.convert(array[source.selection()])
+        change(values)
+        array[source.selection()] = values.astype(array.dtype)
+    return values

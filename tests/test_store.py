@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from http_server import serve
-from store_toys import DATASET, MASKER, toy_store, write
+from store_toys import DATASET, MASKER, chunk_file, rewrite, toy_store, write
 
+from precompute import __version__
 from precompute import store as st
 from precompute.report import verify
 from precompute.types import SamaugError
@@ -17,13 +18,20 @@ def toy_store_fixture(tmp_path):
     return path, toy_store(path)
 
 
-def test_round_trip_values_and_provenance(toy_store):
-    path, data = toy_store
+@pytest.fixture(params=[1, 2])
+def versioned(tmp_path, request):
+    """The toy store in the layout of each schema version this samaug reads."""
+    path = tmp_path / f"toy_v{request.param}.zarr"
+    return path, toy_store(path, request.param)
+
+
+def test_round_trip_values_and_provenance(versioned):
+    path, data = versioned
     store = st.open_store(path)
     assert store.ids() == ["a_1", "b_2", "c_3"]
     assert store.ids(split="train") == ["a_1", "b_2"]
     assert store.splits() == {"test": 1, "train": 2}
-    assert store.attrs["schema_version"] == st.SCHEMA_VERSION
+    assert store.attrs["schema_version"] == int(path.name[-6])
     assert store.attrs["dataset"] == DATASET
     assert store.attrs["masker"] == MASKER
     assert store.attrs["priors"] == st.PRIOR_DEFINITIONS
@@ -49,8 +57,8 @@ def test_round_trip_values_and_provenance(toy_store):
         assert attrs["image_sha256"] == hashlib.sha256(image.tobytes()).hexdigest()
 
 
-def test_windows(toy_store):
-    path, data = toy_store
+def test_windows(versioned):
+    path, data = versioned
     store = st.open_store(path)
     image, _, _, seg, _ = data["c_3"]
     np.testing.assert_array_equal(
@@ -67,16 +75,49 @@ def test_windows(toy_store):
         store.read("c_3", "masks")
 
 
-def test_chunking_follows_the_schema(toy_store):
+def test_chunking_follows_the_schema_of_each_version(tmp_path):
     import zarr
 
-    path, _ = toy_store
-    group = zarr.open_group(path, mode="r")
+    toy_store(tmp_path / "v1.zarr", version=1)
+    group = zarr.open_group(tmp_path / "v1.zarr", mode="r")
     assert group["images/c_3/image"].chunks == (256, 256, 3)
     assert group["images/c_3/seg_prior"].chunks == (256, 256)
     assert group["images/b_2/seg_prior"].chunks == (40, 33)
     assert group["images/c_3/masks/bits"].chunks == (64, 257, 65)
     assert group["images/c_3/masks/bits"].shape == (70, 257, 65)
+    assert group["images/c_3/image"].shards is None
+    # Version 2: one shard per array, inner chunks of 256 x 256 tiles and 64 masks.
+    toy_store(tmp_path / "v2.zarr", version=2)
+    group = zarr.open_group(tmp_path / "v2.zarr", mode="r")
+    image, priors = group["images/c_3/image"], group["images/c_3/priors"]
+    assert (image.chunks, image.shards) == ((256, 256, 3), (512, 768, 3))
+    assert (priors.shape, priors.chunks, priors.shards) == (
+        (2, 257, 513),
+        (2, 256, 256),
+        (2, 512, 768),
+    )
+    bits = group["images/c_3/mask_bits"]
+    assert (bits.shape, bits.chunks, bits.shards) == ((70, 257, 65), (64, 257, 65), (128, 257, 65))
+    assert group["images/c_3/per_mask"].shape == (70, 9)
+    assert group["images/b_2/priors"].chunks == (2, 40, 33)
+    files = sorted(
+        p.relative_to(tmp_path / "v2.zarr/images/c_3").as_posix()
+        for p in (tmp_path / "v2.zarr/images/c_3").rglob("*")
+        if p.is_file()
+    )
+    assert files == [
+        "image/c/0/0/0",
+        "image/zarr.json",
+        "label/c/0/0",
+        "label/zarr.json",
+        "mask_bits/c/0/0/0",
+        "mask_bits/zarr.json",
+        "per_mask/c/0/0",
+        "per_mask/zarr.json",
+        "priors/c/0/0/0",
+        "priors/zarr.json",
+        "zarr.json",
+    ]
 
 
 def test_other_settings_are_refused_with_the_difference(toy_store):
@@ -138,39 +179,36 @@ def test_incomplete_group_is_not_complete_and_is_replaced(toy_store):
     np.testing.assert_array_equal(st.open_store(path).read("a_1", "image"), data["a_1"][0])
 
 
-def test_verify_passes_then_catches_a_modified_chunk(toy_store):
-    path, _ = toy_store
+def test_verify_passes_then_catches_a_modified_chunk(versioned):
+    path, _ = versioned
     problems, checked = verify(str(path))
     assert (problems, checked) == ([], 3)
-    chunk = Path(path) / "images" / "c_3" / "seg_prior" / "c" / "1" / "0"
+    version = int(path.name[-6])
+    chunk = chunk_file(path, "c_3", "seg_prior", version)
     raw = bytearray(chunk.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
+    raw[len(raw) // 3] ^= 0xFF
     chunk.write_bytes(bytes(raw))
     problems, _ = verify(str(path))
-    assert len(problems) == 1 and problems[0].startswith("c_3: seg_prior: cannot decode")
+    name = "seg_prior" if version == 1 else "priors"
+    assert len(problems) == 1 and problems[0].startswith(f"c_3: {name}: cannot decode"), problems
 
 
-def test_verify_catches_rewritten_values(toy_store):
-    import zarr
-
-    path, _ = toy_store
-    arr = zarr.open_array(path, path="images/a_1/boundary_prior", mode="r+")
-    arr[5, 5] = 1 - arr[5, 5]  # a valid chunk with a changed value: sha256 catches it
+def test_verify_catches_rewritten_values(versioned):
+    path, _ = versioned
+    # A valid chunk with a changed value: sha256 catches it.
+    rewrite(path, "a_1", "boundary_prior", lambda b: b.__setitem__((5, 5), 1 - b[5, 5]))
     problems, _ = verify(str(path))
-    assert problems == [p for p in problems if p.startswith("a_1: boundary_prior: sha256")]
-    assert len(problems) == 1
+    assert len(problems) == 1 and problems[0].startswith("a_1: boundary_prior: sha256"), problems
 
 
-def test_verify_catches_priors_that_do_not_match_masks(toy_store):
+def test_verify_catches_priors_that_do_not_match_masks(versioned):
     import hashlib
 
     import zarr
 
-    path, _ = toy_store
+    path, _ = versioned
+    seg = rewrite(path, "a_1", "seg_prior", lambda s: s.__setitem__((0, 0), s[0, 0] + 1.0))
     group = zarr.open_group(path, path="images/a_1", mode="r+")
-    seg = group["seg_prior"][...]
-    seg[0, 0] += 1.0
-    group["seg_prior"][...] = seg
     sums = dict(group.attrs["sha256"])
     sums["seg_prior"] = hashlib.sha256(seg.tobytes()).hexdigest()  # a consistent forgery
     group.attrs["sha256"] = sums
@@ -185,7 +223,13 @@ def test_missing_store_and_wrong_schema(tmp_path, toy_store):
         st.open_store(tmp_path / "absent.zarr")
     path, _ = toy_store
     zarr.open_group(path, mode="r+").attrs["schema_version"] = 99
-    with pytest.raises(SamaugError, match="schema_version 99"):
+    with pytest.raises(
+        SamaugError, match="schema_version 99 is newer than this samaug reads"
+    ) as err:
+        st.open_store(path)
+    assert f"written by samaug {__version__}: install that version or later" in str(err.value)
+    zarr.open_group(path, mode="r+").attrs["schema_version"] = "2"
+    with pytest.raises(SamaugError, match="schema_version '2' is not one this samaug reads"):
         st.open_store(path)
 
 
@@ -202,8 +246,8 @@ def http_root(tmp_path):
         yield url
 
 
-def test_read_only_over_http(toy_store, http_root):
-    path, data = toy_store
+def test_read_only_over_http(versioned, http_root):
+    path, data = versioned
     store = st.open_store(f"{http_root}/{Path(path).name}")
     assert store.ids() == ["a_1", "b_2", "c_3"]
     image, _, ms, seg, _ = data["c_3"]

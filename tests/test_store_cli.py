@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import zarr
 from store_toys import toy_store
 
 SAMAUG = [sys.executable, "-m", "samaug"]
@@ -72,3 +73,53 @@ def test_attach_with_a_bad_store_or_data_root(bad, tmp_path):
         [(["store", "attach", str(p), *root], expected) for p, expected in bad.items()]
         + [(["store", "attach", str(store), *root], "unknown dataset 'toy'")]
     )
+
+
+def test_pack_merge_subset_unpack_upgrade_with_bad_input(bad, tmp_path):
+    store = tmp_path / "s.zarr"
+    toy_store(store)
+    other = tmp_path / "other.zarr"
+    toy_store(other)
+    zarr.open_group(other, mode="r+").attrs["masker"] = {"kind": "superpixel", "settings": {}}
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a_1\n../etc\n")
+    out = str(tmp_path / "out.zarr")
+    one_error_each(
+        [(["store", "pack", str(p), out + ".zip"], expected) for p, expected in bad.items()]
+        + [
+            (["store", "pack", str(store), out], "add .zarr.zip"),
+            (["store", "unpack", str(store), out], "not a .zarr.zip file"),
+            (["store", "merge", str(store), out], "at least two stores"),
+            (["store", "subset", str(store), out], "choose what to keep"),
+            (["store", "subset", str(store), out, "--split", "val"], r"split\(s\) val"),
+            (["store", "subset", str(store), out, "--ids", str(ids)], "line 2: image ID '../etc'"),
+            (["store", "upgrade", f"{store}.zip"], "no such store"),
+            (["store", "info", "http://127.0.0.1:9/s.zarr"], "reading zarr.json failed|cannot"),
+        ]
+    )
+    # Other settings: the settings that differ are listed, one a line.
+    merge = subprocess.run(
+        [*SAMAUG, "store", "merge", str(store), str(other), out], capture_output=True, text=True
+    )
+    assert merge.returncode == 1 and merge.stderr.splitlines()[1:3] == [
+        "  masker.settings.method: s.zarr has 'slic', other.zarr '<unset>'",
+        "  masker.settings.scales: s.zarr has [1, 2], other.zarr '<unset>'",
+    ]
+    assert not (tmp_path / "out.zarr").exists() and not list(tmp_path.glob("out.zarr*"))
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_pack_then_info_and_verify_the_file(tmp_path):
+    store = tmp_path / "s.zarr"
+    toy_store(store)
+    packed = tmp_path / "s.zarr.zip"
+    done = subprocess.run(
+        [*SAMAUG, "store", "pack", str(store), str(packed)], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith(f"{packed}: 3 images in one file of")
+    info = subprocess.run([*SAMAUG, "store", "info", str(packed)], capture_output=True, text=True)
+    assert "layout     one shard per array, consolidated metadata" in info.stdout, info.stderr
+    check = subprocess.run(
+        [*SAMAUG, "store", "verify", str(packed)], capture_output=True, text=True
+    )
+    assert check.returncode == 0 and check.stdout.strip() == "3 images checked, 0 problems"

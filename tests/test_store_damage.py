@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 from http_server import serve
-from store_toys import toy_store, write
+from store_toys import rewrite, toy_store, write
 
 from precompute import store as st
 from precompute.report import check_store, info_lines, repair, verify
@@ -36,8 +36,9 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 # --------------------------------------------------------------------------- missing chunks
 
 
-def test_a_missing_chunk_is_damage_not_zeros(toy):
-    path, data = toy
+def test_a_missing_chunk_is_damage_not_zeros_in_a_version_1_store(tmp_path):
+    path = tmp_path / "v1.zarr"
+    data = toy_store(path, version=1)
     assert st.open_store(path).attrs[st.EVERY_CHUNK_WRITTEN] is True
     # b_2 has no mask: its priors are all zeros, and their chunk is written all the same.
     (path / "images" / "b_2" / "seg_prior" / "c" / "0" / "0").unlink()
@@ -64,11 +65,9 @@ def test_training_stops_at_a_missing_chunk_with_one_line(toy):
     from train.data import PatchDataset
 
     path, _ = toy
-    for chunk in (path / "images" / "a_1" / "seg_prior" / "c").rglob("*"):
-        if chunk.is_file():
-            chunk.unlink()
+    (path / "images" / "a_1" / "priors" / "c" / "0" / "0" / "0").unlink()
     dataset = PatchDataset(path, ["a_1"], patch_size=64, task="binary")
-    with pytest.raises(st.DamagedStoreError, match=r"image 'a_1': seg_prior: chunk c/") as err:
+    with pytest.raises(st.DamagedStoreError, match=r"image 'a_1': priors: chunk c/0/0/0 is") as err:
         dataset[0]
     one_line(err)
     # A DataLoader worker re-raises an error from its message alone: it must stay the same type.
@@ -80,16 +79,17 @@ def test_a_chunk_that_goes_missing_on_a_server_is_damage(toy, tmp_path):
     with serve(tmp_path) as url:
         store = st.open_store(f"{url}/{path.name}")
         np.testing.assert_array_equal(store.read("a_1", "seg_prior"), data["a_1"][3])
-        (path / "images" / "a_1" / "boundary_prior" / "c" / "0" / "0").unlink()
-        with pytest.raises(st.DamagedStoreError, match="boundary_prior: chunk c/0/0 is missing"):
-            store.read("a_1", "boundary_prior", (0, 0, 5, 5))
+        (path / "images" / "a_1" / "label" / "c" / "0" / "0").unlink()
+        with pytest.raises(st.DamagedStoreError, match="label: chunk c/0/0 is missing"):
+            store.read("a_1", "label", (0, 0, 5, 5))
         assert verify(f"{url}/{path.name}")[0] == [
-            "a_1: boundary_prior: chunk c/0/0 is missing (every chunk was written)"
+            "a_1: label: chunk c/0/0 is missing (every chunk was written)"
         ]
 
 
-def test_an_older_store_reads_missing_chunks_as_zeros_and_verify_says_it_cannot_tell(toy):
-    path, _ = toy
+def test_an_older_store_reads_missing_chunks_as_zeros_and_verify_says_it_cannot_tell(tmp_path):
+    path = tmp_path / "v1.zarr"
+    toy_store(path, version=1)
     root = zarr.open_group(path, mode="r+")
     root.attrs.pop(st.EVERY_CHUNK_WRITTEN)  # as written before the attribute existed
     (path / "images" / "b_2" / "seg_prior" / "c" / "0" / "0").unlink()  # all zeros anyway
@@ -144,7 +144,7 @@ def test_masks_shape_must_match_the_mask_count(toy):
     group = zarr.open_group(path, path="images/a_1", mode="r+")
     group.attrs["mask_count"] = 11  # the arrays hold 12
     store = st.open_store(path)
-    with pytest.raises(st.DamagedStoreError, match=r"masks/bits: shape \(12, 300, 34\) does not"):
+    with pytest.raises(st.DamagedStoreError, match=r"mask_bits: shape \(12, 300, 34\) does not"):
         store.masks("a_1")
     # verify reads masks a block at a time and still recomputes the priors exactly.
     masks, _ = store.masks("c_3")
@@ -153,10 +153,10 @@ def test_masks_shape_must_match_the_mask_count(toy):
     assert [len(b[0]) for b in blocks] == [64, 6]
     np.testing.assert_array_equal(np.concatenate([b[0] for b in blocks]), masks)
     problems = verify(str(path))[0]
-    assert problems[0] == (
-        "a_1: masks/bits: shape (12, 300, 34) does not match the image's attributes (11, 300, 34)"
-    )
-    assert len(problems) == 6 and all(p.startswith("a_1: masks/") for p in problems)
+    assert problems == [
+        "a_1: mask_bits: shape (12, 300, 34) does not match the image's attributes (11, 300, 34)",
+        "a_1: per_mask: shape (12, 9) does not match the image's attributes (11, 9)",
+    ]
 
 
 # --------------------------------------------------------------------------- hostile attributes
@@ -218,14 +218,13 @@ def damage_every_way(path: Path) -> dict[str, str]:
     import shutil
 
     shutil.rmtree(path / "images" / "d_4")  # the folder is gone
-    (path / "images" / "c_3" / "boundary_prior" / "zarr.json").unlink()  # array metadata gone
+    (path / "images" / "c_3" / "priors" / "zarr.json").unlink()  # array metadata gone
     (path / "images" / "b_2" / "zarr.json").write_text("{truncated")  # invalid group JSON
     # A forged marker: complete, but the arrays are not what the attributes record.
-    forged = zarr.open_group(path, path="images/e_5", mode="r+")
-    forged["seg_prior"][0, 0] = 7.0
+    rewrite(path, "e_5", "seg_prior", lambda seg: seg.__setitem__((0, 0), 7.0))
     return {
         "b_2": "group metadata is unreadable",
-        "c_3": "boundary_prior: array metadata is missing",
+        "c_3": "priors: array metadata is missing",
         "d_4": "listed in the index but has no group",
         "e_5": "seg_prior: sha256",
     }
@@ -252,8 +251,8 @@ def test_verify_reports_each_damaged_image_on_one_line_and_goes_on(five):
 
 def test_complete_ids_does_not_count_groups_with_missing_or_unreadable_array_metadata(five):
     assert st.complete_ids(five) == {"a_1", "b_2", "c_3", "d_4", "e_5"}
-    (five / "images" / "a_1" / "seg_prior" / "zarr.json").unlink()
-    (five / "images" / "c_3" / "masks" / "bits" / "zarr.json").write_text("[1, 2")
+    (five / "images" / "a_1" / "priors" / "zarr.json").unlink()
+    (five / "images" / "c_3" / "mask_bits" / "zarr.json").write_text("[1, 2")
     edit_json(five / "images" / "d_4" / "label" / "zarr.json", lambda m: m.update(shape=[9, 9]))
     assert st.complete_ids(five) == {"b_2", "e_5"}
 
@@ -282,9 +281,13 @@ def test_repair_then_priors_redoes_exactly_those_images(tmp_path):
     )
     assert run(config).done == 4
     store_path = tmp_path / "s.zarr"
-    (store_path / "images" / "train_2" / "seg_prior" / "zarr.json").unlink()
-    zarr.open_group(store_path, path="images/train_3", mode="r+")["boundary_prior"][0, 0] = 1
-    assert [p.split(":")[0] for p in verify(str(store_path))[0]] == ["train_2", "train_3"]
+    (store_path / "images" / "train_2" / "priors" / "zarr.json").unlink()
+    rewrite(store_path, "train_3", "boundary_prior", lambda b: b.__setitem__((0, 0), 1 - b[0, 0]))
+    problems = verify(str(store_path))[0]
+    assert [p.split(":")[0] for p in problems] == ["consolidated metadata", "train_2", "train_3"]
+    assert problems[0].startswith(
+        "consolidated metadata: images/train_2/priors is in the consolidated metadata but has no"
+    )
     assert repair(str(store_path)).flagged == ["train_2", "train_3"]
     again = run(config)
     assert (again.skipped, sorted(r.image_id for r in again.results)) == (2, ["train_2", "train_3"])

@@ -33,7 +33,9 @@ the main process when an epoch's iteration starts.
 
 from __future__ import annotations
 
+import atexit
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from precompute.store import SamaugStore, open_store
+from precompute.store import SamaugStore, StoreCache, open_store
 from precompute.types import SamaugError
 
 from .augment import AugmentSettings, draw_scale, flip_rotate, jitter, resize
@@ -63,17 +65,25 @@ def prior_float(prior: np.ndarray) -> np.ndarray:
 
 
 class StoreDataset(Dataset):
-    """Opens the store lazily in each process and never pickles it open (see module doc)."""
+    """Opens the store lazily in each process and never pickles it open (see module doc).
+
+    cache: a folder (or a ``StoreCache``) keeping what is read from a store URL on local
+    disk, shared by the DataLoader's workers: from the second epoch on nothing is read over
+    the network (``precompute.store.cache``).
+    """
 
     def __init__(
         self,
         store_location: str | Path,
         split: str | Sequence[str],
         storage_options: dict | None,
+        cache: StoreCache | str | Path | None = None,
     ) -> None:
         self.store_location = str(store_location)
         self.storage_options = storage_options
-        store = open_store(self.store_location, storage_options)
+        store = open_store(self.store_location, storage_options, cache=cache)
+        # Bound to the store's root metadata: worker processes reopen it without a request.
+        self.cache = store.cache
         if isinstance(split, str):
             ids = store.ids(split)
             if not ids:
@@ -96,7 +106,7 @@ class StoreDataset(Dataset):
     @property
     def store(self) -> SamaugStore:
         if self._store is None:
-            self._store = open_store(self.store_location, self.storage_options)
+            self._store = open_store(self.store_location, self.storage_options, cache=self.cache)
         return self._store
 
     def __getstate__(self) -> dict:
@@ -133,12 +143,13 @@ class EpochDataset(StoreDataset):
         samples_per_epoch: int | None,
         seed: int,
         storage_options: dict | None,
+        cache: StoreCache | str | Path | None = None,
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be non-negative, not {seed}")
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be positive, not {samples_per_epoch}")
-        super().__init__(store_location, split, storage_options)
+        super().__init__(store_location, split, storage_options, cache)
         self.samples_per_epoch = samples_per_epoch
         self.seed = int(seed)
         self.epoch = 0
@@ -172,6 +183,7 @@ class PatchDataset(EpochDataset):
       seed: non-negative; with the epoch and the index it fixes every random choice.
       storage_options: fsspec options for a URL (e.g. credentials).
       boundary_width: width in pixels of the instance boundary class.
+      cache: a local cache of a store URL (``StoreDataset``).
 
     Items: a dict with ``image`` (3, P, P) float32 [0, 1], ``seg_prior`` and
     ``boundary_prior`` (1, P, P) float32, ``target`` (P, P) int64, ``image_id`` (str) and
@@ -190,13 +202,14 @@ class PatchDataset(EpochDataset):
         seed: int = 0,
         storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
+        cache: StoreCache | str | Path | None = None,
     ) -> None:
         self.task = get_task(task)
         if patch_size < 1:
             raise ValueError(f"patch_size must be positive, not {patch_size}")
         if boundary_width < 1:
             raise ValueError(f"boundary_width must be at least 1, not {boundary_width}")
-        super().__init__(store_location, split, samples_per_epoch, seed, storage_options)
+        super().__init__(store_location, split, samples_per_epoch, seed, storage_options, cache)
         self.task_name = task
         self.patch_size = int(patch_size)
         self.augment = augment
@@ -281,9 +294,10 @@ class WholeImageDataset(StoreDataset):
         task: str | None = None,
         storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
+        cache: StoreCache | str | Path | None = None,
     ) -> None:
         self.task = get_task(task) if task is not None else None
-        super().__init__(store_location, split, storage_options)
+        super().__init__(store_location, split, storage_options, cache)
         self.boundary_width = int(boundary_width)
 
     def __len__(self) -> int:
@@ -311,9 +325,10 @@ def iter_images(
     split: str | Sequence[str],
     task: str | None = None,
     storage_options: dict | None = None,
+    cache: StoreCache | str | Path | None = None,
 ) -> Iterator[dict]:
     """Yield the items of ``WholeImageDataset`` one image at a time, in ID order."""
-    dataset = WholeImageDataset(store_location, split, task, storage_options)
+    dataset = WholeImageDataset(store_location, split, task, storage_options, cache=cache)
     for index in range(len(dataset)):
         yield dataset[index]
 
@@ -364,18 +379,27 @@ def _init_worker(worker_id: int) -> None:
 class _Loader(DataLoader):
     """A DataLoader that stops its worker processes when a batch fails (e.g. the store's
     server went away), instead of leaving them, and their queues' semaphores, to the end of
-    the process, where Python's resource tracker warns about them."""
+    the process, where Python's resource tracker warns about them. Persistent workers are
+    also stopped when the process exits on an error elsewhere (a validation read that
+    fails while they wait for the next epoch)."""
 
     def __iter__(self):
         iterator = super().__iter__()
+        if self.persistent_workers and getattr(self, "_hooked", None) is not iterator:
+            self._hooked = iterator  # the same iterator serves every epoch: hooked once
+            atexit.register(_stop_workers, weakref.ref(iterator))
         try:
             yield from iterator
         except BaseException:
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
+            _stop_workers(lambda: iterator)
             self._iterator = None  # a persistent iterator is not reused after it failed
             raise
+
+
+def _stop_workers(iterator_ref) -> None:
+    shutdown = getattr(iterator_ref(), "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def make_loader(

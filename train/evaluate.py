@@ -154,6 +154,7 @@ class Evaluation:
     tta: str = "none"
     predictions: Path | None = None  # --save-predictions: <it>/<split>/<strategy>/
     files: FileSettings = FileSettings()
+    storage_options: dict | None = None  # for a store URL (credentials; never saved)
 
 
 def prepare_evaluation(
@@ -170,6 +171,8 @@ def prepare_evaluation(
     save_probabilities: bool = False,
     probability_format: str = "npz",
     overlay: bool = False,
+    storage_options: dict | None = None,
+    cache: str | Path | None = None,
 ) -> Evaluation:
     """Check every setting and load the run and its store; no image is read yet.
 
@@ -183,6 +186,7 @@ def prepare_evaluation(
     store missing or made with priors other than the model's, a split the store lacks (the
     message lists the store's), no split left to test on, or a prediction folder holding
     files samaug did not write.
+    storage_options and cache: how a store URL is read (``open_store``).
     """
     check_certainty(certainty)
     test_time.check_tta(tta)
@@ -196,7 +200,7 @@ def prepare_evaluation(
         raise SettingError(
             f"{run_dir}: its training store {location} is not on this machine; give --store"
         )
-    store = open_store(location)
+    store = open_store(location, storage_options, cache=cache)
     if uses_priors(config):
         check_store(loaded.state, store)
     check_splits(store, splits)
@@ -226,6 +230,7 @@ def prepare_evaluation(
         tta,
         predictions,
         files,
+        storage_options,
     )
 
 
@@ -252,7 +257,9 @@ def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
     image_rows: list[dict] = []  # one per image and strategy, named by IMAGE_KEYS
     entries: dict[tuple[str, str], list[dict]] = {}
     for split in job.splits:
-        dataset = WholeImageDataset(job.store.location, split)
+        dataset = WholeImageDataset(
+            job.store.location, split, storage_options=job.storage_options, cache=job.store.cache
+        )
         took[split] = []
         for index in range(len(dataset)):
             item = dataset[index]

@@ -66,15 +66,22 @@ def save_figure(panels: list[tuple[str, np.ndarray]], path: str | Path, gap: int
     return path
 
 
-def show(store_location: str, image_id: str, out: str | Path) -> Path:
+def show(
+    store_location: str,
+    image_id: str,
+    out: str | Path,
+    storage_options: dict | None = None,
+    cache: str | Path | None = None,
+) -> Path:
     """Write the figure for ``image_id`` of a store to ``out`` (PNG); returns its path.
+    ``storage_options`` and ``cache``: how a store URL is read (``open_store``).
 
     An image ID the store does not hold is a NotInStoreError naming some that it does.
     """
     check_image_id(image_id)
     if Path(out).is_dir():
         raise SettingError(f"--out {out} is a folder; give the PNG file to write")
-    store = open_store(store_location)
+    store = open_store(store_location, storage_options, cache=cache)
     ids = store.ids()
     if image_id not in ids:
         raise NotInStoreError(

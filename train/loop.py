@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from precompute import checks
 from precompute.devices import resolve_device
-from precompute.store import open_store
+from precompute.store import StoreCache, open_store
 from precompute.types import SettingError
 
 from . import checkpoint, watch
@@ -115,12 +115,15 @@ def validate(
     fusion,
     progress: Progress | None = None,
     on_image: Callable[[dict, torch.Tensor], None] | None = None,
+    storage_options: dict | None = None,
+    cache: StoreCache | None = None,
 ) -> float:
     """Mean foreground Dice (probability >= 0.5 against ``label > 0``) over whole validation
     images, predicted as the run's protocol tests (``predict_image``), in [0, 1]; an image
     with neither scores 1. progress("validation", images done, images) is called after each
-    image, and on_image(item, probabilities (1, K, H, W)) with each image's prediction."""
-    dataset = WholeImageDataset(config.store, val_ids)
+    image, and on_image(item, probabilities (1, K, H, W)) with each image's prediction.
+    storage_options and cache: how a store URL is read (``train``)."""
+    dataset = WholeImageDataset(config.store, val_ids, storage_options=storage_options, cache=cache)
     scores = []
     for index in range(len(dataset)):
         item = dataset[index]
@@ -144,10 +147,18 @@ def validate(
     return float(np.mean(scores))
 
 
-def training_data(config: TrainConfig, task: Task, train_ids: list[str]):
+def training_data(
+    config: TrainConfig,
+    task: Task,
+    train_ids: list[str],
+    storage_options: dict | None = None,
+    cache: StoreCache | None = None,
+):
     """The training dataset of a resolved config: random augmented patches
-    (``PatchDataset``) or whole resized images (``ResizedDataset``), as its protocol says."""
+    (``PatchDataset``) or whole resized images (``ResizedDataset``), as its protocol says;
+    storage_options and cache: how a store URL is read (``train``)."""
     protocol = get_protocol(config.protocol)
+    access = {"storage_options": storage_options, "cache": cache}
     if protocol.input == "resize":
         return ResizedDataset(
             config.store,
@@ -157,6 +168,7 @@ def training_data(config: TrainConfig, task: Task, train_ids: list[str]):
             clip_seg_prior=protocol.clip_seg_prior,
             samples_per_epoch=config.samples_per_epoch,
             seed=config.seed,
+            **access,
         )
     return PatchDataset(
         config.store,
@@ -166,6 +178,7 @@ def training_data(config: TrainConfig, task: Task, train_ids: list[str]):
         augment=AugmentSettings(enabled=protocol.augment),
         samples_per_epoch=config.samples_per_epoch,
         seed=config.seed,
+        **access,
     )
 
 
@@ -175,6 +188,8 @@ def train(
     stop_after: int | None = None,
     stop_after_batches: int | None = None,
     progress: Progress | None = None,
+    storage_options: dict | None = None,
+    cache: str | Path | None = None,
 ) -> dict:
     """Train one model as ``config`` says; returns the run's summary (also metrics.json's
     "train"): epochs (complete), steps (optimizer steps), best_epoch (0-based, as log.csv),
@@ -190,6 +205,9 @@ def train(
     call resumes. progress(what, done, total): the steps of each epoch and the validation
     images, as they go (``train.progress.Progress``). TensorBoard events, and
     ``progress.png`` at the end, are written as ``train.watch`` says.
+    storage_options: fsspec options for a store URL (credentials; never saved). cache: a
+    folder keeping what is read from a store URL on local disk, shared by the DataLoader
+    workers: from the second epoch on nothing is read over the network.
     """
     for name, value in (("stop_after", stop_after), ("stop_after_batches", stop_after_batches)):
         if value is not None:
@@ -202,12 +220,12 @@ def train(
         raise SettingError(f"--out {out} is a file; give a directory for the run")
 
     # ---- data
-    store = open_store(config.store)
+    store = open_store(config.store, storage_options, cache=cache)
     config = config.resolve(store.attrs["dataset"]["name"])
     task = get_task(config.task)
     train_ids, val_ids = split_ids(store, config)
     identity = checkpoint.store_identity(store, train_ids, val_ids)
-    dataset = training_data(config, task, train_ids)
+    dataset = training_data(config, task, train_ids, storage_options, store.cache)
     loader = make_loader(
         dataset,
         config.batch_size,
@@ -328,7 +346,17 @@ def train(
         if procs.master and val_ids and ((epoch + 1) % config.val_every == 0 or last_epoch):
             model.eval()
             shown = watch.Shown(logger, epoch, start_epoch, config.epochs)
-            val_dice = validate(model, config, val_ids, task, fusion, progress, shown.keep)
+            val_dice = validate(
+                model,
+                config,
+                val_ids,
+                task,
+                fusion,
+                progress,
+                shown.keep,
+                storage_options=storage_options,
+                cache=store.cache,
+            )
         if procs.master:
             # Without validation images every epoch is the best so far: the last one is kept.
             is_best = not val_ids or (val_dice is not None and (best is None or val_dice > best))

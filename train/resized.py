@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from precompute.store import StoreCache
+
 from .data import EpochDataset, image_float, prior_float
 from .protocols import IMAGENET_MEAN, IMAGENET_STD
 
@@ -113,6 +115,7 @@ class ResizedDataset(EpochDataset):
         go through all of them over the epochs.
       seed: non-negative; the loader's shuffling (``make_loader``) draws from it.
       storage_options: fsspec options for a URL.
+      cache: a local cache of a store URL (``StoreDataset``).
 
     Items: ``image`` (3, S, S) float32, ``seg_prior`` and ``boundary_prior`` (1, S, S)
     float32, ``target`` (S, S) float32 soft mask in [0, 1], ``image_id`` (str). An index is
@@ -130,11 +133,12 @@ class ResizedDataset(EpochDataset):
         samples_per_epoch: int | None = None,
         seed: int = 0,
         storage_options: dict | None = None,
+        cache: StoreCache | str | Path | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be positive, not {size}")
         normalize_image(torch.zeros(3, 1, 1), normalize)  # refuses an unknown name now
-        super().__init__(store_location, split, samples_per_epoch, seed, storage_options)
+        super().__init__(store_location, split, samples_per_epoch, seed, storage_options, cache)
         self.size = int(size)
         self.normalize = normalize
         self.clip_seg_prior = bool(clip_seg_prior)

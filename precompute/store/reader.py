@@ -1,107 +1,83 @@
 """Reading a store: ``open_store`` -> ``SamaugStore``, from a local path or an fsspec URL.
 
-Nothing a store claims is trusted before it is checked (``schema``): the root attributes on
-open, an image's attributes on first access, each array's shape, dtype and chunks against
-them before any chunk is read. Every read goes through ``GuardedStore``, which turns a
-missing chunk (in a store that says every chunk was written) into a DamagedStoreError and a
-failing connection into a StoreUnreachableError: never zeros, never a traceback.
+Nothing a store claims is trusted before it is checked: the root attributes on open
+(``schema``), an image's attributes on first access, each array's metadata against them
+(``layout``) before any chunk is read. Every read goes through ``GuardedStore``: a missing
+chunk is damage, a failing connection one StoreUnreachableError. A sharded array (schema
+version 2) is read a few byte ranges at a time: its index (checked by its crc32c, kept), then
+the inner chunks a read needs, ranges close together fetched as one (``shards``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
+from itertools import product
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from ..types import NotInStoreError, SamaugError
+from . import consolidated, shards
+from .cache import CachingStore, StoreCache
+from .guarded import GuardedStore, StoreUnreachableError, transport_errors, unreachable
+from .layout import ArraySpec, layout_of, metadata_problem
+from .location import is_url, is_zip, read_store
 from .schema import (
     ARRAY_NAMES,
     EVERY_CHUNK_WRITTEN,
     MAP_NAMES,
     PER_MASK_NAMES,
-    ArraySpec,
     DamagedStoreError,
-    array_problem,
-    array_specs,
     check_root_attrs,
     damaged,
-    expected_arrays,
     image_attrs_problem,
     unpack_masks,
 )
+from .zipstore import ZipFormatError
 
-
-class StoreUnreachableError(SamaugError):
-    """Reading the store failed for a reason outside it: the network, the server, the disk."""
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    # OSError covers connection refused/reset, timeouts (TimeoutError) and disk errors;
-    # aiohttp's own errors (a dropped connection, an HTTP 5xx) come in where it is installed.
-    errors: tuple[type[BaseException], ...] = (OSError,)
-    try:
-        import aiohttp
-    except ImportError:
-        return errors
-    return (*errors, aiohttp.ClientError)
-
-
-class GuardedStore(WrapperStore):
-    """A zarr store wrapper for reading: a chunk key that is missing is damage when
-    ``strict`` (the store says every chunk was written), and any transport error becomes a
-    StoreUnreachableError naming ``location`` and the key."""
-
-    def __init__(self, store, location: str = "", strict: bool = False) -> None:
-        super().__init__(store)
-        self.location, self.strict = location, strict
-        self._errors = _transport_errors()
-
-    def _with_store(self, store):
-        return type(self)(store, self.location, self.strict)
-
-    async def get(self, key, prototype, byte_range=None):
-        try:
-            value = await self._store.get(key, prototype, byte_range)
-        except self._errors as err:
-            raise StoreUnreachableError(
-                f"{self.location}: reading {key} failed ({type(err).__name__}: {err}); check "
-                "the connection or the server, then run the same command again (training "
-                "resumes from its last checkpoint)"
-            ) from err
-        if value is None and self.strict and not key.endswith("zarr.json"):
-            raise _missing_chunk(self.location, key)
-        return value
-
-
-def _missing_chunk(location: str, key: str) -> DamagedStoreError:
-    # Keys are "images/<id>/<array path>/c/<i>/<j>...".
-    head, _, coords = key.partition("/c/")
-    parts = head.split("/")
-    image_id = parts[1] if len(parts) > 2 and parts[0] == "images" else None
-    array = "/".join(parts[2:]) if image_id else head
-    return damaged(
-        location, image_id, f"{array}: chunk c/{coords} is missing (every chunk was written)"
-    )
+__all__ = ["GuardedStore", "SamaugStore", "StoreUnreachableError", "open_store"]
 
 
 class SamaugStore:
     """Read access to a samaug store (see store_schema.md). Open with ``open_store``."""
 
-    def __init__(self, root: zarr.Group, location: str) -> None:
+    def __init__(
+        self,
+        root: zarr.Group,
+        location: str,
+        guarded: GuardedStore,
+        caching: CachingStore | None = None,
+    ) -> None:
         self._root = root
+        self._guarded = guarded
+        self._caching = caching
         self.location = location
         self.attrs: dict = dict(root.attrs)
         check_root_attrs(self.attrs, location)
+        self.layout = layout_of(self.attrs["schema_version"])
         self._index: dict[str, str] = dict(self.attrs["index"])
         self.stripped = self.attrs.get("images_stripped", False)
         # Opening a group or array costs a metadata round trip (a request over HTTP); the
         # trainer reads the same few arrays over and over, so handles are kept.
         self._groups: dict[str, tuple[zarr.Group, dict, dict[str, ArraySpec]]] = {}
         self._arrays: dict[tuple[str, str], zarr.Array | None] = {}
+        # Image groups whose consolidated metadata disagreed with their own (local stores):
+        # it was ignored, and ``verify`` reports them.
+        self.stale_consolidated: list[str] = []
+
+    @property
+    def cache(self) -> StoreCache | None:
+        """The disk cache this store reads through (None: none), to open it again with
+        (``open_store(url, cache=store.cache)``: the root metadata is not fetched again)."""
+        return None if self._caching is None else self._caching.cache
+
+    @property
+    def consolidated(self) -> bool:
+        """Whether the store was opened from consolidated metadata (one read)."""
+        return self._root.metadata.consolidated_metadata is not None
 
     def ids(self, split: str | Iterable[str] | None = None) -> list[str]:
         """Sorted IDs of the complete images, optionally of one split (or several)."""
@@ -121,7 +97,7 @@ class SamaugStore:
         return damaged(self.location, image_id, problem)
 
     def _group(self, image_id: str) -> tuple[zarr.Group, dict, dict[str, ArraySpec]]:
-        """The image's group, its checked attributes and the arrays they call for."""
+        """The image's group, its checked attributes and the physical arrays they call for."""
         if image_id not in self._index:
             raise NotInStoreError(f"{self.location}: no complete image {image_id!r} in the store")
         if image_id not in self._groups:
@@ -137,12 +113,12 @@ class SamaugStore:
             problem = image_attrs_problem(attrs)
             if problem:
                 raise self._damaged(image_id, problem)
-            self._groups[image_id] = group, attrs, expected_arrays(attrs, self.stripped)
+            self._groups[image_id] = group, attrs, self.layout.expected(attrs, self.stripped)
         return self._groups[image_id]
 
     def _array(self, image_id: str, name: str) -> zarr.Array | None:
-        """The array, its metadata checked against the image's attributes; None if the image
-        has no such array (no label, or a stripped image)."""
+        """Physical array ``name``, its metadata checked against the image's attributes; None
+        if the image has no such array (no label, or a stripped image)."""
         key = (image_id, name)
         if key not in self._arrays:
             group, attrs, expected = self._group(image_id)
@@ -155,25 +131,84 @@ class SamaugStore:
             if array is None and name in expected:
                 raise self._damaged(image_id, f"{name}: array metadata is missing")
             if array is not None:
-                spec = array_specs(*attrs["shape"], attrs["mask_count"])[name]
+                spec = self.layout.specs(*attrs["shape"], attrs["mask_count"])[name]
                 if not isinstance(array, zarr.Array):
                     problem = f"{name}: is a group, not an array"
-                elif array.shards is not None:  # inner chunks could go missing unseen
-                    problem = f"{name}: is sharded; the schema's arrays are not"
                 else:
-                    problem = array_problem(name, array.shape, array.dtype, array.chunks, spec)
+                    problem = metadata_problem(array.metadata.to_dict(), name, spec)
                 if problem:
                     raise self._damaged(image_id, problem)
             self._arrays[key] = array
         return self._arrays[key]
 
     def _get(self, image_id: str, name: str, selection=Ellipsis) -> np.ndarray:
-        """Decode ``array[selection]``; a chunk that fails its checksum is damage."""
+        """Decode ``array[selection]`` of physical array ``name``; a chunk that is missing or
+        fails its checksum is damage."""
         array = self._array(image_id, name)
+        for attempt in (1, 2):
+            if array.shards is not None:
+                self._fetch_shard(image_id, name, array, selection)
+            try:
+                return array[selection]
+            except (ValueError, RuntimeError) as err:  # crc32c mismatch, undecodable blosc
+                if attempt == 1 and self._caching is not None:
+                    # A cached copy damaged since it was checked: fetched again, once.
+                    prefix = f"images/{image_id}/{name}/"
+                    self._caching.forget(prefix)
+                    self._guarded.memory.forget(prefix)
+                    continue
+                raise self._damaged(image_id, f"{name}: cannot decode a chunk ({err})") from err
+        raise AssertionError("unreachable")
+
+    def _fetch_shard(self, image_id: str, name: str, array: zarr.Array, selection) -> None:
+        """Bring the inner chunks ``selection`` reads into memory, checked (``shards.fetch``);
+        damage names the image and the array."""
+        problem = shards.fetch(self._guarded, f"images/{image_id}/{name}", array, selection)
+        if problem:
+            raise self._damaged(image_id, f"{name}: {problem}")
+
+    def own_metadata(self, node: str) -> dict | None:
+        """The parsed ``<node>/zarr.json`` (``"."``: the root) as stored, None if missing or
+        not JSON; read from the store each time, whatever the consolidated metadata says."""
+        key = "zarr.json" if node in (".", "") else f"{node}/zarr.json"
+        raw = self._guarded.read(key)
         try:
-            return array[selection]
-        except (ValueError, RuntimeError) as err:  # crc32c mismatch, undecodable blosc
-            raise self._damaged(image_id, f"{name}: cannot decode a chunk ({err})") from err
+            return None if raw is None else json.loads(raw)
+        except ValueError:
+            return None
+
+    def keys(self, image_id: str) -> list[str]:
+        """Every key of the image's group as the schema lays it out: its ``zarr.json`` (and
+        version 1's ``masks`` group's), each array's ``zarr.json`` and chunks (a version 2
+        array: its one shard). Array metadata is checked first (DamagedStoreError)."""
+        group, attrs, _ = self._group(image_id)
+        prefix = f"images/{image_id}"
+        found = [f"{prefix}/zarr.json"]
+        specs = self.layout.specs(*attrs["shape"], attrs["mask_count"])
+        if any(name.startswith("masks/") for name in specs):
+            found.append(f"{prefix}/masks/zarr.json")
+        for name in specs:
+            array = self._array(image_id, name)
+            if array is None:
+                continue
+            found.append(f"{prefix}/{name}/zarr.json")
+            if 0 in array.shape:  # no chunk at all (an image without masks)
+                continue
+            if array.shards is not None:
+                found.append(shards.shard_key(f"{prefix}/{name}", array.ndim))
+                continue
+            grid = [
+                range(-(-length // chunk))
+                for length, chunk in zip(array.shape, array.chunks, strict=True)
+            ]
+            found += [f"{prefix}/{name}/c/" + "/".join(map(str, c)) for c in product(*grid)]
+        return found
+
+    def raw(self, keys: list[str]) -> list[bytes | None]:
+        """The stored bytes of each key, as they are (fetched together); None for a key the
+        store lacks where that is allowed (a version 1 store without ``every_chunk_written``),
+        a DamagedStoreError where it is not."""
+        return self._guarded.read_many(keys)
 
     def image_attrs(self, image_id: str) -> dict:
         """The image's attributes (store_schema.md), checked: ``shape`` [H, W] ints within
@@ -184,7 +219,11 @@ class SamaugStore:
         """Whether the image holds array ``name`` (e.g. "label"; "image" in a stripped store)."""
         if name not in ARRAY_NAMES:
             raise ValueError(f"unknown array {name!r}; one of {', '.join(ARRAY_NAMES)}")
-        return self._array(image_id, name) is not None
+        return self._array(image_id, self.layout.source(name).array) is not None
+
+    def _logical(self, image_id: str, name: str, selection=Ellipsis) -> np.ndarray:
+        source = self.layout.source(name)
+        return source.convert(self._get(image_id, source.array, source.selection(selection)))
 
     def read(
         self, image_id: str, name: str, window: tuple[int, int, int, int] | None = None
@@ -192,12 +231,11 @@ class SamaugStore:
         """One map of one image as numpy: whole, or the (y0, x0, y1, x1) window of it.
 
         name: "image" (H, W, 3) uint8, "label" (H, W) int32, "seg_prior" (H, W) float32,
-        "boundary_prior" (H, W) uint8.
+        "boundary_prior" (H, W) uint8 (0 or 1).
         """
         if name not in MAP_NAMES:
             raise ValueError(f"unknown array {name!r}; one of {', '.join(MAP_NAMES)}")
-        array = self._array(image_id, name)
-        if array is None:
+        if self._array(image_id, self.layout.source(name).array) is None:
             if name == "image" and self.stripped:
                 raise SamaugError(
                     f"{self.location} was shared without images; attach your copy with "
@@ -205,23 +243,40 @@ class SamaugStore:
                 )
             raise NotInStoreError(f"{self.location}: image {image_id!r} has no {name!r}")
         if window is None:
-            return self._get(image_id, name)
+            return self._logical(image_id, name)
         y0, x0, y1, x1 = (int(v) for v in window)
-        height, width = array.shape[:2]
+        height, width = self.image_attrs(image_id)["shape"]
         if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
             raise ValueError(
                 f"window {window} is outside image {image_id!r} of shape {height}x{width}"
             )
-        return self._get(image_id, name, (slice(y0, y1), slice(x0, x1)))
+        return self._logical(image_id, name, (slice(y0, y1), slice(x0, x1)))
+
+    def array(self, image_id: str, name: str) -> np.ndarray:
+        """Logical array ``name`` (any of store_schema.md's, e.g. "masks/bits" (N, H,
+        ceil(W/8)) uint8, "masks/box" (N, 4) int32) whole, whatever the layout."""
+        if not self.has(image_id, name):
+            raise NotInStoreError(f"{self.location}: image {image_id!r} has no {name!r}")
+        return self._logical(image_id, name)
 
     def per_mask(self, image_id: str) -> dict[str, np.ndarray]:
-        """The per-mask arrays (store_schema.md): ``stability_score`` (N,) float32, ..."""
-        return {name: self._get(image_id, f"masks/{name}") for name in PER_MASK_NAMES}
+        """The per-mask arrays (store_schema.md): ``stability_score`` (N,) float32,
+        ``predicted_iou`` (N,) float32, ``box`` (N, 4) int32 XYXY, ``point`` (N, 2) float32
+        XY, ``area`` (N,) int64."""
+        raw: dict[str, np.ndarray] = {}  # version 2 keeps them in one table: read it once
+        out = {}
+        for name in PER_MASK_NAMES:
+            source = self.layout.source(f"masks/{name}")
+            if source.array not in raw:
+                raw[source.array] = self._get(image_id, source.array)
+            out[name] = source.convert(raw[source.array][source.selection()])
+        return out
 
     def masks(self, image_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(N, H, W) bool masks and the per-mask arrays (see store_schema.md)."""
         width = self.image_attrs(image_id)["shape"][1]
-        return unpack_masks(self._get(image_id, "masks/bits"), width), self.per_mask(image_id)
+        bits = self._logical(image_id, "masks/bits")
+        return unpack_masks(bits, width), self.per_mask(image_id)
 
     def mask_blocks(self, image_id: str) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """The masks 64 (a chunk) at a time, in order: (n, H, W) bool and the per-mask
@@ -233,60 +288,97 @@ class SamaugStore:
             yield unpack_masks(bits, width), {k: v[start:stop] for k, v in per_mask.items()}
 
     def _blocks(self, image_id: str, name: str) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, rows) of an array, one row of chunks at a time along axis 0."""
-        array = self._array(image_id, name)
-        step = array.chunks[0]  # at least 1 (checked against the schema)
-        for start in range(0, array.shape[0], step):
-            yield start, self._get(image_id, name, slice(start, start + step))
+        """(first row, rows) of logical array ``name``, one row of chunks at a time."""
+        source = self.layout.source(name)
+        array = self._array(image_id, source.array)
+        if source.columns is not None:  # a few numbers per mask: one block
+            yield 0, source.convert(self._get(image_id, source.array, source.selection()))
+            return
+        axis = len(source.lead)
+        step, length = array.chunks[axis], array.shape[axis]  # step >= 1 (checked)
+        for start in range(0, length, step):
+            yield start, self._logical(image_id, name, (slice(start, start + step),))
 
     def stored_bytes(self, image_id: str, name: str) -> int:
-        """Bytes the array's chunks take in the store (compressed)."""
-        return int(self._array(image_id, name).nbytes_stored())
+        """Bytes the physical array holding ``name`` takes in the store (compressed)."""
+        return int(self._array(image_id, self.layout.source(name).array).nbytes_stored())
 
     def checksum(self, image_id: str, name: str) -> str:
-        """sha256 of the decoded array ``name`` (e.g. "masks/bits") in C order, as recorded in
-        ``sha256``; read one row of chunks at a time."""
+        """sha256 of the decoded logical array ``name`` (e.g. "masks/bits") in C order, as
+        recorded in ``sha256``; read one row of chunks at a time."""
         hasher = hashlib.sha256()
         for _, rows in self._blocks(image_id, name):
             hasher.update(np.ascontiguousarray(rows).tobytes())
         return hasher.hexdigest()
 
 
-def open_store(path_or_url: str | Path, storage_options: dict | None = None) -> SamaugStore:
+def open_store(
+    path_or_url: str | Path,
+    storage_options: dict | None = None,
+    consolidated: bool = True,
+    cache: StoreCache | str | Path | None = None,
+) -> SamaugStore:
     """Open a store read-only from a local path or an fsspec URL (``http://``, ``s3://``).
 
+    Uses the store's consolidated metadata when it has some (opening and listing every image
+    is then one read), except on a local store where it disagrees with an image group's own
+    metadata (``stale_consolidated`` names them). ``consolidated=False`` reads every node's
+    own metadata (what ``verify`` checks). ``cache`` (a folder, or the ``StoreCache`` of a
+    store opened before, e.g. ``store.cache``) keeps what is read from a URL on local disk
+    (``cache.py``): read once, then never fetched again; a local store ignores it.
+
     Raises SamaugError for a missing path, a file, a folder or URL that is not a samaug
-    store, and root attributes the reader cannot use (naming the key).
+    store, a schema version this samaug does not read, and root attributes the reader cannot
+    use (naming the key).
     """
     location = str(path_or_url)
-    if "://" in location:
-        try:
-            base = FsspecStore.from_url(
-                location, storage_options=storage_options or None, read_only=True
-            )
-        except (ImportError, ValueError, TypeError) as err:
-            raise SamaugError(f"{location}: cannot open this URL ({err})") from err
-    else:
-        path = Path(location)
-        if not path.exists():
-            raise SamaugError(f"{location}: no such store; create it with `samaug priors`")
-        if not path.is_dir():
-            raise SamaugError(f"{location} is a file, not a store (a store is a folder)")
-        if not (path / "zarr.json").is_file():
-            raise SamaugError(f"{location} is not a samaug store (it has no zarr.json)")
-        base = LocalStore(path, read_only=True)
+    base = read_store(location, storage_options)
+    caching = None
+    if cache is not None and is_url(location):
+        caching = CachingStore(base, StoreCache.of(cache), location)
+        base = caching
     guarded = GuardedStore(base, location)
-    try:
-        root = zarr.open_group(store=guarded, mode="r", zarr_format=3)
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
-        raise SamaugError(
-            f"{location} is not a samaug store (its root zarr.json cannot be read: "
-            f"{type(err).__name__})"
-        ) from err
+    root = _open_root(guarded, location, None if consolidated else False)
     tool = root.attrs.get("tool")
     if not (isinstance(tool, dict) and tool.get("name") == "samaug"):
         raise SamaugError(
             f"{location} is not a samaug store (its root attributes do not say samaug made it)"
         )
+    stale: list[str] = []
+    local_folder = not (is_url(location) or is_zip(location))
+    if local_folder and root.metadata.consolidated_metadata is not None:
+        stale = _stale_markers(location)
+        # The markers win: read each node's own metadata.
+        if stale:
+            root = _open_root(guarded, location, False)
     guarded.strict = root.attrs.get(EVERY_CHUNK_WRITTEN) is True
-    return SamaugStore(root, location)
+    opened = SamaugStore(root, location, guarded, caching)
+    opened.stale_consolidated = stale
+    return opened
+
+
+def _open_root(guarded: GuardedStore, location: str, use_consolidated: bool | None) -> zarr.Group:
+    try:
+        return zarr.open_group(
+            store=guarded, mode="r", zarr_format=3, use_consolidated=use_consolidated
+        )
+    except ZipFormatError as err:
+        raise damaged(location, None, str(err)) from err
+    except transport_errors() as err:  # while opening, before any key was read
+        raise unreachable(location, "zarr.json", err) from err
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
+        raise SamaugError(
+            f"{location} is not a samaug store (its root zarr.json cannot be read: "
+            f"{type(err).__name__})"
+        ) from err
+
+
+def _stale_markers(path: str) -> list[str]:
+    """Lines naming the image groups of a local store whose consolidated metadata disagrees
+    with their own zarr.json (completion marker and attributes), or that it lacks."""
+    own = consolidated.read_local(path)
+    copy = consolidated.entries(own("."))
+    if copy is None:
+        return []
+    ids = consolidated.local_group_ids(path)
+    return consolidated.disagreements(copy, own, ids, groups_only=True)

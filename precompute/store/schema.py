@@ -9,10 +9,8 @@ functions of already-parsed metadata; they return a problem (a short phrase) or 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +19,9 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from ..limits import max_masks, max_pixels
 from ..types import SamaugError, image_id_problem
 
-SCHEMA_VERSION = 1
+# The version this samaug writes, and every version it reads (store_schema.md, "Versions").
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TILE = 256
 MASKS_PER_CHUNK = 64
 MAP_NAMES = ("image", "label", "seg_prior", "boundary_prior")
@@ -45,9 +45,6 @@ PRIOR_DEFINITIONS = {
 EVERY_CHUNK_WRITTEN = "every_chunk_written"
 # Every array of an image group, in the order they are written and checked.
 ARRAY_NAMES = (*MAP_NAMES, "masks/bits", *(f"masks/{name}" for name in PER_MASK_NAMES))
-# Arrays every complete group holds; "image" too unless the store is stripped, "label" where
-# the group's ``sha256`` lists it (annotated images).
-REQUIRED_ARRAYS = tuple(n for n in ARRAY_NAMES if n not in ("image", "label"))
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -98,64 +95,15 @@ def unpack_masks(bits: np.ndarray, width: int) -> np.ndarray:
     return np.unpackbits(bits, axis=-1, count=width).astype(bool)
 
 
-# --------------------------------------------------------------------------- arrays
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    """Shape, dtype, chunk shape and blosc shuffle of one array of an image group."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    chunks: tuple[int, ...]
-    shuffle: str
-
-
-def array_specs(height: int, width: int, mask_count: int) -> dict[str, ArraySpec]:
-    """The schema's arrays of an H x W image with ``mask_count`` masks, by array path."""
-    tile = (min(TILE, height), min(TILE, width))
-    packed = math.ceil(width / 8)
-    n = mask_count
-
-    def spec(shape, dtype, chunks, shuffle="shuffle") -> ArraySpec:
-        # A dimension of length 0 still gets a chunk length of 1 (Zarr needs one).
-        return ArraySpec(tuple(shape), np.dtype(dtype), tuple(max(c, 1) for c in chunks), shuffle)
-
-    specs = {
-        "image": spec((height, width, 3), np.uint8, (*tile, 3)),
-        "label": spec((height, width), np.int32, tile),
-        "seg_prior": spec((height, width), np.float32, tile),
-        "boundary_prior": spec((height, width), np.uint8, tile, "bitshuffle"),
-        "masks/bits": spec(
-            (n, height, packed), np.uint8, (MASKS_PER_CHUNK, height, packed), "bitshuffle"
-        ),
-    }
-    for name, dtype in PER_MASK_DTYPES.items():
-        width_of = {"box": (4,), "point": (2,)}.get(name, ())
-        specs[f"masks/{name}"] = spec((n, *width_of), dtype, (n, *width_of))
-    return specs
-
-
-def array_problem(name: str, shape: Any, dtype: Any, chunks: Any, spec: ArraySpec) -> str | None:
-    """Why an array whose metadata claims ``shape``/``dtype``/``chunks`` is not ``spec``."""
-    try:
-        claimed = tuple(int(v) for v in shape), np.dtype(dtype), tuple(int(v) for v in chunks)
-    except (TypeError, ValueError):
-        return f"{name}: metadata claims shape {shape!r}, dtype {dtype!r}, chunks {chunks!r}"
-    if claimed[0] != spec.shape:
-        return f"{name}: shape {claimed[0]} does not match the image's attributes {spec.shape}"
-    if claimed[1] != spec.dtype:
-        return f"{name}: dtype {claimed[1]} is not {spec.dtype}"
-    if claimed[2] != spec.chunks:
-        return f"{name}: chunks {claimed[2]} are not the schema's {spec.chunks}"
-    return None
-
-
 # --------------------------------------------------------------------------- attributes
 
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _mappings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
 
 
 def _string_map(value: Any) -> bool:
@@ -179,6 +127,7 @@ def root_attrs_problem(attrs: Mapping) -> tuple[str, str] | None:
         ("masker.kind", isinstance(masker.get("kind"), str), "a string"),
         ("masker.settings", isinstance(masker.get("settings", {}), dict), "a mapping"),
         ("images_stripped", isinstance(attrs.get("images_stripped", False), bool), "true or false"),
+        ("lineage", _mappings(attrs.get("lineage", [])), "a list of mappings"),
         (
             EVERY_CHUNK_WRITTEN,
             isinstance(attrs.get(EVERY_CHUNK_WRITTEN, False), bool),
@@ -197,18 +146,42 @@ def root_attrs_problem(attrs: Mapping) -> tuple[str, str] | None:
     return None
 
 
-def check_root_attrs(attrs: Mapping, location: str) -> None:
-    """SamaugError for another schema version, DamagedStoreError naming the store and the key
-    for a root attribute the code cannot use."""
-    if attrs.get("schema_version") != SCHEMA_VERSION:
-        raise SamaugError(
-            f"{location}: schema_version {attrs.get('schema_version')!r} is not "
-            f"{SCHEMA_VERSION}; this samaug reads version {SCHEMA_VERSION} stores"
+def version_problem(attrs: Mapping, location: str) -> str | None:
+    """Why this samaug cannot read a store whose root attributes are ``attrs`` (a schema
+    version it does not know), naming the samaug that wrote it; None if it can."""
+    version = attrs.get("schema_version")
+    if _whole(version) and version in READABLE_VERSIONS:
+        return None
+    tool = attrs.get("tool")
+    writer = tool.get("version") if isinstance(tool, dict) else None
+    known = ", ".join(map(str, READABLE_VERSIONS))
+    if _whole(version) and version > SCHEMA_VERSION:
+        made = f"samaug {writer}" if isinstance(writer, str) else "a newer samaug"
+        return (
+            f"{location}: schema_version {version} is newer than this samaug reads ({known}); "
+            f"it was written by {made}: install that version or later "
+            "(pip install -U samaug) to read it"
         )
+    return f"{location}: schema_version {version!r} is not one this samaug reads ({known})"
+
+
+def check_root_attrs(attrs: Mapping, location: str) -> None:
+    """SamaugError for a schema version this samaug does not read, DamagedStoreError naming
+    the store and the key for a root attribute the code cannot use."""
+    problem = version_problem(attrs, location)
+    if problem:
+        raise SamaugError(problem)
     found = root_attrs_problem(attrs)
     if found:
         key, problem = found
         raise damaged(location, None, f"root attribute {key!r} {problem}")
+    if attrs["schema_version"] >= 2 and attrs.get(EVERY_CHUNK_WRITTEN) is not True:
+        raise damaged(
+            location,
+            None,
+            f"root attribute {EVERY_CHUNK_WRITTEN!r} must be true in a version "
+            f"{attrs['schema_version']} store",
+        )
 
 
 def image_attrs_problem(attrs: Any) -> str | None:
@@ -245,17 +218,3 @@ def image_attrs_problem(attrs: Any) -> str | None:
         if not isinstance(attrs.get(key, {}), dict):
             return f"attribute {key!r} is not a mapping"
     return None
-
-
-def expected_arrays(attrs: Mapping, stripped: bool) -> dict[str, ArraySpec]:
-    """The arrays a complete group with (checked) attributes ``attrs`` must hold, by path.
-
-    ``image`` is optional in a stripped store (absent until attached); ``label`` is expected
-    where ``sha256`` lists it.
-    """
-    height, width = attrs["shape"]
-    specs = array_specs(height, width, attrs["mask_count"])
-    wanted = [*REQUIRED_ARRAYS, *(["label"] if "label" in attrs["sha256"] else [])]
-    if not stripped:
-        wanted.append("image")
-    return {name: specs[name] for name in ARRAY_NAMES if name in wanted}

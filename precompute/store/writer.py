@@ -1,15 +1,14 @@
-"""Writing a store: ``prepare_store`` (driver, root metadata), ``write_image`` (one task, one
-image group), ``set_index`` (driver), ``complete_ids`` (what a resumed run skips) and
-``unmark_images`` (what ``samaug store repair`` does). Stores are written on a local (or
-shared) file system; see ``links`` for why no writer goes through a symbolic link.
+"""Writing a store: the root attributes of a new store, ``write_image`` (one task, one image
+group, marker last), ``set_index`` (driver), and the reads a writer needs (root attributes,
+an image's split). A store is written on a local (or shared) file system, or to an object
+store by URL (``Target``); see ``links`` for why no writer goes through a symbolic link, and
+``resume`` for creating, reopening and repairing a store.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,36 +17,31 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from ..files import atomic_write_json
-from ..types import MaskSet, SamaugError, check_image_id, image_id_problem
-from .links import refuse_link, refuse_links
+from ..types import MaskSet, check_image_id
+from .layout import ArraySpec, Layout, layout_of
+from .links import refuse_link
 from .schema import (
-    EVERY_CHUNK_WRITTEN,
     MASKS_PER_CHUNK,
     PRIOR_DEFINITIONS,
     SCHEMA_VERSION,
     TILE,
-    ArraySpec,
-    array_problem,
-    array_specs,
-    check_root_attrs,
     codecs,
-    expected_arrays,
-    image_attrs_problem,
     pack_masks,
     sha256_of,
 )
+from .target import Target
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def store_root_attrs(dataset: dict, masker: dict) -> dict:
-    """The root attributes of a new store (``index`` empty)."""
+def store_root_attrs(dataset: dict, masker: dict, version: int = SCHEMA_VERSION) -> dict:
+    """The root attributes of a new store (``index`` empty) of schema ``version`` (an older
+    one only to write stores as an older samaug did, e.g. for tests of reading them)."""
     stamp = now()
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": version,
         "tool": {"name": "samaug", "version": __version__},
         "created": stamp,
         "updated": stamp,
@@ -59,44 +53,6 @@ def store_root_attrs(dataset: dict, masker: dict) -> dict:
     }
 
 
-def signature(attrs: Mapping) -> dict:
-    """What must match for a run to add to an existing store (see store_schema.md).
-
-    The dataset's name and reader options, the masker's provenance except the checkpoint's
-    path (its sha256 counts), the prior definitions and the schema version.
-    """
-    dataset = attrs.get("dataset", {})
-    masker = {k: v for k, v in attrs.get("masker", {}).items() if k != "checkpoint"}
-    return {
-        "schema_version": attrs.get("schema_version"),
-        "dataset": {"name": dataset.get("name"), "reader_options": dataset.get("reader_options")},
-        "masker": masker,
-        "priors": attrs.get("priors"),
-    }
-
-
-def signature_differences(old: Mapping, new: Mapping) -> list[str]:
-    """Differences between two stores' signatures, one 'a.b: store has X, this run Y' each."""
-    diffs: list[str] = []
-
-    def walk(a: Any, b: Any, key: str) -> None:
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            for k in sorted(set(a) | set(b)):
-                walk(a.get(k, "<unset>"), b.get(k, "<unset>"), f"{key}.{k}" if key else k)
-        elif _json_normal(a) != _json_normal(b):
-            diffs.append(f"{key}: store has {a!r}, this run {b!r}")
-
-    walk(signature(old), signature(new), "")
-    return diffs
-
-
-def _json_normal(value: Any) -> Any:
-    # Attributes come back from JSON: tuples become lists, so compare in that form.
-    if isinstance(value, (list, tuple)):
-        return [_json_normal(v) for v in value]
-    return value
-
-
 def read_json(path: Path) -> Any:
     """The parsed JSON file at ``path``, or None if it is missing or unreadable."""
     try:
@@ -105,176 +61,83 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def read_root_attrs(path: str | Path) -> dict:
-    """The root attributes of the store at local ``path`` as stored (unchecked), or {} when
+def target_of(location: str | Path | Target, storage_options: dict | None = None) -> Target:
+    """``location`` as a Target (a local folder or a URL to write)."""
+    return location if isinstance(location, Target) else Target(location, storage_options)
+
+
+def read_root_attrs(location: str | Path | Target, storage_options: dict | None = None) -> dict:
+    """The root attributes of the store at ``location`` as stored (unchecked), or {} when
     there is no readable root ``zarr.json``."""
-    meta = read_json(Path(path) / "zarr.json")
+    meta = target_of(location, storage_options).read_json("zarr.json")
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
     return attrs if isinstance(attrs, dict) else {}
 
 
-@dataclass
-class PreparedStore:
-    """What ``prepare_store`` found: the images already complete, and what ``--overwrite``
-    replaced (a one-line description, or None)."""
-
-    complete: set[str]
-    replaced: str | None = None
-
-
-def is_samaug_store(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding a Zarr group whose root attributes say samaug made
-    it (``tool.name == "samaug"``). Reads only the root ``zarr.json``."""
-    tool = read_root_attrs(Path(path)).get("tool")
-    return Path(path).is_dir() and isinstance(tool, dict) and tool.get("name") == "samaug"
+def is_samaug_store(location: str | Path | Target, storage_options: dict | None = None) -> bool:
+    """Whether ``location`` holds a Zarr group whose root attributes say samaug made it
+    (``tool.name == "samaug"``), a folder when local. Reads only the root ``zarr.json``."""
+    target = target_of(location, storage_options)
+    if target.path is not None and not target.path.is_dir():
+        return False
+    tool = read_root_attrs(target).get("tool")
+    return isinstance(tool, dict) and tool.get("name") == "samaug"
 
 
-def _describe(path: Path) -> str:
-    attrs = read_root_attrs(path)
-    dataset, masker, index = (attrs.get(k) for k in ("dataset", "masker", "index"))
-    dataset, masker = (d if isinstance(d, dict) else {} for d in (dataset, masker))
-    count = len(index) if isinstance(index, dict) else 0
-    return (
-        f"{path} (dataset {dataset.get('name')!r}, masker {masker.get('kind')!r}, "
-        f"{count} complete images, created {attrs.get('created')})"
-    )
+def open_root(location: str | Path | Target) -> zarr.Group:
+    """The root group for writing, read without consolidated metadata: an update then writes
+    the root ``zarr.json`` without it (so a run under way never leaves a stale copy)."""
+    store = target_of(location).store
+    return zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
 
 
-def _check_replaceable(path: Path, protect: Sequence[str | Path]) -> None:
-    """SamaugError unless ``path`` may be deleted by --overwrite: a samaug store that neither
-    holds nor lies inside any of the ``protect`` paths (the dataset)."""
-    resolved = path.resolve()
-    for other in protect:
-        other = Path(other).resolve()
-        if resolved == other or resolved in other.parents or other in resolved.parents:
-            raise SamaugError(
-                f"--overwrite would delete {path}, which holds or lies inside {other} (the "
-                "data root); choose a --store outside the dataset"
-            )
-    if path.is_symlink() or not is_samaug_store(path):
-        raise SamaugError(
-            f"{path} is not a samaug store (its root zarr.json does not say samaug made it); "
-            "--overwrite replaces only samaug stores. Choose another --store, or move it away"
-        )
-
-
-def prepare_store(
-    path: str | Path, attrs: dict, overwrite: bool = False, protect: Sequence[str | Path] = ()
-) -> PreparedStore:
-    """Create the store, or reopen it for resuming. Driver only.
-
-    Refuses (SamaugError) a path that is a file, a folder that is not a samaug store, a store
-    with a symbolic link inside, and a store made with another signature unless
-    ``overwrite``, which deletes the old store first, but only if it is a samaug store and
-    neither holds nor lies inside any path of ``protect`` (the data root). A new store
-    records ``every_chunk_written: true``: its writers write every chunk.
-    """
-    path = Path(path)
-    replaced = None
-    if path.exists() and not path.is_dir():
-        raise SamaugError(f"{path} is a file, not a store; choose a folder for --store")
-    if path.exists() and overwrite:
-        _check_replaceable(path, protect)
-        replaced = _describe(path)
-        shutil.rmtree(path)
-    if path.exists():
-        if not is_samaug_store(path):
-            raise SamaugError(
-                f"{path} exists but is not a samaug store (its root zarr.json does not say "
-                "samaug made it); pick another --store"
-            )
-        refuse_links(path, "add images to it")
-        root = zarr.open_group(path, mode="r+", zarr_format=3)
-        old = dict(root.attrs)
-        check_root_attrs(old, str(path))
-        diffs = signature_differences(old, attrs)
-        if diffs:
-            raise SamaugError(
-                f"{path} was made with other settings:\n  "
-                + "\n  ".join(diffs)
-                + "\nUse another --store, the store's settings, or --overwrite to replace it."
-            )
-        root.attrs.update({"dataset": attrs["dataset"], "updated": now()})
-        root.require_group("images")
-        return PreparedStore(complete_ids(path))
-    root = zarr.open_group(path, mode="w-", zarr_format=3)
-    root.attrs.update({**attrs, EVERY_CHUNK_WRITTEN: True})
-    root.require_group("images")
-    return PreparedStore(set(), replaced)
-
-
-def group_problem(path: str | Path, image_id: str, stripped: bool) -> str | None:
-    """Why the local group ``images/<image_id>`` is not complete, or None if it is.
-
-    Complete: readable group metadata whose attributes pass the schema's checks, marker
-    included, and readable metadata of every array the schema expects, matching the
-    attributes (shape, dtype, chunks). Reads metadata files only, no chunk.
-    """
-    group_dir = Path(path) / "images" / image_id
-    meta = read_json(group_dir / "zarr.json")
-    if not isinstance(meta, dict) or meta.get("node_type") != "group":
-        return "group metadata (zarr.json) is missing or unreadable"
-    attrs = meta.get("attributes", {})
-    problem = image_attrs_problem(attrs)
-    if problem:
-        return problem
-    for name, spec in expected_arrays(attrs, stripped).items():
-        problem = _array_file_problem(group_dir / name / "zarr.json", name, spec)
-        if problem:
-            return problem
-    return None
-
-
-def _array_file_problem(meta_path: Path, name: str, spec: ArraySpec) -> str | None:
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict) or meta.get("node_type") != "array":
-        return f"{name}: array metadata (zarr.json) is missing or unreadable"
-    grid = meta.get("chunk_grid")
-    config = grid.get("configuration") if isinstance(grid, dict) else None
-    chunks = config.get("chunk_shape") if isinstance(config, dict) else None
-    return array_problem(name, meta.get("shape"), meta.get("data_type"), chunks, spec)
-
-
-def complete_ids(path: str | Path) -> set[str]:
-    """IDs of the image groups that are complete (see ``group_problem``; scans the local
-    store). A group with a marker but missing or unreadable metadata is not complete."""
-    stripped = read_root_attrs(Path(path)).get("images_stripped") is True
-    done = set()
-    for entry in (Path(path) / "images").iterdir():
-        if entry.is_symlink() or not entry.is_dir() or image_id_problem(entry.name):
-            continue
-        if group_problem(path, entry.name, stripped) is None:
-            done.add(entry.name)
-    return done
-
-
-def set_index(path: str | Path, index: Mapping[str, str]) -> None:
-    """Record the complete images in the root attributes. Driver only."""
-    root = zarr.open_group(path, mode="r+")
+def set_index(location: str | Path | Target, index: Mapping[str, str]) -> None:
+    """Record the complete images in the root attributes. Driver only. Drops consolidated
+    metadata (``consolidate`` writes it again at the end of a run)."""
+    root = open_root(location)
     root.attrs.update({"index": dict(sorted(index.items())), "updated": now()})
 
 
-def split_of(path: str | Path, image_id: str) -> str:
+def split_of(location: str | Path | Target, image_id: str) -> str:
     """The split of a complete image group (one that ``complete_ids`` lists)."""
-    return read_json(Path(path) / "images" / image_id / "zarr.json")["attributes"]["split"]
+    meta = target_of(location).read_json(f"images/{image_id}/zarr.json")
+    return meta["attributes"]["split"]
 
 
 def create_array(group: zarr.Group, name: str, spec: ArraySpec, data: np.ndarray) -> None:
     """Write ``data`` as array ``name`` of ``group`` following ``spec``, every chunk written
-    (chunks equal to the fill value too: a missing chunk then always means damage)."""
+    (chunks equal to the fill value too, inner chunks of a shard as well: a missing chunk
+    then always means damage)."""
     group.create_array(
         name,
         shape=spec.shape,
         dtype=spec.dtype,
         chunks=spec.chunks,
+        shards=spec.shards,
         compressors=codecs(spec.shuffle),
         fill_value=0,
         config={"write_empty_chunks": True},
     )[...] = np.asarray(data, spec.dtype)
 
 
+def write_arrays(
+    group: zarr.Group,
+    layout: Layout,
+    height: int,
+    width: int,
+    mask_count: int,
+    physical: dict[str, np.ndarray],
+) -> None:
+    """Create the physical arrays of an image group (``layout.physical``'s output)."""
+    specs = layout.specs(height, width, mask_count)
+    if any(name.startswith("masks/") for name in physical):
+        group.create_group("masks")
+    for name, data in physical.items():
+        create_array(group, name, specs[name], data)
+
+
 def write_image(
-    path: str | Path,
+    location: str | Path | Target,
     image_id: str,
     split: str,
     image: np.ndarray,
@@ -284,27 +147,27 @@ def write_image(
     boundary_prior: np.ndarray,
     source: Mapping[str, str],
     seconds: Mapping[str, float],
+    storage_options: dict | None = None,
 ) -> None:
     """Write one image group, completion marker last. One task owns one group.
 
     image (H, W, 3) uint8, label (H, W) int32 or None, seg_prior (H, W) float32,
     boundary_prior (H, W) uint8. Any earlier, incomplete group of this ID is deleted first.
     Refuses (SamaugError) an ID that is not an image ID and a group folder that is a link.
+    On an object store the marker (the group's ``zarr.json`` with ``complete: true``) is
+    the last object written: its existence commits the image.
     """
     check_image_id(image_id)
     height, width = image.shape[:2]
-    images = Path(path) / "images"
-    group_dir = images / image_id
-    refuse_link(images, path)
-    refuse_link(group_dir, path)
-    # An earlier attempt's group may have unreadable metadata: removed as files, not
-    # through zarr. rmtree unlinks links inside the group without following them.
-    if group_dir.is_dir():
-        shutil.rmtree(group_dir)
-    elif group_dir.exists():
-        group_dir.unlink()
-    group = zarr.open_group(path, path="images", mode="r+").create_group(image_id)
-    specs = array_specs(height, width, len(masks))
+    target = target_of(location, storage_options)
+    if target.path is not None:
+        refuse_link(target.path / "images", target.path)
+        refuse_link(target.path / "images" / image_id, target.path)
+    # An earlier attempt's group may have unreadable metadata: removed as files (objects),
+    # not through zarr. Locally, links inside the group are unlinked, never followed.
+    target.remove(f"images/{image_id}")
+    layout = layout_of(read_root_attrs(target).get("schema_version", SCHEMA_VERSION))
+    group = zarr.open_group(target.store, path="images", mode="r+").create_group(image_id)
     arrays = {
         "image": image,
         "label": label,
@@ -313,14 +176,13 @@ def write_image(
         "masks/bits": pack_masks(masks.masks),
         **{f"masks/{name}": values for name, values in masks.per_mask().items()},
     }
-    group.create_group("masks")
-    checksums: dict[str, str] = {}
-    for name, data in arrays.items():
-        if data is None:
-            continue
-        data = np.asarray(data, specs[name].dtype)
-        create_array(group, name, specs[name], data)
-        checksums[name] = sha256_of(data)
+    # Hashes are of the logical arrays, whatever the layout stores them as.
+    arrays = {
+        name: None if data is None else np.asarray(data, layout.source(name).dtype)
+        for name, data in arrays.items()
+    }
+    checksums = {name: sha256_of(data) for name, data in arrays.items() if data is not None}
+    write_arrays(group, layout, height, width, len(masks), layout.physical(arrays))
 
     group.attrs.update(
         {
@@ -335,27 +197,3 @@ def write_image(
     )
     # The marker goes in its own, last metadata write: a crash before it leaves no marker.
     group.attrs["complete"] = True
-
-
-def unmark_images(path: str | Path, image_ids: Iterable[str]) -> None:
-    """Remove the completion marker of each image and drop it from the index, so that the
-    next ``samaug priors`` with the store's settings redoes exactly these images.
-
-    A group whose metadata cannot be read loses that metadata file (it has no usable marker
-    either way); the rest of the group is left for the next run to replace.
-    """
-    path = Path(path)
-    refuse_links(path, "repair it")
-    ids = sorted(set(image_ids))
-    for image_id in ids:
-        check_image_id(image_id)
-        meta_path = path / "images" / image_id / "zarr.json"
-        meta = read_json(meta_path)
-        if isinstance(meta, dict) and isinstance(meta.get("attributes"), dict):
-            meta["attributes"].pop("complete", None)
-            atomic_write_json(meta_path, meta)
-        elif meta_path.exists():
-            meta_path.unlink()
-    root = zarr.open_group(path, mode="r+")
-    index = {k: v for k, v in dict(root.attrs).get("index", {}).items() if k not in ids}
-    root.attrs.update({"index": index, "updated": now()})

@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from . import priors, training
+from . import priors, stores, training
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
             directory, images=4 if args.quick else 16, points=8 if args.quick else 32
         )
         training.main(directory)
+        stores.main(directory, images=3 if args.quick else 6)
 
 
 main()

@@ -11,7 +11,7 @@ import typer
 from precompute.maskers import MaskerName
 from precompute.types import SamaugError
 
-from ..options import parse_pairs, verbose
+from ..options import StorageOption, parse_pairs, storage_options, verbose
 from ..progress import Bars
 
 # What `samaug weights` fetches unnamed: the paper's SAM (ViT-H, as the released
@@ -35,7 +35,10 @@ def _show_progress(bars: Bars):
 def priors(
     dataset: Annotated[str, typer.Argument(help="Reader: glas, monuseg, kvasir, polyp, folder.")],
     data_root: Annotated[Path, typer.Option(help="The dataset in its original layout.")],
-    store: Annotated[Path, typer.Option(help="Zarr store to create or resume.")],
+    store: Annotated[
+        str,
+        typer.Option(help="Store to create or resume: a folder, or a URL (s3://bucket/x.zarr)."),
+    ],
     masker: Annotated[MaskerName, typer.Option(help="Which masker makes the masks.")] = "sam",
     checkpoint: Annotated[
         Path | None, typer.Option(help="SAM checkpoint (.pth); any SAM architecture.")
@@ -76,6 +79,11 @@ def priors(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a store made with other settings.")
     ] = False,
+    storage_option: StorageOption = None,
+    break_lock: Annotated[
+        bool,
+        typer.Option(help="Replace the lock of a run that is no longer running (another host)."),
+    ] = False,
 ) -> None:
     """Generate masks and priors for every image of DATASET into --store (resumable)."""
     import os
@@ -107,7 +115,7 @@ def priors(
     config = PriorsConfig(
         dataset=dataset,
         data_root=str(data_root),
-        store=str(store),
+        store=store,
         masker=masker,
         checkpoint=str(checkpoint) if checkpoint else None,
         masker_settings=tuple(sorted(settings.items())),
@@ -118,9 +126,15 @@ def priors(
         torch_threads=threads,
         overwrite=overwrite,
         connect_timeout=scheduler_timeout,
+        storage_options=storage_options(storage_option),
+        break_lock=break_lock,
     )
     with Bars() as bars:
         summary = run(config, on_progress=_show_progress(bars))
+    if summary.lock_replaced:
+        typer.echo(
+            f"replaced the lock of a run that is no longer running ({summary.lock_replaced})"
+        )
     if summary.replaced:
         typer.echo(f"replaced {summary.replaced}")
     typer.echo(

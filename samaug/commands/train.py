@@ -15,7 +15,7 @@ import typer
 from train.choices import Certainty, Mode, ProbabilityFormat, Tta
 from train.protocols import JointUpdate, Loss, LrSchedule, Optimizer
 
-from ..options import parse_numbers, parse_pairs
+from ..options import CacheOption, StorageOption, parse_numbers, parse_pairs, storage_options
 from ..progress import Bars
 
 
@@ -95,6 +95,8 @@ def train_command(
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model argument KEY=VALUE, e.g. base_channels=16.")
     ] = None,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Train a segmentation model on images and priors streamed from a store."""
     from precompute.store import open_store
@@ -138,12 +140,13 @@ def train_command(
         model_kwargs=parse_pairs(model_option, "--model-option"),
     )
     config.check_files()
+    access = storage_options(storage_option)
     if out is None:
-        dataset = open_store(store).attrs["dataset"]["name"]
+        dataset = open_store(store, access, cache=cache).attrs["dataset"]["name"]
         out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
         config = dataclasses.replace(config, out=str(out))
     with Bars() as bars:
-        summary = train(config, log=bars.echo, progress=bars)
+        summary = train(config, log=bars.echo, progress=bars, storage_options=access, cache=cache)
     if summary["best_val_dice"] is None:  # no validation images (said once, when starting)
         typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch'] + 1}")
     else:
@@ -190,6 +193,8 @@ def eval_command(
         bool, typer.Option(help="With --save-predictions: contours over the image too.")
     ] = False,
     table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
     from precompute.types import SettingError
@@ -218,6 +223,8 @@ def eval_command(
             save_probabilities=save_probabilities,
             probability_format=probability_format,
             overlay=overlay,
+            storage_options=storage_options(storage_option),
+            cache=cache,
         )
         for run, folder in zip(runs, folders, strict=True)
     ]
@@ -259,11 +266,13 @@ def show_command(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     image_id: Annotated[str, typer.Argument(help="Image ID (samaug store info lists splits).")],
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("fig.png"),
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Save the image, its seg prior, boundary prior and augmented input side by side."""
     from train.figure import show
 
-    typer.echo(show(store, image_id, out))
+    typer.echo(show(store, image_id, out, storage_options(storage_option), cache))
 
 
 def demo_command(

@@ -1,0 +1,34 @@
+"""A Dask worker process killed during a run (not the driver) does not fail the run: Dask
+gives its image to another worker (a restarted one, or the other), and the store ends whole."""
+
+import os
+import signal
+
+from precompute.pipeline import ImageResult, PriorsConfig, run
+from precompute.report import verify
+from precompute.synthetic import write_glas_like
+
+
+def test_a_killed_worker_does_not_fail_the_run(tmp_path):
+    glas = write_glas_like(tmp_path / "glas", {"train": 8}, size=(192, 256))
+    store = tmp_path / "glas.zarr"
+    config = PriorsConfig(
+        "glas", str(glas), str(store), masker="superpixel", workers=2, torch_threads=1
+    )
+    killed: list[int] = []
+    after_kill: list[str] = []
+
+    def progress(finished: int, total: int, outcome) -> None:
+        assert isinstance(outcome, ImageResult), outcome  # no image is lost
+        pid = int(outcome.worker.rsplit(":", 1)[1])
+        if killed:
+            after_kill.append(outcome.worker)
+        else:
+            # The worker that finished the first image is already busy with its next one.
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    summary = run(config, on_progress=progress)
+    assert (summary.done, summary.failures) == (8, [])
+    assert not any(w.endswith(f":{killed[0]}") for w in after_kill)  # it did no more
+    assert verify(str(store)) == ([], 8)
