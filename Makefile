@@ -37,6 +37,8 @@ REPRODUCE_DIR ?= reproduce/$(TABLE)
 REPRODUCE_ARGS ?=
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (each test file runs whole on one worker).
+TEST_WORKERS ?= 2
 # The real data subsets used by some tests and benchmarks (skipped where absent).
 SHARED_DATA ?= $(abspath ../shared/data)
 export SAMAUG_SHARED_DATA := $(SHARED_DATA)
@@ -53,7 +55,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 priors: setup
 	$(BIN)/samaug priors $(DATASET) --data-root $(DATA_ROOT)/$(DATASET) --store $(STORE) \

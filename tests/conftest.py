@@ -7,6 +7,15 @@ import pytest
 # Test helpers (http_server) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Under pytest-xdist (`make test` runs one worker per core) every worker, and each process
+# its tests start, uses one torch/OpenMP thread: workers that each took every core would
+# only fight over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 # The real data subsets: the folder named by SAMAUG_SHARED_DATA (`make test` sets it to
 # ../shared/data); tests that need them skip where it is absent, as on a user's machine.
 SHARED_DATA_VARIABLE = "SAMAUG_SHARED_DATA"
