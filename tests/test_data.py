@@ -15,6 +15,7 @@ from precompute.types import MaskSet, SamaugError, SettingError
 from train import augment as ta
 from train import data as td
 from train import fusion as tf
+from train import loader as tl
 from train import targets as tt
 from train import tasks as tk
 
@@ -235,8 +236,8 @@ def test_determinism_epochs_and_seeds(toy):
 def test_spawn_workers_give_the_same_batches(toy):
     path, _ = toy
     ds = td.PatchDataset(path, "train", PATCH, "glands", samples_per_epoch=8, seed=2)
-    serial = td.make_loader(ds, batch_size=3, workers=0, shuffle=True)
-    parallel = td.make_loader(ds, batch_size=3, workers=2, shuffle=True)
+    serial = tl.make_loader(ds, batch_size=3, workers=0, shuffle=True)
+    parallel = tl.make_loader(ds, batch_size=3, workers=2, shuffle=True)
     assert parallel.multiprocessing_context.get_start_method() == "spawn"
     assert parallel.persistent_workers
     seen = []
@@ -251,7 +252,7 @@ def test_spawn_workers_give_the_same_batches(toy):
         seen.append(got[0]["image"])
     assert not torch.equal(seen[0], seen[1])  # the epoch reached the persistent workers
     with pytest.raises(ValueError, match="fork"):
-        td.make_loader(ds, 2, workers=1, context="fork")
+        tl.make_loader(ds, 2, workers=1, context="fork")
 
 
 def test_http_reads_the_same_patches(toy):

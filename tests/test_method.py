@@ -12,13 +12,14 @@ from train_helpers import make_glas_store, tiny
 
 from precompute.types import SettingError
 from train.config import TrainConfig
-from train.data import make_loader
 from train.fusion import FusionSettings
 from train.inference import model_input
-from train.loop import train, training_data
+from train.loader import make_loader
+from train.loop import train
 from train.models import create_model
 from train.optim import lr_schedule, update_plan
 from train.protocols import RECIPES, get_protocol
+from train.run_setup import training_data
 from train.tasks import get_task
 
 

@@ -26,7 +26,8 @@ from train.bundle import export_bundle, read_model
 from train.evaluate import evaluate_run
 from train.loop import train
 from train.predict import PredictConfig, check_strategy, predict, prepare_prediction
-from train.predictions import read_index, read_prediction, write_prediction
+from train.prediction_reader import read_prediction
+from train.predictions import read_index, write_prediction
 from train.provenance import masker_for
 from train.saving import FileSettings, save_probs
 from train.score import prepare_scoring, score_folder

@@ -9,13 +9,11 @@ from PIL import Image
 
 from precompute.imageio import read_pixels
 from precompute.types import InputError, SamaugError, SettingError
+from train.prediction_reader import check_shape, match_predictions, read_prediction
 from train.predictions import (
     OVERLAY_COLOUR,
-    check_shape,
-    match_predictions,
     prepare_folder,
     read_index,
-    read_prediction,
     write_index,
     write_prediction,
 )

@@ -1,7 +1,7 @@
 """``samaug score``: the metrics of ``samaug eval`` for a folder of predictions from any tool.
 
 Predictions are matched to the ground truth by image ID, that is by file stem
-(``train.predictions.match_predictions``): for tasks scored on instance label maps (glands,
+(``train.prediction_reader.match_predictions``): for tasks scored on instance label maps (glands,
 nuclei) ``<id>.png`` / ``<id>.tif`` / ... label maps (0 = background); for tasks scored on
 the foreground probability (binary) ``<id>.npz``, else ``<id>_probability.tif``, else
 ``<id>.png`` / ... read as a probability (8-bit: v / 255, so a 0/255 mask is 0/1). The
@@ -27,7 +27,8 @@ from precompute.store import SamaugStore, open_store
 from precompute.types import InputError, SamaugError, SettingError
 
 from .evaluate import check_splits, split_groups, write_table
-from .predictions import INDEX_NAME, check_shape, match_predictions, read_index, read_prediction
+from .prediction_reader import check_shape, match_predictions, read_prediction
+from .predictions import INDEX_NAME, read_index
 from .progress import Progress
 from .tasks import Task, get_task, list_tasks, task_for_dataset
 

@@ -20,7 +20,8 @@ import torch
 
 from precompute.pipeline import PriorsConfig, run
 from precompute.synthetic import write_glas_like
-from train.data import PatchDataset, make_loader
+from train.data import PatchDataset
+from train.loader import make_loader
 from train.losses import instance_loss
 from train.models import create_model, list_models
 
