@@ -392,7 +392,7 @@ def test_unreadable_weight_files_are_refused(what, tmp_path):
     elif what == "a tensor":
         torch.save(torch.zeros(3), path)
     problem = {
-        "missing": "does not exist",
+        "missing": "no such file",
         "text": "cannot be read",
         "a tensor": "not a mapping of names to tensors",
     }[what]

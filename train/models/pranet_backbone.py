@@ -19,33 +19,21 @@ authors' module names; so one key scheme reads both, from a torch file (``torch.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from precompute.types import SettingError
+
+from . import weight_files
 
 TIMM_NAME = "res2net50d"
 CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
 # BatchNorm's step counter: no learned value, and a file may lack it.
 _COUNTER = "num_batches_tracked"
-_READ_ERRORS = (
-    pickle.UnpicklingError,
-    SafetensorError,
-    RuntimeError,
-    OSError,
-    EOFError,
-    ValueError,
-    KeyError,
-    IndexError,
-    TypeError,
-)
 _EXPECTED = (
     "a Res2Net-50 v1b 26w4s ImageNet state dict (keys 'conv1.0.weight', "
     "'layer1.0.convs.0.weight', 'layer1.0.bns.0.weight', ..., optionally 'fc.*'), as in "
@@ -110,50 +98,12 @@ class PretrainedReport:
 
 def check_weights_file(path: str | Path) -> Path:
     """The path of an existing file, or SettingError naming it (run before building anything)."""
-    if not isinstance(path, str | Path) or not str(path):
-        raise SettingError(f"pretrained must be the path of a weight file, not {path!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise SettingError(f"pretrained weight file {path} does not exist; give {_EXPECTED}")
-    return path
+    return weight_files.check_weights_file(path, _EXPECTED)
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weight file by key, on the CPU: ``.safetensors`` by name, anything else
-    through ``torch.load(weights_only=True)``. SettingError if the file holds anything else."""
-    path = check_weights_file(path)
-    try:
-        if path.suffix == ".safetensors":
-            loaded = load_file(path, device="cpu")
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    # Reading an arbitrary file fails in many ways; each becomes one clear message.
-    except _READ_ERRORS as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise SettingError(
-            f"pretrained weight file {path} cannot be read ({type(err).__name__}: {detail}); "
-            f"give {_EXPECTED}"
-        ) from err
-    if not isinstance(loaded, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
-    ):
-        raise SettingError(
-            f"pretrained weight file {path} holds a {type(loaded).__name__} that is not a "
-            f"mapping of names to tensors; give {_EXPECTED}"
-        )
-    return dict(loaded)
-
-
-def _widen_input(value: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
-    """A first-convolution weight ``(out, c, k, k)`` zero-extended to ``shape`` = ``(out, C,
-    k, k)``, C > c; None when the shapes differ otherwise."""
-    if value.dim() != 4 or len(shape) != 4 or shape[1] <= value.shape[1]:
-        return None
-    if (value.shape[0], *value.shape[2:]) != (shape[0], *shape[2:]):
-        return None
-    wide = value.new_zeros(shape)
-    wide[:, : value.shape[1]] = value
-    return wide
+    """The tensors of a weight file by key, on the CPU (``weight_files.read_tensors``)."""
+    return weight_files.read_tensors(path, _EXPECTED)
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> PretrainedReport:
@@ -195,7 +145,8 @@ def apply_weights(
             continue
         target = own[key].shape
         if value.shape != target:
-            value = _widen_input(value, target) if key == "conv1.0.weight" else None
+            first = key == "conv1.0.weight"
+            value = weight_files.widen_first_conv(value, target)[0] if first else None
             if value is None:
                 skipped.append(key)
                 continue

@@ -32,26 +32,24 @@ Each is first renamed to the Microsoft layout (the one ``load_from`` reads), the
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from precompute.types import SettingError
 from precompute.weights import sha256_file
+
+from .weight_files import read_tensors, widen_first_conv
 
 if TYPE_CHECKING:
     from .swin_unet import SwinUNet
 
 LAYOUTS = ("microsoft", "timm", "torchvision")
 EXPECTED = (
-    "Microsoft's swin_tiny_patch4_window7_224.pth ({'model': ...} with "
+    "Microsoft's swin_tiny_patch4_window7_224.pth (`make weights` fetches it; {'model': ...} with "
     "layers.0.downsample.reduction.weight), timm's swin_tiny_patch4_window7_224 state dict "
     "(layers.1.downsample.reduction.weight, head.fc) or torchvision's swin_t state dict "
     "(features.0.0.weight)"
@@ -103,41 +101,8 @@ class PretrainedReport:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint: a ``.safetensors`` file, or a ``torch.save`` file read with
-    ``weights_only=True`` on the CPU; a ``{"model": ...}`` or ``{"state_dict": ...}`` wrapper is
-    opened. SettingError names the file when it is absent, unreadable or not name -> tensor."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise SettingError(f"pretrained must be the path of a Swin-T checkpoint, not {path!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise SettingError(
-            f"pretrained weights {path}: no such file; fetch Swin-T with `make weights` "
-            "or give the path of a Swin-T ImageNet checkpoint"
-        )
-    try:
-        if path.suffix == ".safetensors":
-            obj = load_file(path)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, SafetensorError) as err:
-        # The type only: torch's message for a refused pickle is long and suggests dropping
-        # weights_only, which a file of plain tensors never needs.
-        raise SettingError(
-            f"pretrained weights {path}: cannot be read as a PyTorch or safetensors file "
-            f"({type(err).__name__}); give {EXPECTED}"
-        ) from err
-    for wrapper in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    if not (
-        isinstance(obj, dict)
-        and obj
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    ):
-        raise SettingError(
-            f"pretrained weights {path}: not a state dict (names -> tensors); give {EXPECTED}"
-        )
-    return obj
+    """The tensors of a Swin-T weight file on the CPU (``weight_files.read_tensors``)."""
+    return read_tensors(path, EXPECTED)
 
 
 def layout_of(keys: Collection[str]) -> str | None:
@@ -190,28 +155,14 @@ def swin_unet_names(key: str, stages: int) -> list[str]:
 
 def fit(name: str, tensor: torch.Tensor, shape: torch.Size) -> tuple[torch.Tensor | None, str]:
     """``tensor`` made to fill the model tensor ``name`` of ``shape``, and a note on how it was
-    adapted ("" if it fits as it is); None if it cannot.
-
-    Only the first convolution is adapted, along its input channels: more than the file's
-    get zero kernels for the extra channels (so at initialisation they change nothing); one
-    gets the sum of the file's kernels, which is the released Swin-Unet's repeating a grey
-    image as RGB.
-    """
+    adapted ("" if it fits as it is); None if it cannot. Only the first convolution is
+    adapted, along its input channels (``weight_files.widen_first_conv``)."""
     if tensor.shape == shape:
         return tensor, ""
-    if name != FIRST_CONV or tensor.ndim != 4 or len(shape) != 4:
+    if name != FIRST_CONV:
         return None, ""
-    if tensor.shape[0] != shape[0] or tensor.shape[2:] != shape[2:]:
-        return None, ""
-    have, want = tensor.shape[1], shape[1]
-    if want > have:
-        zeros = tensor.new_zeros(tensor.shape[0], want - have, *tensor.shape[2:])
-        note = f"{name}: the file's {have} input channels, then {want - have} zero channels"
-        return torch.cat([tensor, zeros], dim=1), note
-    if want == 1:
-        note = f"{name}: the sum of the file's {have} input channels (one grey channel)"
-        return tensor.sum(dim=1, keepdim=True), note
-    return None, ""
+    fitted, note = widen_first_conv(tensor, shape)
+    return fitted, f"{name}: {note}" if note else ""
 
 
 def load_swin_imagenet(model: SwinUNet, path: str | os.PathLike) -> PretrainedReport:
@@ -227,7 +178,7 @@ def load_swin_imagenet(model: SwinUNet, path: str | os.PathLike) -> PretrainedRe
     if layout is None:
         first = ", ".join(list(state)[:3])
         raise SettingError(
-            f"pretrained weights {path}: not Swin-T weights in a layout this loader knows "
+            f"pretrained weight file {path}: not Swin-T weights in a layout this loader knows "
             f"(its first keys: {first}); give {EXPECTED}"
         )
     own = model.state_dict()
@@ -251,7 +202,7 @@ def load_swin_imagenet(model: SwinUNet, path: str | os.PathLike) -> PretrainedRe
                 notes.append(note)
     if not new:
         raise SettingError(
-            f"pretrained weights {path} ({layout} layout): none of its tensors fits this "
+            f"pretrained weight file {path} ({layout} layout): none of its tensors fits this "
             f"SwinUNet; Swin-T weights need {SWIN_T}"
         )
     result = model.load_state_dict(new, strict=False)
