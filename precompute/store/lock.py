@@ -125,6 +125,7 @@ def _write(target: Target, record: dict, exclusive: bool) -> None:
         fs.pipe_file(path, data, mode="create" if exclusive else "overwrite")
         return
     if exclusive:
+        os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)  # a new store's folder
         fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
