@@ -253,10 +253,22 @@ def test_table_cells_are_numpys_mean_and_std_over_seeds(monuseg):
             ]
             cell = row.cells[("test", m.name)]
             assert cell.mean == np.mean(values)
-            if len(values) > 1:
+            if len(values) > 1 and np.isfinite(values).all():
                 assert cell.std == np.std(values, ddof=1)
             else:
                 assert math.isnan(cell.std)
+
+
+def test_an_infinite_value_has_no_spread_and_no_warning():
+    import warnings
+
+    from samaug.reproduce.tables import Cell
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cell = Cell({0: 3.0, 1: math.inf, 2: 5.0})
+        assert cell.mean == math.inf and math.isnan(cell.std)
+        assert Cell({0: 3.0, 1: 5.0}).std == np.std([3.0, 5.0], ddof=1)
 
 
 def test_paper_numbers_land_beside_the_mapped_rows(monuseg):

@@ -57,8 +57,12 @@ class Cell:
 
     @property
     def std(self) -> float:
-        """Sample standard deviation over seeds (ddof=1); NaN with fewer than two."""
-        return float(np.std(list(self.values.values()), ddof=1)) if self.n > 1 else math.nan
+        """Sample standard deviation over seeds (ddof=1); NaN with fewer than two, or where a
+        value is not finite (an infinite Hausdorff distance has no spread)."""
+        values = np.array(list(self.values.values()), dtype=float)
+        if self.n < 2 or not np.isfinite(values).all():
+            return math.nan
+        return float(np.std(values, ddof=1))
 
 
 @dataclass
