@@ -4,4 +4,4 @@ Importing this package (and ``precompute.store``) never imports torch or SAM; th
 SAM masker is loaded lazily inside the workers that need it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
