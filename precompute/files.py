@@ -10,10 +10,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+# What ``torch.load(path, weights_only=True)`` of an arbitrary file fails with (its unpickler,
+# its zip reader, a truncated file, a file that is not torch's at all).
+TORCH_LOAD_ERRORS = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ normalise images (non-persistent buffers, absent from every state dict).
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from collections.abc import Mapping
 from functools import partial
@@ -28,6 +27,7 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
+from .files import TORCH_LOAD_ERRORS
 from .types import SamaugError
 from .weights import sha256_file
 
@@ -311,16 +311,7 @@ def load_state_dict(path: str | Path, mmap: bool = False) -> dict[str, torch.Ten
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     # torch.load on an arbitrary file fails in many ways; each becomes one clear message.
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        OSError,
-        EOFError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-    ) as err:
+    except TORCH_LOAD_ERRORS as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise SamaugError(
             f"{path} is not a torch checkpoint holding only tensors "

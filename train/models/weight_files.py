@@ -18,21 +18,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from precompute.files import TORCH_LOAD_ERRORS
 from precompute.types import SettingError
 
-# What reading an arbitrary file fails with: torch.load's unpickler and zip reader, and
-# safetensors' header checks.
-READ_ERRORS = (
-    pickle.UnpicklingError,
-    SafetensorError,
-    RuntimeError,
-    OSError,
-    EOFError,
-    ValueError,
-    KeyError,
-    IndexError,
-    TypeError,
-)
+# What reading an arbitrary file fails with: torch.load's, and safetensors' header checks.
+READ_ERRORS = (*TORCH_LOAD_ERRORS, SafetensorError)
 
 
 def check_weights_file(path: object, expected: str) -> Path:
