@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_SAM_SETTINGS
+from PIL import Image
 from train_helpers import make_glas_store, samaug, tiny
 
 from precompute.imageio import read_pixels
@@ -122,6 +124,22 @@ def test_predict_computes_the_priors_with_the_recorded_masker_and_scores_as_eval
     assert read_index(tmp_path / "predicted")["made_by"]["settings"]["tta"] == "none"
     plain = read_prediction(tmp_path / "predicted" / "testA_1_probability.tif")
     assert np.abs(plain - flipped).max() > 1e-4
+
+    # Another folder whose image has a name the kept store already holds: its priors would
+    # be another image's, so the store is refused, naming the file, and nothing is written.
+    other = tmp_path / "other"
+    other.mkdir()
+    pixels = read_pixels(data / "train_1.bmp")
+    Image.fromarray(pixels).save(other / "testA_1.png")
+    shutil.copy(data / "testA_2.bmp", other / "testA_2.bmp")  # the same pixels: fine
+    moved = dataclasses.replace(config, images=str(other), out=str(tmp_path / "moved"))
+    with pytest.raises(
+        SettingError,
+        match=r"holds priors of other images under the names of "
+        rf"{re.escape(str(other / 'testA_1.png'))} \(their pixels",
+    ):
+        predict(moved)
+    assert not (tmp_path / "moved").exists()
 
 
 def test_another_sam_checkpoint_is_refused_naming_both_hashes(trained, tmp_path):

@@ -33,7 +33,8 @@ from precompute.datasets import get_reader
 from precompute.devices import check_device, resolve_device
 from precompute.pipeline import PriorsConfig, RunSummary
 from precompute.pipeline import run as run_priors
-from precompute.store import open_store
+from precompute.store import Target, open_store
+from precompute.store.schema import sha256_of
 from precompute.types import ImageRef, SamaugError, SettingError
 
 from . import tta as test_time
@@ -167,6 +168,8 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
         get_reader("folder", images).refs()  # a folder without images is refused now
         if priors:
             masker = masker_for(loaded.state, config.checkpoint)
+            if config.masker_store is not None:
+                check_masker_store(config.masker_store, images)
     else:
         store = open_store(config.store)
         if priors:
@@ -259,6 +262,34 @@ def _predict_items(
         if progress is not None:
             progress("predict", done, total)
     return entries
+
+
+def check_masker_store(location: str, images: Path) -> None:
+    """A kept masker store is reused only for the images it was made from: every image of
+    the folder that is complete in it must have the pixels the store recorded (sha256),
+    else SettingError naming the files (its priors belong to another image of that name)."""
+    if not Target(location).exists():
+        return
+    store = open_store(location)
+    complete = set(store.ids())
+    reader = get_reader("folder", images, split=PRIORS_SPLIT)
+    others = []
+    for ref in reader.refs():
+        if ref.image_id not in complete:
+            continue
+        try:
+            pixels = reader.load(ref).image
+        except SamaugError:
+            continue  # named by the priors run, which does not reuse it either
+        if sha256_of(pixels) != store.image_attrs(ref.image_id)["image_sha256"]:
+            others.append(ref.image_path)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise SettingError(
+            f"--masker-store {location} holds priors of other images under the names of "
+            f"{shown} (their pixels' sha256 differ): keep one masker store per folder of "
+            "images, e.g. a new --masker-store path for this one"
+        )
 
 
 def _priors_config(config: PredictConfig, masker: MaskerChoice, scratch: str) -> PriorsConfig:
