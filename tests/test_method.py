@@ -122,11 +122,32 @@ def test_schedules_count_optimizer_steps(glas_store, tmp_path):
 # ---------------------------------------------------------------- resuming mid-epoch
 
 
-def test_a_run_stopped_mid_epoch_resumes_exactly(glas_store, tmp_path):
+# Swin-UNet draws random numbers while training (drop path 0.2, dropout 0.1): the resumed run
+# must draw the uninterrupted run's.
+RANDOM_IN_TRAINING = {
+    "base_channels": 12,
+    "num_heads": (1, 1, 2, 2),
+    "window_size": 4,
+    "drop_rate": 0.1,
+}
+
+
+@pytest.mark.parametrize(
+    "model,options",
+    [("unet", {"base_channels": 4}), ("swin_unet", RANDOM_IN_TRAINING)],
+    ids=["unet", "swin_unet_dropout"],
+)
+def test_a_run_stopped_mid_epoch_resumes_exactly(glas_store, tmp_path, model, options):
     # 3 batches an epoch, joint: stop after 2 batches (mid-epoch 0), again after 2 more
     # (the end of epoch 0, then mid-epoch 1), then finish: the same run as uninterrupted.
     settings = dict(
-        mode="joint", samples_per_epoch=12, save_every=1, warmup_epochs=0, val_fraction=0.0
+        mode="joint",
+        samples_per_epoch=12,
+        save_every=1,
+        warmup_epochs=0,
+        val_fraction=0.0,
+        model=model,
+        model_kwargs=options,
     )
     whole = train(tiny(glas_store, tmp_path / "whole", **settings), log=quiet)
     run = tiny(glas_store, tmp_path / "cut", **settings)
@@ -144,6 +165,20 @@ def test_a_run_stopped_mid_epoch_resumes_exactly(glas_store, tmp_path):
     assert same(checkpoint(tmp_path / "cut")["model"], checkpoint(tmp_path / "whole")["model"])
     assert log_rows(tmp_path / "cut") == log_rows(tmp_path / "whole")
     assert checkpoint(tmp_path / "cut")["batch"] == 0
+
+
+def test_each_batch_draws_from_its_own_seed():
+    from train.loop import seed_batch
+
+    def draws(*key):
+        seed_batch(*key)
+        return torch.rand(4)
+
+    first = draws(0, 0, 1, 5)
+    torch.rand(100)  # whatever ran before does not matter
+    assert torch.equal(draws(0, 0, 1, 5), first)
+    for other in ((1, 0, 1, 5), (0, 1, 1, 5), (0, 0, 2, 5), (0, 0, 1, 6)):
+        assert not torch.equal(draws(*other), first), other
 
 
 # ---------------------------------------------------------------- protocols and settings

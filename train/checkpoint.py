@@ -20,12 +20,14 @@ epoch is the recorded best epoch but ``best.pt`` holds another epoch (or is miss
 
 Within an epoch, a run with ``save_every`` N replaces ``last.pt`` (only) every N batches
 (``save_position``): then ``epoch`` is the last complete epoch (-1 in the first) and
-``batch`` the batches done of the next one, with their losses (``epoch_losses``); at an
+``batch`` the batches done of the next one, with their losses (``epoch_losses``; in a
+distributed run one list per rank); at an
 epoch's end ``batch`` is 0. A kill mid-epoch loses the batches since the last such save (all
 of the epoch without ``save_every``), and the rerun goes on from there: the model, optimiser,
-schedule, scaler and torch RNG states are the saved ones and the data loader skips the
-batches done (their items are fixed by the seed, the epoch and the index,
-``train.data``), so the resumed run computes what the uninterrupted run computes.
+schedule and scaler states are the saved ones and the data loader skips the batches done
+(their items are fixed by the seed, the epoch and the index, ``train.data``, and so is the
+torch generator of each batch, ``train.loop.seed_batch``), so the resumed run computes what
+the uninterrupted run computes.
 
 Checkpoints hold only tensors and plain values (dicts, lists, numbers, strings, None) and
 are read with ``torch.load(weights_only=True)``: a file that would need arbitrary objects
@@ -211,7 +213,7 @@ def resume(
 
     Refuses (SettingError) a run made with settings that change the result, naming each
     (``run_differences``); loads the checkpoint's states into ``parts`` (model, optimizer,
-    scheduler, scaler: anything with ``load_state_dict``) and the torch RNG. On the master
+    scheduler, scaler: anything with ``load_state_dict``). On the master
     process, repairs the files a kill left behind (module doc). Returns the checkpoint.
     """
     last = out / "last.pt"
@@ -227,7 +229,6 @@ def resume(
         )
     for name, part in parts.items():
         part.load_state_dict(state[name])
-    torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
     if master:
         _remove_partial_files(out)
         _repair_best(out, state)

@@ -89,6 +89,15 @@ def validate(
     return float(np.mean(scores))
 
 
+def seed_batch(seed: int, rank: int, epoch: int, index: int) -> None:
+    """Seed torch's generators (CPU and every CUDA device) for one batch from the run's seed,
+    the process's rank, the epoch and the batch's index, as the data's items are seeded
+    (``train.data``): dropout and drop-path draw the same numbers in a resumed run, on any
+    device, in every process of a distributed run, with no generator state to save."""
+    state = np.random.SeedSequence((seed, rank, epoch, index)).generate_state(2, np.uint32)
+    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
 def train(
     config: TrainConfig,
     log=print,
@@ -183,6 +192,8 @@ def train(
         start_epoch, step = state["epoch"] + 1, state["step"]
         best_epoch, best, history = state["best_epoch"], state["best_val_dice"], state["log"]
         skip, epoch_losses = state.get("batch", 0), list(state.get("epoch_losses", []))
+        if epoch_losses and isinstance(epoch_losses[0], list):  # a distributed run's, per rank
+            epoch_losses = list(epoch_losses[procs.rank % len(epoch_losses)])
     validation = validation_note(config, train_ids, val_ids)
     if procs.master:
         if pretrained is not None:
@@ -210,7 +221,6 @@ def train(
             "best_epoch": best_epoch,
             "best_val_dice": best,
             "log": history,
-            "torch_rng": torch.get_rng_state(),
         }
 
     # ---- loop
@@ -227,6 +237,7 @@ def train(
         loader.sampler.skip, first, skip = skip * config.batch_size, skip, 0
         what = f"epoch {epoch + 1}/{config.epochs}"
         for index, batch in enumerate(watch.steps(loader, progress, what, first), start=first):
+            seed_batch(config.seed, procs.rank, epoch, index)
             losses += train_batch(net, batch, plan, loss_fn, fusion, optimization, autocast)
             step += plan.steps_per_batch
             done = index + 1
@@ -236,8 +247,12 @@ def train(
             if done < len(loader) and (
                 stopped or (config.save_every and done % config.save_every == 0)
             ):
+                position = losses
+                if procs.world > 1:  # every rank's losses, so each resumes with its own
+                    position = [[]] * procs.world
+                    dist.all_gather_object(position, losses)
                 if procs.master:
-                    checkpoint.save_position(out, snapshot(epoch - 1, done, losses))
+                    checkpoint.save_position(out, snapshot(epoch - 1, done, position))
                 if stopped:
                     break
         if stopped and done < len(loader):
