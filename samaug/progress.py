@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
@@ -25,6 +26,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.text import Text
 
@@ -47,20 +49,27 @@ class Bars:
     where to draw (default: stderr). Use as a context manager: the bars live inside ``with``.
     """
 
-    def __init__(self, enabled: bool | None = None, console: Console | None = None) -> None:
+    def __init__(
+        self, enabled: bool | None = None, console: Console | None = None, bytes: bool = False
+    ) -> None:
         terminal = sys.stderr.isatty() and sys.stdout.isatty()
         self.enabled = terminal if enabled is None else enabled
         self.console = console or Console(stderr=True)
+        self.bytes = bytes  # counts are bytes (downloads): sizes and transfer speed
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> Bars:
         if self.enabled:
+            counts = (
+                (DownloadColumn(), TransferSpeedColumn())
+                if self.bytes
+                else (MofNCompleteColumn(), RateColumn())
+            )
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
-                RateColumn(),
+                *counts,
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
@@ -75,14 +84,17 @@ class Bars:
             self._progress = None
         self._tasks.clear()
 
-    def __call__(self, what: str, done: int, total: int) -> None:
+    def __call__(self, what: str, done: int, total: int | None) -> None:
+        """Draw ``done`` of ``total`` (None or 0: not known, e.g. a download of no stated
+        length) for ``what``; a bar is removed once complete."""
+        total = total or None
         if self._progress is None:
             return
         if what not in self._tasks:
             self._tasks[what] = self._progress.add_task(what, total=total)
         task = self._tasks[what]
         self._progress.update(task, completed=done, total=total)
-        if done >= total:  # the command's own line says what came of it
+        if total is not None and done >= total:  # the command's own line says what came of it
             self._progress.remove_task(task)
             del self._tasks[what]
 

@@ -79,3 +79,16 @@ def test_bars_draw_on_a_terminal_and_nothing_elsewhere(capsys):
         bars.echo("plain")
     assert "epoch 2/3" not in screen.getvalue()
     assert capsys.readouterr().out == "plain\n"
+
+
+def test_download_bars_count_bytes_and_take_an_unknown_length():
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with Bars(enabled=True, console=console, bytes=True) as bars:
+        bars("vit_h", 1_500_000, 2_564_550_879)
+        bars("swin_t", 3_000_000, 0)  # no Content-Length: drawn without an end
+        assert set(bars._tasks) == {"vit_h", "swin_t"}
+        bars("vit_h", 2_564_550_879, 2_564_550_879)
+        assert set(bars._tasks) == {"swin_t"}
+    drawn = screen.getvalue()
+    assert "0.0/2.6 GB" in drawn and "3.0/? MB" in drawn

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -207,16 +207,14 @@ def weights(
             f"{', '.join([*CHECKPOINTS, *BACKBONES])}"
         )
 
-    def show(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            sys.stderr.write(f"\r{done / 1e6:8.1f} / {total / 1e6:.1f} MB")
-
-    for name in names:
-        if name in CHECKPOINTS:
-            (path,) = download_checkpoints([name], directory, base_url or BASE_URL, show)
-        else:
-            (path,) = download_backbones([name], directory, base_url, show)
-        typer.echo(f"\n{path}: sha256 ok" if sys.stderr.isatty() else f"{path}: sha256 ok")
+    with Bars(bytes=True) as bars:
+        for name in names:
+            show = partial(bars, name)
+            if name in CHECKPOINTS:
+                (path,) = download_checkpoints([name], directory, base_url or BASE_URL, show)
+            else:
+                (path,) = download_backbones([name], directory, base_url, show)
+            bars.echo(f"{path}: sha256 ok")
 
 
 def register(app: typer.Typer) -> None:
