@@ -141,6 +141,14 @@ def test_predict_computes_the_priors_with_the_recorded_masker_and_scores_as_eval
         predict(moved)
     assert not (tmp_path / "moved").exists()
 
+    # A file the kept store holds priors of, unreadable now: a failure naming the file, never
+    # predicted from the store's old copy of its pixels; the other image is predicted.
+    (tmp_path / "new" / "testA_2.bmp").write_bytes(b"BM not an image")
+    broken = predict(dataclasses.replace(config, out=str(tmp_path / "broken")))
+    assert [image_id for image_id, _ in broken.failures] == ["testA_2"]
+    assert str(tmp_path / "new" / "testA_2.bmp") in broken.failures[0][1]
+    assert [entry["image_id"] for entry in broken.entries] == ["testA_1"]
+
 
 def test_another_sam_checkpoint_is_refused_naming_both_hashes(trained, tmp_path):
     data, store, run_dir = trained

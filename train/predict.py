@@ -139,6 +139,9 @@ class Prediction:
     out: Path
     masker: MaskerChoice | None  # None: no priors to compute (a store, or the raw strategy)
     ids: list[str]  # a store's images to predict (empty for a folder)
+    # Images of the folder whose priors a kept masker store holds but whose file cannot be
+    # read now: (image ID, reason); failures, not predicted from the store's old copy.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -160,7 +163,7 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
     loaded = load_model(config.model, config.model_checkpoint, resolve_device(config.device))
     strategy = check_strategy(loaded.config.mode, config.strategy)
     priors = strategy != "raw"  # a raw input never reads them
-    masker, ids = None, []
+    masker, ids, unreadable = None, [], []
     if config.images is not None:
         images = Path(config.images)
         if not images.is_dir():
@@ -169,7 +172,7 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
         if priors:
             masker = masker_for(loaded.state, config.checkpoint)
             if config.masker_store is not None:
-                check_masker_store(config.masker_store, images)
+                unreadable = check_masker_store(config.masker_store, images)
     else:
         store = open_store(config.store)
         if priors:
@@ -179,7 +182,7 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
         if not ids:
             raise SettingError(f"{config.store}: no complete images to predict")
     out = prepare_folder(config.out)
-    return Prediction(config, loaded, strategy, out, masker, ids)
+    return Prediction(config, loaded, strategy, out, masker, ids, unreadable)
 
 
 @torch.no_grad()
@@ -198,6 +201,7 @@ def run_prediction(job: Prediction, progress: Progress | None = None) -> Predict
                 on_progress=None if progress is None else _priors_progress(progress),
             )
             failures += [(f.image_id, f.message) for f in priors_summary.failures]
+            failures += job.unreadable
             failed = {image_id for image_id, _ in failures}
             refs = get_reader("folder", config.images, split=PRIORS_SPLIT).refs()
             ids = [ref.image_id for ref in refs if ref.image_id not in failed]
@@ -264,23 +268,25 @@ def _predict_items(
     return entries
 
 
-def check_masker_store(location: str, images: Path) -> None:
+def check_masker_store(location: str, images: Path) -> list[tuple[str, str]]:
     """A kept masker store is reused only for the images it was made from: every image of
     the folder that is complete in it must have the pixels the store recorded (sha256),
-    else SettingError naming the files (its priors belong to another image of that name)."""
+    else SettingError naming the files (its priors belong to another image of that name).
+    Returns (image ID, reason) of those whose file cannot be read now (failures)."""
     if not Target(location).exists():
-        return
+        return []
     store = open_store(location)
     complete = set(store.ids())
     reader = get_reader("folder", images, split=PRIORS_SPLIT)
-    others = []
+    others, unreadable = [], []
     for ref in reader.refs():
         if ref.image_id not in complete:
             continue
         try:
             pixels = reader.load(ref).image
-        except SamaugError:
-            continue  # named by the priors run, which does not reuse it either
+        except SamaugError as err:
+            unreadable.append((ref.image_id, str(err)))
+            continue
         if sha256_of(pixels) != store.image_attrs(ref.image_id)["image_sha256"]:
             others.append(ref.image_path)
     if others:
@@ -290,6 +296,7 @@ def check_masker_store(location: str, images: Path) -> None:
             f"{shown} (their pixels' sha256 differ): keep one masker store per folder of "
             "images, e.g. a new --masker-store path for this one"
         )
+    return unreadable
 
 
 def _priors_config(config: PredictConfig, masker: MaskerChoice, scratch: str) -> PriorsConfig:
