@@ -25,6 +25,10 @@ CacheOption = Annotated[
         help="Keep what is read from a store URL in this folder: read once, then from disk."
     ),
 ]
+# The device of every command that runs a model.
+DeviceOption = Annotated[
+    str, typer.Option(help="auto (CUDA where torch sees a GPU, else the CPU), cpu, cuda or cuda:K.")
+]
 
 _STATE = {"verbose": False}
 

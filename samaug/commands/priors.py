@@ -11,7 +11,7 @@ import typer
 from precompute.maskers import MaskerName
 from precompute.types import SamaugError
 
-from ..options import StorageOption, parse_pairs, storage_options, verbose
+from ..options import DeviceOption, StorageOption, parse_pairs, storage_options, verbose
 from ..progress import Bars
 
 # What `samaug weights` fetches unnamed: the paper's SAM (ViT-H, as the released
@@ -70,9 +70,7 @@ def priors(
     scheduler_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for --scheduler and its first worker.")
     ] = 30.0,
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA where there is a GPU), cpu, cuda or cuda:K.")
-    ] = "auto",
+    device: DeviceOption = "auto",
     threads: Annotated[
         int | None, typer.Option(help="Torch threads per worker (default: cores / workers).")
     ] = None,

@@ -9,7 +9,7 @@ import typer
 
 from train.choices import Certainty
 
-from ..options import parse_pairs
+from ..options import DeviceOption, parse_pairs
 
 
 def reproduce_command(
@@ -26,7 +26,7 @@ def reproduce_command(
         int | None,
         typer.Option(help="Training items per epoch of every run (default: all images)."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
+    device: DeviceOption = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     weights_dir: Annotated[
         Path, typer.Option(help="Where the ImageNet backbones are (make weights).")

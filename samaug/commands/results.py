@@ -12,7 +12,7 @@ import typer
 
 from train.choices import DEFAULT_CERTAINTY, Certainty, ProbabilityFormat, Strategy, Tta
 
-from ..options import verbose
+from ..options import DeviceOption, verbose
 from ..progress import Bars
 
 
@@ -47,7 +47,7 @@ def predict_command(
     scheduler: Annotated[
         str | None, typer.Option(help="Address of a running Dask scheduler.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
+    device: DeviceOption = "auto",
     tta: Annotated[
         Tta, typer.Option(help="Test-time augmentation: none, or flip (mean over mirrorings).")
     ] = "none",

@@ -15,7 +15,14 @@ import typer
 from train.choices import Certainty, Mode, ProbabilityFormat, Tta
 from train.protocols import JointUpdate, Loss, LrSchedule, Optimizer
 
-from ..options import CacheOption, StorageOption, parse_numbers, parse_pairs, storage_options
+from ..options import (
+    CacheOption,
+    DeviceOption,
+    StorageOption,
+    parse_numbers,
+    parse_pairs,
+    storage_options,
+)
 from ..progress import Bars
 
 
@@ -90,7 +97,7 @@ def train_command(
         str | None,
         typer.Option(help="glands, nuclei or binary (default: the dataset's; train.tasks)."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
+    device: DeviceOption = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model argument KEY=VALUE, e.g. base_channels=16.")
@@ -170,7 +177,7 @@ def eval_command(
         Certainty,
         typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
     ] = "margin_minmax",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:K.")] = "auto",
+    device: DeviceOption = "auto",
     min_size: Annotated[
         int, typer.Option(help="Remove predicted objects of fewer pixels (glas, monuseg).")
     ] = 10,
