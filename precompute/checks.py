@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-from .types import SettingError
+from precompute.types import SettingError
 
 
 def integer(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:

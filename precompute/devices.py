@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .types import SettingError
+from precompute.types import SettingError
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

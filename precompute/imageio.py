@@ -46,8 +46,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from .limits import check_pixels, max_pixels
-from .types import InputError, SamaugError
+from precompute.limits import check_pixels, max_pixels
+from precompute.types import InputError, SamaugError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff")

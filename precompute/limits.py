@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from .types import SamaugError
+from precompute.types import SamaugError
 
 DEFAULT_MAX_PIXELS = 2 * 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS * 2: its error threshold
 DEFAULT_MAX_MASKS = 100_000

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .imageio import IMAGE_SUFFIXES
-from .types import MAX_ID_LENGTH, RESERVED_IDS, ImageRef, SamaugError, image_id_problem
+from precompute.imageio import IMAGE_SUFFIXES
+from precompute.types import MAX_ID_LENGTH, RESERVED_IDS, ImageRef, SamaugError, image_id_problem
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _DIGIT_RUNS = re.compile(r"(\d+)", re.ASCII)

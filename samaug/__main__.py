@@ -1,5 +1,5 @@
 """``python -m samaug`` (and ``torchrun -m samaug train ...``) runs the command line."""
 
-from .cli import main
+from samaug.cli import main
 
 main()

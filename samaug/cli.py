@@ -24,12 +24,9 @@ try:  # typer >= 0.20 raises usage errors from its own copy of click, not from c
 except ImportError:  # an older typer: click's own
     _TyperClickException = click.ClickException
 
-from .commands import priors as priors_commands
-from .commands import reproduce as reproduce_commands
-from .commands import results as results_commands
-from .commands import store as store_commands
-from .commands import train as train_commands
-from .options import set_verbose, verbose
+from samaug.commands import priors_commands, reproduce_commands, store_commands, train_commands
+from samaug.commands import result_commands as results_commands
+from samaug.commands.options import set_verbose, verbose
 
 app = typer.Typer(
     help="SAMAug: Segment Anything priors, precomputed once into a Zarr store, and the trainer.",

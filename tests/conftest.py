@@ -1,11 +1,7 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-# Test helpers (http_server) live beside the tests.
-sys.path.insert(0, str(Path(__file__).parent))
 
 # Under pytest-xdist (`make test` runs one worker per core) every worker, and each process
 # its tests start, uses one torch/OpenMP thread: workers that each took every core would
@@ -20,18 +16,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # ../shared/data); tests that need them skip where it is absent, as on a user's machine.
 SHARED_DATA_VARIABLE = "SAMAUG_SHARED_DATA"
 
-# Generator settings that let a random tiny SAM keep many masks (see precompute/tiny_sam.py).
-TINY_SAM_SETTINGS = {
-    "points_per_side": 8,
-    "pred_iou_thresh": 0.0,
-    "stability_score_thresh": 0.0,
-    "box_nms_thresh": 1.0,
-}
-
 
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
-    from precompute.tiny_sam import save_tiny_sam
+    from tests.support.tiny_sam import save_tiny_sam
 
     return save_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth")
 

@@ -7,23 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from http_server import serve
 
 from precompute import store as st
-from precompute.synthetic import tissue_image
 from precompute.types import MaskSet, SamaugError, SettingError
-from train import augment as ta
-from train import data as td
+from samaug.demo.synthetic import tissue_image
+from tests.support.http import serve
 from train import fusion as tf
-from train import loader as tl
 from train import targets as tt
 from train import tasks as tk
+from train.data import augment as ta
+from train.data import datasets as td
+from train.data import loader as tl
 
 PATCH = 64
 DATASET = {"name": "toy", "reader_options": {}, "splits": {"train": 4, "test": 1}}
 MASKER = {"kind": "superpixel", "settings": {}}
 STILL = ta.AugmentSettings(enabled=False)
-# Geometry only: jitter ranges of 0 leave the pixels bit-exact (see train.augment.jitter).
+# Geometry only: jitter ranges of 0 leave the pixels bit-exact (see train.data.augment.jitter).
 NO_JITTER = dict(brightness=0.0, contrast=0.0, color=0.0)
 
 
@@ -348,7 +348,7 @@ def test_fusions_on_a_tiny_batch():
 
 def test_importing_the_data_modules_does_not_import_sam():
     code = (
-        "import json, sys, train.data, train.fusion; "
+        "import json, sys, train.data.datasets, train.fusion; "
         "print(json.dumps('segment_anything' in sys.modules))"
     )
     out = subprocess.run(

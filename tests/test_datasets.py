@@ -10,23 +10,12 @@ import pytest
 from PIL import Image
 from skimage.draw import polygon as draw_polygon
 
-from precompute.datasets import READERS, get_reader, iter_records, normalise_reader_options
 from precompute.listing import safe_id
+from precompute.readers import READERS, get_reader, iter_records, normalise_reader_options
 from precompute.types import InputError, SamaugError, image_id_problem
+from tests.support.image_files import RNG, rgb, save
 
-RNG = np.random.default_rng(0)
 MONUSEG_TRAIN = Path("monuseg") / "MoNuSeg 2018 Training Data"
-
-
-def rgb(height: int, width: int) -> np.ndarray:
-    return RNG.integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
-    image.save(path)
-    return path
 
 
 def aperio_xml(path: Path, polygons: list[list[tuple[float, float]]]) -> Path:

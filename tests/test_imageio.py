@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from test_datasets import RNG, rgb, save
 
 from precompute.imageio import read_image, read_label
 from precompute.types import InputError
+from tests.support.image_files import RNG, rgb, save
 
 # --------------------------------------------------------------------------- conversion
 

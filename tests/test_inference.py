@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from precompute.types import SettingError
-from train.inference import (
+from train.inference.predicting import (
     STRATEGIES,
     all_strategies,
     combine,

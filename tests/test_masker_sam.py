@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 
-from precompute.masker_sam import SamMasker, SamMaskerSettings, reference_generate
-from precompute.sam_loader import (
+from precompute.downloads import sha256_file
+from precompute.maskers.sam import SamMasker, SamMaskerSettings, reference_generate
+from precompute.maskers.sam_loader import (
     OFFICIAL_CONFIGS,
     architecture_name,
     build_sam,
@@ -25,10 +26,9 @@ from precompute.sam_loader import (
     checkpoint_info,
     infer_sam_config,
 )
-from precompute.sam_masks import threshold_torch, upscaling_layout
-from precompute.tiny_sam import build_tiny_sam, save_tiny_sam
+from precompute.maskers.sam_masks import threshold_torch, upscaling_layout
 from precompute.types import MaskSet, SamaugError, SettingError
-from precompute.weights import sha256_file
+from tests.support.tiny_sam import build_tiny_sam, save_tiny_sam
 
 
 def tiny_config(**overrides) -> dict:

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
-from precompute.masker_superpixel import (
+from precompute.maskers.superpixel import (
     SuperpixelMasker,
     SuperpixelSettings,
     cross_scale_scores,
     sequential_labels,
 )
-from precompute.synthetic import tissue_image
 from precompute.types import SettingError
+from samaug.demo.synthetic import tissue_image
 
 # Scales small enough for a 64x64 image to give several regions at each one.
 SETTINGS = {

@@ -15,8 +15,8 @@ from precompute.maskers import (
     masker_kind,
     masker_provenance,
 )
-from precompute.synthetic import tissue_image
 from precompute.types import MaskSet, SettingError
+from samaug.demo.synthetic import tissue_image
 
 # Small settings per masker, so that each generates in well under a second.
 FAST = {

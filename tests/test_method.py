@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from train_helpers import make_glas_store, tiny
 
 from precompute.types import SettingError
-from train.config import TrainConfig
+from tests.support.train_helpers import make_glas_store, tiny
+from train.data.loader import make_loader
 from train.fusion import FusionSettings
-from train.inference import model_input
-from train.loader import make_loader
-from train.loop import train
+from train.inference.predicting import model_input
 from train.models import create_model
-from train.optim import lr_schedule, update_plan
 from train.protocols import RECIPES, get_protocol
-from train.run_setup import training_data
 from train.tasks import get_task
+from train.training.config import TrainConfig
+from train.training.loop import train
+from train.training.optim import lr_schedule, update_plan
+from train.training.run_setup import training_data
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_a_run_stopped_mid_epoch_resumes_exactly(glas_store, tmp_path, model, op
 
 
 def test_each_batch_draws_from_its_own_seed():
-    from train.loop import seed_batch
+    from train.training.loop import seed_batch
 
     def draws(*key):
         seed_batch(*key)

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SAM_SETTINGS
 
-from precompute.datasets import get_reader
+from precompute.downloads import sha256_file
 from precompute.pipeline import PriorsConfig, log_path, process_image, run
 from precompute.priors import compute_priors
-from precompute.report import verify
+from precompute.readers import get_reader
 from precompute.store import complete_ids, open_store
-from precompute.synthetic import write_glas_like
-from precompute.weights import sha256_file
+from precompute.store.maintenance import verify
+from samaug.demo.synthetic import write_glas_like
+from tests.support.tiny_sam import TINY_SAM_SETTINGS
 
 SAMAUG = [sys.executable, "-m", "samaug"]
 
@@ -64,7 +64,7 @@ def glas(tmp_path):
 
 
 def test_process_image_writes_what_the_masker_and_priors_give(glas, tmp_path, tiny_sam_checkpoint):
-    from precompute.masker_sam import SamMasker, SamMaskerSettings
+    from precompute.maskers.sam import SamMasker, SamMaskerSettings
     from precompute.pipeline import store_attrs
     from precompute.store import prepare_store
 
@@ -334,7 +334,7 @@ def test_strip_and_attach_images_for_sharing(glas, tmp_path):
 def test_auto_device_is_cuda_exactly_where_torch_sees_a_gpu():
     import torch
 
-    from precompute.workers import worker_device
+    from precompute.pipeline.workers import worker_device
 
     expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     assert worker_device("auto") == expected

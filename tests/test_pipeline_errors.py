@@ -14,8 +14,8 @@ from PIL import Image
 
 from precompute.pipeline import PriorsConfig, log_path, run
 from precompute.store import open_store
-from precompute.synthetic import write_glas_like
 from precompute.types import SamaugError, SettingError
+from samaug.demo.synthetic import write_glas_like
 
 SAMAUG = [sys.executable, "-m", "samaug"]
 

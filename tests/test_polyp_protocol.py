@@ -12,19 +12,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision import transforms
-from train_helpers import tiny, write_pranet_like
 
 from precompute.pipeline import PriorsConfig, run
 from precompute.store import open_store
-from train.data import WholeImageDataset
-from train.evaluate import evaluate_run
+from tests.support.train_helpers import tiny, write_pranet_like
+from train.data.datasets import WholeImageDataset
 from train.fusion import FusionSettings
-from train.inference import predict_image
-from train.loop import train
+from train.inference.predicting import predict_image
 from train.losses import make_loss, structure_loss
 from train.protocols import IMAGENET_MEAN, IMAGENET_STD, scale_sizes
-from train.resized import ResizedDataset, rescale_batch
+from train.protocols.polyp_protocol import ResizedDataset, rescale_batch
+from train.results.evaluation import evaluate_run
 from train.tasks import get_task
+from train.training.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from precompute.types import SettingError
+from train.losses import boundary_weights, structure_loss
 from train.models import create_model, list_models
-from train.models.pranet import PraNet, boundary_weights, structure_loss
+from train.models.pranet import PraNet
 from train.models.pranet_backbone import build_backbone, load_backbone_weights
 
 SMALL = {"base_channels": 8}

@@ -16,24 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SAM_SETTINGS
 from PIL import Image
-from train_helpers import make_glas_store, samaug, tiny
 
 from precompute.imageio import read_pixels
 from precompute.store import open_store
-from precompute.tiny_sam import save_tiny_sam
 from precompute.types import InputError, SamaugError, SettingError
-from train.bundle import export_bundle, read_model
-from train.evaluate import evaluate_run
-from train.loop import train
-from train.predict import PredictConfig, check_strategy, predict, prepare_prediction
-from train.prediction_reader import read_prediction
-from train.predictions import read_index, write_prediction
-from train.provenance import masker_for
-from train.saving import FileSettings, save_probs
-from train.score import prepare_scoring, score_folder
+from tests.support.tiny_sam import TINY_SAM_SETTINGS, save_tiny_sam
+from tests.support.train_helpers import make_glas_store, samaug, tiny
+from train.results.bundle import export_bundle, read_model
+from train.results.evaluation import evaluate_run
+from train.results.prediction_files import read_index, write_prediction
+from train.results.prediction_reader import read_prediction
+from train.results.provenance import masker_for
+from train.results.saving import FileSettings, save_probs
+from train.results.scoring import prepare_scoring, score_folder
+from train.results.serving import PredictConfig, check_strategy, predict, prepare_prediction
 from train.tasks import get_task
+from train.training.loop import train
 
 PROBABILITIES = FileSettings(probabilities=True, probability_format="tif")  # float32: exact
 

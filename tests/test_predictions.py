@@ -9,14 +9,14 @@ from PIL import Image
 
 from precompute.imageio import read_pixels
 from precompute.types import InputError, SamaugError, SettingError
-from train.prediction_reader import check_shape, match_predictions, read_prediction
-from train.predictions import (
+from train.results.prediction_files import (
     OVERLAY_COLOUR,
     prepare_folder,
     read_index,
     write_index,
     write_prediction,
 )
+from train.results.prediction_reader import check_shape, match_predictions, read_prediction
 
 
 def numbered(height: int, width: int) -> np.ndarray:

@@ -3,7 +3,7 @@ import pytest
 from skimage.segmentation import find_boundaries
 
 from precompute.priors import boxes_from_masks, compute_priors, reference_priors
-from precompute.synthetic import random_masks
+from samaug.demo.synthetic import random_masks
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from precompute.types import InputError, SettingError
-from train.progress import (
+from train.training.run_log import (
     BEST_COLOUR,
     DICE_COLOUR,
     GRID_GAP,

@@ -27,19 +27,19 @@ from samaug.reproduce import (
     write_figure,
     write_table,
 )
-from samaug.reproduce.figure import (
+from samaug.reproduce.plots import (
     FIGURE_DPI,
     FIGURE_WIDTH,
     POINT_COLOUR,
     ZERO_COLOUR,
     figure_height,
 )
-from train.config import MODES, TrainConfig
-from train.evaluate import write_table as write_csv
-from train.inference import STRATEGIES
+from train.inference.predicting import STRATEGIES
 from train.metrics import polyp_scores
 from train.models import list_models
+from train.results.evaluation import write_table as write_csv
 from train.tasks import NUCLEI_METRICS, get_task
+from train.training.config import MODES, TrainConfig
 
 # The synthetic rows hold only each grid's metric columns: every split value is their mean
 # over images, as evaluation aggregates MoNuSeg and polyp scores.

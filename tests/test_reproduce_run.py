@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy.stats import wilcoxon
-from train_helpers import make_glas_store, one_error_line, samaug
 
 from precompute.types import SettingError
 from samaug.reproduce.driver import ReproduceSettings, plan_runs, reproduce
-from samaug.reproduce.figure import figure_height
+from samaug.reproduce.plots import figure_height
+from tests.support.train_helpers import make_glas_store, one_error_line, samaug
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from http_server import serve
-from store_toys import DATASET, MASKER, chunk_file, rewrite, toy_store, write
 
 from precompute import __version__
 from precompute import store as st
-from precompute.report import verify
+from precompute.store.maintenance import verify
 from precompute.types import SamaugError
+from tests.support.http import serve
+from tests.support.store_toys import DATASET, MASKER, chunk_file, rewrite, toy_store, write
 
 
 @pytest.fixture(name="toy_store")
@@ -266,7 +266,7 @@ def test_store_module_imports_neither_torch_nor_sam():
     import sys
 
     code = (
-        "import sys, precompute.store, precompute.report; "
+        "import sys, precompute.store, precompute.store.maintenance; "
         "print(json.dumps(sorted(m for m in ('torch','segment_anything') if m in sys.modules)))"
     )
     out = subprocess.run(

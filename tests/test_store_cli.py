@@ -7,7 +7,8 @@ import sys
 
 import pytest
 import zarr
-from store_toys import toy_store
+
+from tests.support.store_toys import toy_store
 
 SAMAUG = [sys.executable, "-m", "samaug"]
 

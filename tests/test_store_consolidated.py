@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from http_server import running
-from store_toys import folder_dataset_store, write
 
 from precompute import store as st
 from precompute.pipeline import PriorsConfig, run
-from precompute.report import attach_images, check_store, repair
-from precompute.synthetic import write_glas_like
+from precompute.store.maintenance import attach_images, check_store, repair
+from samaug.demo.synthetic import write_glas_like
+from tests.support.http import running
+from tests.support.store_toys import folder_dataset_store, write
 
 
 def has_copy(path: Path) -> bool:

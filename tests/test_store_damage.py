@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from http_server import serve
-from store_toys import rewrite, toy_store, write
 
 from precompute import store as st
-from precompute.report import check_store, info_lines, repair, verify
+from precompute.store.maintenance import check_store, info_lines, repair, verify
 from precompute.types import SamaugError
+from tests.support.http import serve
+from tests.support.store_toys import rewrite, toy_store, write
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_a_missing_chunk_is_damage_not_zeros_in_a_version_1_store(tmp_path):
 
 
 def test_training_stops_at_a_missing_chunk_with_one_line(toy):
-    from train.data import PatchDataset
+    from train.data.datasets import PatchDataset
 
     path, _ = toy
     (path / "images" / "a_1" / "priors" / "c" / "0" / "0" / "0").unlink()
@@ -273,7 +273,7 @@ def test_repair_unmarks_exactly_the_flagged_images(five):
 
 def test_repair_then_priors_redoes_exactly_those_images(tmp_path):
     from precompute.pipeline import PriorsConfig, run
-    from precompute.synthetic import write_glas_like
+    from samaug.demo.synthetic import write_glas_like
 
     glas = write_glas_like(tmp_path / "glas", {"train": 4}, size=(48, 64))
     config = PriorsConfig(

@@ -12,12 +12,12 @@ import zipfile
 import numpy as np
 import pytest
 import zarr
-from http_server import running
-from store_toys import DATASET, MASKER, folder_dataset_store, toy_store, write
 
 from precompute import store as st
-from precompute.report import check_store
+from precompute.store.maintenance import check_store
 from precompute.types import SamaugError
+from tests.support.http import running
+from tests.support.store_toys import DATASET, MASKER, folder_dataset_store, toy_store, write
 
 SAMAUG = [sys.executable, "-m", "samaug"]
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 import pytest
-from http_server import running
-from store_toys import toy_store
 
 from precompute import store as st
-from precompute.report import check_store
 from precompute.store import shards
+from precompute.store.maintenance import check_store
+from tests.support.http import running
+from tests.support.store_toys import toy_store
 
 
 @pytest.fixture

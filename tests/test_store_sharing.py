@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import zarr
 from PIL import Image
-from store_toys import DATASET, MASKER, folder_dataset_store, toy_store, write
 
 from precompute import store as st
-from precompute.datasets import get_reader
-from precompute.report import attach_images, verify
+from precompute.readers import get_reader
+from precompute.store.maintenance import attach_images, verify
 from precompute.types import SamaugError
+from tests.support.store_toys import DATASET, MASKER, folder_dataset_store, toy_store, write
 
 SAMAUG = [sys.executable, "-m", "samaug"]
 

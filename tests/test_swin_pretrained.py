@@ -12,14 +12,14 @@ import re
 import pytest
 import timm
 import torch
-from http_server import serve
 from safetensors.torch import save_file
 from torchvision.models.swin_transformer import SwinTransformer
 
 from precompute.types import SamaugError, SettingError
+from tests.support.http import serve
 from train.models import create_model
+from train.models.backbones import BACKBONES, download_backbones
 from train.models.swin_unet import SwinUNet
-from train.models.weights import BACKBONES, download_backbones
 
 WIDTH, HEADS, SWIN_T_DEPTHS = 24, (1, 2, 4, 8), (2, 2, 6, 2)
 NARROW = {"base_channels": WIDTH, "num_heads": HEADS}

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import make_glas_store, tiny, write_pranet_like
 
 from precompute.pipeline import PriorsConfig, run
-from train.evaluate import comparison_rows, evaluate_run, format_table
-from train.inference import STRATEGIES
-from train.loop import train
+from tests.support.train_helpers import make_glas_store, tiny, write_pranet_like
+from train.inference.predicting import STRATEGIES
 from train.metrics import GlasParts, glas_pooled
+from train.results.evaluation import comparison_rows, evaluate_run, format_table
+from train.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,9 +95,9 @@ def test_training_and_eval_never_import_sam(glas_store, tmp_path):
     config.save(tmp_path / "config.json")
     code = (
         "import sys, json\n"
-        "from train.config import TrainConfig\n"
-        "from train.loop import train\n"
-        "from train.evaluate import evaluate_run\n"
+        "from train.training.config import TrainConfig\n"
+        "from train.training.loop import train\n"
+        "from train.results.evaluation import evaluate_run\n"
         f"train(TrainConfig.load({str(tmp_path / 'config.json')!r}), log=lambda l: None)\n"
         f"evaluate_run({str(tmp_path / 'r')!r}, checkpoint='last.pt')\n"
         "print(json.dumps([m for m in sys.modules if m.startswith('segment_anything')]))\n"
@@ -120,7 +120,7 @@ def test_ddp_two_cpu_processes_with_gloo(glas_store, tmp_path):
             "--nproc_per_node",
             "2",
             "-m",
-            "train.loop",
+            "train.training.loop",
             "--config",
             str(tmp_path / "config.json"),
         ],
@@ -158,8 +158,8 @@ def test_ddp_resumed_mid_epoch_equals_the_uninterrupted_run(glas_store, tmp_path
     script = tmp_path / "run.py"
     script.write_text(
         "import sys\n"
-        "from train.config import TrainConfig\n"
-        "from train.loop import train\n"
+        "from train.training.config import TrainConfig\n"
+        "from train.training.loop import train\n"
         "stop = int(sys.argv[2]) if len(sys.argv) > 2 else None\n"
         "train(TrainConfig.load(sys.argv[1]), log=lambda line: None, stop_after_batches=stop)\n"
     )
@@ -193,7 +193,7 @@ def test_ddp_resumed_mid_epoch_equals_the_uninterrupted_run(glas_store, tmp_path
 
 
 def test_training_from_a_store_served_over_http(glas_store, tmp_path):
-    from http_server import serve
+    from tests.support.http import serve
 
     with serve(glas_store.parent) as url:
         remote = train(

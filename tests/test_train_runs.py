@@ -13,11 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import ROOT, make_glas_store, one_error_line, samaug, tiny, tiny_cli
 
 from precompute.types import SamaugError, SettingError
-from train.config import TrainConfig
-from train.loop import train
+from tests.support.train_helpers import (
+    ROOT,
+    make_glas_store,
+    one_error_line,
+    samaug,
+    tiny,
+    tiny_cli,
+)
+from train.training.config import TrainConfig
+from train.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +347,7 @@ def test_eval_show_and_demo_option_errors_are_one_line(glas_store, finished_run,
 
 
 def test_a_store_server_lost_mid_training_ends_in_one_error_line(glas_store, tmp_path):
-    from http_server import serve
+    from tests.support.http import serve
 
     out = tmp_path / "run"
     with serve(glas_store.parent) as url:

@@ -3,11 +3,11 @@ read is one line naming the store and the key (run again), and what was complete
 
 import numpy as np
 import pytest
-from http_server import running
-from store_toys import toy_store
 
 from precompute import store as st
 from precompute.types import SamaugError
+from tests.support.http import running
+from tests.support.store_toys import toy_store
 
 
 @pytest.fixture

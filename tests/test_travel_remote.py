@@ -5,16 +5,16 @@ requests and counts them): a version 1 folder, a version 2 (sharded) folder and 
 
 import pytest
 import torch
-from http_server import running
-from train_helpers import tiny
 
 from precompute import store as st
-from precompute.datasets import get_reader
 from precompute.pipeline import PriorsConfig, run, store_attrs
-from precompute.synthetic import write_glas_like
-from train.checkpoint import load_checkpoint
-from train.evaluate import evaluate_run
-from train.loop import train
+from precompute.readers import get_reader
+from samaug.demo.synthetic import write_glas_like
+from tests.support.http import running
+from tests.support.train_helpers import tiny
+from train.results.evaluation import evaluate_run
+from train.training.checkpoint import load_checkpoint
+from train.training.loop import train
 
 
 def glas_config(data, store) -> PriorsConfig:

@@ -13,14 +13,14 @@ import time
 import numpy as np
 import pytest
 import torch
-from train_helpers import tiny
 
 from precompute import store as st
 from precompute.pipeline import PriorsConfig, run
-from precompute.report import check_store
-from precompute.synthetic import write_glas_like
+from precompute.store.maintenance import check_store
 from precompute.types import SamaugError
-from train.loop import train
+from samaug.demo.synthetic import write_glas_like
+from tests.support.train_helpers import tiny
+from train.training.loop import train
 
 s3fs = pytest.importorskip("s3fs", reason="s3fs is an optional extra (pip install samaug[s3])")
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
@@ -230,7 +230,7 @@ def test_a_missing_bucket_or_refused_credentials_are_one_line(s3, tmp_path):
 
 
 def test_a_packed_store_reads_in_place_from_a_bucket(s3, tmp_path):
-    from store_toys import toy_store
+    from tests.support.store_toys import toy_store
 
     _, options = s3
     data = toy_store(tmp_path / "toy.zarr")

@@ -6,7 +6,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from http_server import running
+
+from tests.support.http import running
 
 
 def get(url: str, range_header: str | None = None, method: str = "GET"):

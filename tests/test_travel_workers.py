@@ -5,8 +5,8 @@ import os
 import signal
 
 from precompute.pipeline import ImageResult, PriorsConfig, run
-from precompute.report import verify
-from precompute.synthetic import write_glas_like
+from precompute.store.maintenance import verify
+from samaug.demo.synthetic import write_glas_like
 
 
 def test_a_killed_worker_does_not_fail_the_run(tmp_path):

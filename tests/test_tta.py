@@ -5,10 +5,10 @@ import torch
 
 from precompute.types import SettingError
 from train.fusion import FusionSettings, fuse, raw
-from train.inference import sliding_window_probs
+from train.inference.predicting import sliding_window_probs
+from train.inference.tta import check_tta, predict
 from train.models import create_model
 from train.tasks import get_task
-from train.tta import check_tta, predict
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from train_helpers import make_glas_store, tiny
 
-from samaug.progress import Bars
-from train.loop import train
-from train.watch import IMAGE_EVERY
+from samaug.commands.bars import Bars
+from tests.support.train_helpers import make_glas_store, tiny
+from train.training.loop import train
+from train.training.watch import IMAGE_EVERY
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 import hashlib
 
 import pytest
-from http_server import serve
 
+from precompute.downloads import fetch, sha256_file
 from precompute.types import SamaugError
-from precompute.weights import fetch, sha256_file
+from tests.support.http import serve
 
 
 def test_fetch_checks_sha256_and_keeps_nothing_bad(tmp_path):
@@ -31,7 +31,7 @@ def test_fetch_checks_sha256_and_keeps_nothing_bad(tmp_path):
 
 def test_weights_command_fetches_sam_and_backbones_and_checks_them(tmp_path, capsys):
     from samaug.cli import main
-    from train.models.weights import BACKBONES
+    from train.models.backbones import BACKBONES
 
     def error_line(*args: str) -> str:
         """The command line run in-process: exit 1 and its one ``error:`` line."""

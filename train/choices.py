@@ -14,7 +14,7 @@ Mode = Literal["raw", "samaug", "joint"]
 Strategy = Literal["raw", "samaug", "ensemble", "select"]
 Certainty = Literal["margin", "margin_minmax", "entropy"]
 Tta = Literal["none", "flip"]
-ProbabilityFormat = Literal["npz", "tif"]  # train.predictions.PROB_FORMATS
+ProbabilityFormat = Literal["npz", "tif"]  # train.results.prediction_files.PROB_FORMATS
 
 MODES: tuple[str, ...] = get_args(Mode)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)

@@ -11,8 +11,9 @@ setting, ``make_loss``), with pixels marked IGNORE_INDEX (padding) left out of e
   "structure_unweighted" (as SAMAug's polyp script computes it: no weights at all).
 
 Targets come as a patch dataset makes them, ``(B, H, W)`` int64 in {0, 1, 2} or
-IGNORE_INDEX, or as a resize protocol makes them (``train.resized``), ``(B, H, W)`` float32
-soft masks in [0, 1]; the structure losses take both, the task losses the first.
+IGNORE_INDEX, or as a resize protocol makes them (``train.protocols.polyp_protocol``),
+``(B, H, W)`` float32 soft masks in [0, 1]; the structure losses take both, the task losses the
+first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .targets import IGNORE_INDEX
+from train.targets import IGNORE_INDEX
 
 EPS = 1.0  # smoothing of the soft Dice / IoU ratios (in pixels)
 

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from precompute.types import SamaugError, SettingError
+from train.losses import binary_loss, instance_loss
+from train.postprocess import instances_from_probs
+from train.targets import binary_target, instance_target
 
 from . import metrics as M
-from .losses import binary_loss, instance_loss
-from .postprocess import instances_from_probs
-from .targets import binary_target, instance_target
 
-# A row of per-image scores may carry these keys besides the metrics (see train.evaluate).
+# A row of per-image scores may carry these keys besides the metrics (see train.results.evaluation).
 IMAGE_KEYS = ("split", "image_id", "strategy")
 
 
@@ -46,7 +46,7 @@ class Task:
     needs_context: whether a pixel's target depends on its neighbours' labels (then a
       patch's target is computed on a label window with a margin).
     num_outputs: logit channels of the model; activation: "softmax" over them, or
-      "sigmoid" for a single foreground channel (``train.inference`` conventions).
+      "sigmoid" for a single foreground channel (``train.inference.predicting`` conventions).
     loss: (logits (B, K, H, W), target (B, H, W) int64) -> scalar tensor.
     prediction: (probs (K, H, W) float32 numpy in [0, 1], min_size) -> the map a prediction
       is scored by and saved as: for ``prediction_kind`` "labels" an (H, W) int32 instance
@@ -70,7 +70,7 @@ class Task:
     pool_splits: bool = False
 
     def __post_init__(self) -> None:
-        # train.inference reads a one-channel output as a sigmoid foreground, more as softmax.
+        # Inference reads a one-channel output as a sigmoid foreground, more as softmax.
         expected = "sigmoid" if self.num_outputs == 1 else "softmax"
         assert self.activation == expected, (self.name, self.num_outputs, self.activation)
         assert self.prediction_kind in ("labels", "probability"), self.prediction_kind

@@ -21,10 +21,9 @@
 Imports numpy and zarr only: no torch, no segment_anything.
 """
 
-from . import consolidated, lock
-from .cache import StoreCache
-from .consolidated import consolidate
-from .derive import (
+from precompute.store.cache import StoreCache
+from precompute.store.consolidated import consolidate
+from precompute.store.derive import (
     merge_stores,
     pack_store,
     read_ids,
@@ -33,12 +32,12 @@ from .derive import (
     unpack_store,
     upgrade_store,
 )
-from .guarded import GuardedStore, StoreUnreachableError
-from .layout import Layout, layout_of
-from .links import links_inside
-from .location import is_url, is_zip
-from .reader import SamaugStore, open_store
-from .resume import (
+from precompute.store.guarded import GuardedStore, StoreUnreachableError
+from precompute.store.layout import Layout, layout_of
+from precompute.store.links import links_inside
+from precompute.store.location import is_url, is_zip
+from precompute.store.reader import SamaugStore, open_store
+from precompute.store.resume import (
     PreparedStore,
     complete_ids,
     group_problem,
@@ -47,7 +46,7 @@ from .resume import (
     signature_differences,
     unmark_images,
 )
-from .schema import (
+from precompute.store.schema import (
     ARRAY_NAMES,
     EVERY_CHUNK_WRITTEN,
     MAP_NAMES,
@@ -62,9 +61,9 @@ from .schema import (
     pack_masks,
     unpack_masks,
 )
-from .sharing import attach_image, mark_images_attached
-from .target import Target
-from .writer import (
+from precompute.store.sharing import attach_image, mark_images_attached
+from precompute.store.target import Target
+from precompute.store.writer import (
     is_samaug_store,
     read_root_attrs,
     set_index,
@@ -72,6 +71,8 @@ from .writer import (
     store_root_attrs,
     write_image,
 )
+
+from . import consolidated, lock
 
 __all__ = [
     "ARRAY_NAMES",

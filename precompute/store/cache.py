@@ -34,9 +34,9 @@ from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
-from ..files import atomic_write_bytes
-from ..types import SamaugError, SettingError
-from .zipstore import _span
+from precompute.files import atomic_write_bytes
+from precompute.store.zipstore import _span
+from precompute.types import SamaugError, SettingError
 
 
 class StoreCache:
@@ -63,7 +63,7 @@ class StoreCache:
 
 def identity(location: str, root: dict) -> str:
     """The cache folder name of the store at ``location`` whose root metadata is ``root``."""
-    from .resume import signature
+    from precompute.store.resume import signature
 
     attrs = root.get("attributes", {}) if isinstance(root, dict) else {}
     attrs = attrs if isinstance(attrs, dict) else {}

@@ -24,7 +24,7 @@ from typing import Any
 import zarr
 from zarr.errors import ZarrUserWarning
 
-from ..types import image_id_problem
+from precompute.types import image_id_problem
 
 _WARNING = "Consolidated metadata is currently not part"
 

@@ -23,14 +23,14 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 
-from ..types import SamaugError
-from .layout import Layout, layout_of
-from .links import is_within, links_inside
-from .location import is_url, is_zip
-from .reader import SamaugStore
-from .schema import ARRAY_NAMES
-from .sinks import FolderSink, ZipSink, group_document
-from .writer import write_arrays
+from precompute.store.layout import Layout, layout_of
+from precompute.store.links import is_within, links_inside
+from precompute.store.location import is_url, is_zip
+from precompute.store.reader import SamaugStore
+from precompute.store.schema import ARRAY_NAMES
+from precompute.store.sinks import FolderSink, ZipSink, group_document
+from precompute.store.writer import write_arrays
+from precompute.types import SamaugError
 
 
 @dataclass

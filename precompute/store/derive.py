@@ -15,16 +15,16 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .. import __version__
-from ..types import SamaugError, image_id_problem
-from .copying import Built, Part, build, check_destination
-from .location import is_url, is_zip
-from .lock import holding
-from .reader import SamaugStore, open_store
-from .resume import signature_differences
-from .schema import ARRAY_NAMES, EVERY_CHUNK_WRITTEN, SCHEMA_VERSION
-from .target import Target
-from .writer import now
+from precompute import __version__
+from precompute.store.copying import Built, Part, build, check_destination
+from precompute.store.location import is_url, is_zip
+from precompute.store.lock import holding
+from precompute.store.reader import SamaugStore, open_store
+from precompute.store.resume import signature_differences
+from precompute.store.schema import ARRAY_NAMES, EVERY_CHUNK_WRITTEN, SCHEMA_VERSION
+from precompute.store.target import Target
+from precompute.store.writer import now
+from precompute.types import SamaugError, image_id_problem
 
 
 def _open(location: str | Path, storage_options: dict | None) -> SamaugStore:

@@ -19,9 +19,9 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
-from ..types import SamaugError
-from .schema import damaged
-from .zipstore import ZipFormatError
+from precompute.store.schema import damaged
+from precompute.store.zipstore import ZipFormatError
+from precompute.types import SamaugError
 
 MEMORY_BYTES = 32 << 20
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import ARRAY_NAMES, MASKS_PER_CHUNK, PER_MASK_DTYPES, TILE
+from precompute.store.schema import ARRAY_NAMES, MASKS_PER_CHUNK, PER_MASK_DTYPES, TILE
 
 # Arrays every complete group holds; "image" too unless the store is stripped, "label" where
 # the group's ``sha256`` lists it (annotated images).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..types import SamaugError
+from precompute.types import SamaugError
 
 
 def links_inside(root: str | Path) -> list[Path]:

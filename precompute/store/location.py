@@ -13,8 +13,8 @@ from typing import Any
 
 from zarr.storage import FsspecStore, LocalStore
 
-from ..types import SamaugError
-from .zipstore import FileSource, FsspecSource, ZipRangeStore
+from precompute.store.zipstore import FileSource, FsspecSource, ZipRangeStore
+from precompute.types import SamaugError
 
 _PACKAGES = {
     "s3": "s3fs",

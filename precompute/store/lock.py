@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ..files import atomic_write_bytes
-from ..types import SamaugError
-from .location import filesystem
-from .target import Target
+from precompute.files import atomic_write_bytes
+from precompute.store.location import filesystem
+from precompute.store.target import Target
+from precompute.types import SamaugError
 
 SUFFIX = ".lock"
 

@@ -19,13 +19,16 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ..types import NotInStoreError, SamaugError
-from . import consolidated, shards
-from .cache import CachingStore, StoreCache
-from .guarded import GuardedStore, StoreUnreachableError, transport_errors, unreachable
-from .layout import ArraySpec, layout_of, metadata_problem
-from .location import is_url, is_zip, read_store
-from .schema import (
+from precompute.store.cache import CachingStore, StoreCache
+from precompute.store.guarded import (
+    GuardedStore,
+    StoreUnreachableError,
+    transport_errors,
+    unreachable,
+)
+from precompute.store.layout import ArraySpec, layout_of, metadata_problem
+from precompute.store.location import is_url, is_zip, read_store
+from precompute.store.schema import (
     ARRAY_NAMES,
     EVERY_CHUNK_WRITTEN,
     MAP_NAMES,
@@ -36,7 +39,10 @@ from .schema import (
     image_attrs_problem,
     unpack_masks,
 )
-from .zipstore import ZipFormatError
+from precompute.store.zipstore import ZipFormatError
+from precompute.types import NotInStoreError, SamaugError
+
+from . import consolidated, shards
 
 __all__ = ["GuardedStore", "SamaugStore", "StoreUnreachableError", "open_store"]
 

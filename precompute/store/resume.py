@@ -13,14 +13,18 @@ from typing import Any
 
 import zarr
 
-from ..files import atomic_write_json
-from ..types import SamaugError, check_image_id, image_id_problem
-from .consolidated import consolidate
-from .layout import Layout, layout_of, metadata_problem
-from .links import refuse_links
-from .schema import EVERY_CHUNK_WRITTEN, SCHEMA_VERSION, check_root_attrs, image_attrs_problem
-from .target import Target
-from .writer import (
+from precompute.files import atomic_write_json
+from precompute.store.consolidated import consolidate
+from precompute.store.layout import Layout, layout_of, metadata_problem
+from precompute.store.links import refuse_links
+from precompute.store.schema import (
+    EVERY_CHUNK_WRITTEN,
+    SCHEMA_VERSION,
+    check_root_attrs,
+    image_attrs_problem,
+)
+from precompute.store.target import Target
+from precompute.store.writer import (
     is_samaug_store,
     now,
     open_root,
@@ -28,6 +32,7 @@ from .writer import (
     read_root_attrs,
     target_of,
 )
+from precompute.types import SamaugError, check_image_id, image_id_problem
 
 
 def signature(attrs: Mapping) -> dict:

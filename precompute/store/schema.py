@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from ..limits import max_masks, max_pixels
-from ..types import SamaugError, image_id_problem
+from precompute.limits import max_masks, max_pixels
+from precompute.types import SamaugError, image_id_problem
 
 # The version this samaug writes, and every version it reads (store_schema.md, "Versions").
 SCHEMA_VERSION = 2

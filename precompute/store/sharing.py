@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ..types import SamaugError
-from .layout import layout_of
-from .schema import sha256_of
-from .writer import create_array, now, open_root
+from precompute.store.layout import layout_of
+from precompute.store.schema import sha256_of
+from precompute.store.writer import create_array, now, open_root
+from precompute.types import SamaugError
 
 # An attached image is written under this name in its group and renamed to "image" once all
 # of it is written: a reader never sees part of an image.

@@ -20,7 +20,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 
-from .consolidated import consolidate
+from precompute.store.consolidated import consolidate
 
 # Members carry a fixed time stamp: the same store packs to the same bytes.
 _EPOCH = (1980, 1, 1, 0, 0, 0)

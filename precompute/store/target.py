@@ -22,9 +22,9 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
-from ..files import atomic_write_text
-from ..types import SamaugError
-from .location import filesystem, is_url, is_zip, url_problem
+from precompute.files import atomic_write_text
+from precompute.store.location import filesystem, is_url, is_zip, url_problem
+from precompute.types import SamaugError
 
 
 def remote_problem(location: str, err: BaseException, action: str) -> SamaugError:

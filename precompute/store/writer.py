@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .. import __version__
-from ..types import MaskSet, check_image_id
-from .layout import ArraySpec, Layout, layout_of
-from .links import refuse_link
-from .schema import (
+from precompute import __version__
+from precompute.store.layout import ArraySpec, Layout, layout_of
+from precompute.store.links import refuse_link
+from precompute.store.schema import (
     MASKS_PER_CHUNK,
     PRIOR_DEFINITIONS,
     SCHEMA_VERSION,
@@ -29,7 +28,8 @@ from .schema import (
     pack_masks,
     sha256_of,
 )
-from .target import Target
+from precompute.store.target import Target
+from precompute.types import MaskSet, check_image_id
 
 
 def now() -> str:

@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from . import priors, stores, training
+from . import prior_bench, store_bench, training_bench
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,15 +15,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        priors.bench_priors(n_masks=120, repeat=1 if args.quick else 3)
-        priors.bench_masker(directory)
-        priors.bench_vit_b(directory, image_size=256 if args.quick else 1000)
-        priors.bench_mask_bytes(directory)
-        priors.bench_throughput(
+        prior_bench.bench_priors(n_masks=120, repeat=1 if args.quick else 3)
+        prior_bench.bench_masker(directory)
+        prior_bench.bench_vit_b(directory, image_size=256 if args.quick else 1000)
+        prior_bench.bench_mask_bytes(directory)
+        prior_bench.bench_throughput(
             directory, images=4 if args.quick else 16, points=8 if args.quick else 32
         )
-        training.main(directory)
-        stores.main(directory, images=3 if args.quick else 6)
+        training_bench.main(directory)
+        store_bench.main(directory, images=3 if args.quick else 6)
 
 
 main()

@@ -2,12 +2,12 @@
 
 For every model of the grid (``grids.py``), every training mode (``raw`` and ``joint``) and
 every seed 0..N-1, one run directory ``OUT/runs/<model>-<mode>-<seed>`` is trained
-(``train.loop.train``, the dataset's protocol and recipe; ``--epochs`` and ``--budget`` cut
-them short) and evaluated on the grid's test splits (``train.evaluate``: raw / samaug /
+(``train.training.loop.train``, the dataset's protocol and recipe; ``--epochs`` and ``--budget`` cut
+them short) and evaluated on the grid's test splits (``train.results.evaluation``: raw / samaug /
 ensemble / select). Then the table (``tables.build_table``) goes to ``OUT/<table>.md`` and
 ``OUT/<table>.csv`` and the per-image differences to ``OUT/<table>.png``.
 
-Resumable run by run: a run directory resumes where it stopped (``train.checkpoint``), a
+Resumable run by run: a run directory resumes where it stopped (``train.training.checkpoint``), a
 finished run trains no further epoch, and a run already evaluated on what it holds now
 (the same optimizer steps and best epoch, recorded as ``metrics.json``'s "reproduce") is
 not evaluated again. Everything is checked before the first run starts: the settings, the
@@ -30,19 +30,18 @@ from precompute import checks
 from precompute.devices import check_device
 from precompute.store import open_store
 from precompute.types import SettingError
-from train.checkpoint import read_json, update_metrics
+from samaug.reproduce.grids import Grid, get_grid
+from samaug.reproduce.plots import write_figure
+from samaug.reproduce.render import write_table
+from samaug.reproduce.runs import load_runs
+from samaug.reproduce.tables import build_table
 from train.choices import DEFAULT_CERTAINTY
-from train.config import TrainConfig
-from train.evaluate import evaluate_run
-from train.inference import check_certainty
-from train.loop import train
-from train.models.weights import BACKBONES
-
-from .figure import write_figure
-from .grids import Grid, get_grid
-from .render import write_table
-from .runs import load_runs
-from .tables import build_table
+from train.inference.predicting import check_certainty
+from train.models.backbones import BACKBONES
+from train.results.evaluation import evaluate_run
+from train.training.checkpoint import read_json, update_metrics
+from train.training.config import TrainConfig
+from train.training.loop import train
 
 # The ImageNet weights each model's paper starts from, as files in ``weights_dir``: Swin-T
 # (``make weights``), and Res2Net-50 v1b 26w4s as its authors release it (no pinned

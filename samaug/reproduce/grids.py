@@ -1,7 +1,7 @@
 """The paper's three experiment grids as data: what ``samaug reproduce TABLE`` trains and shows.
 
 A grid names the dataset of the store it reads, the models (registry names of
-``train.models``), the training modes every model is trained in (``train.config.MODES``),
+``train.models``), the training modes every model is trained in (``train.training.config.MODES``),
 the table's rows as (training mode, test-time strategy) pairs with the baseline first, the
 test splits, the metrics of the table (their direction and how the paper prints them) and
 the *main* metric, the one the paired statistics and the figure are about.
@@ -17,7 +17,7 @@ polyp      pranet                                         the five PraNet test s
 Rows, per model: the baseline, a ``raw``-trained model tested on raw images
 (``raw``/``raw``), then the ``joint``-trained model (the paper's combined loss on raw and
 augmented inputs) under each test-time strategy: ``raw``, ``samaug``, ``ensemble``,
-``select`` (``train.inference``). A ``raw``-trained model tested with priors would see an
+``select`` (``train.inference.predicting``). A ``raw``-trained model tested with priors would see an
 input it was never trained on, so those rows are not part of the grid.
 
 Test splits are the store's split names: MoNuSeg's 14-image test set ``test``, GlaS

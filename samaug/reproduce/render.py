@@ -29,10 +29,9 @@ import math
 from pathlib import Path
 
 from precompute.files import atomic_write_text
-
-from .grids import MODEL_LABELS, Metric
-from .stats import PairedComparison
-from .tables import Table, TableRow
+from samaug.reproduce.grids import MODEL_LABELS, Metric
+from samaug.reproduce.stats import PairedComparison
+from samaug.reproduce.tables import Table, TableRow
 
 NONE = "—"
 UNIT_WORDS = {"%": "in percent", "px": "in pixels"}

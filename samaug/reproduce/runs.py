@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute.types import InputError
-
-from .grids import Grid
+from samaug.reproduce.grids import Grid
 
 CONFIG, METRICS, PER_IMAGE = "config.json", "metrics.json", "test_per_image.csv"
 KEY_COLUMNS = ("split", "image_id", "strategy")

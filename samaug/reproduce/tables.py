@@ -34,11 +34,10 @@ import numpy as np
 
 from precompute.checks import integer
 from precompute.types import InputError, SamaugError
-
-from .grids import Grid
-from .paper import PaperResults, load_paper
-from .runs import METRICS, PER_IMAGE, RunResult, check_run, check_unique
-from .stats import PairedComparison, average_over_seeds, paired_comparison
+from samaug.reproduce.grids import Grid
+from samaug.reproduce.paper import PaperResults, load_paper
+from samaug.reproduce.runs import METRICS, PER_IMAGE, RunResult, check_run, check_unique
+from samaug.reproduce.stats import PairedComparison, average_over_seeds, paired_comparison
 
 
 @dataclass

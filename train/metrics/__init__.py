@@ -76,7 +76,7 @@ threshold whenever TP = 0, including when gt and binarised prediction are both e
 that one case scores 1.0, every other case is identical.
 """
 
-from .glas import (
+from train.metrics.glas import (
     GlasParts,
     glas_object_dice,
     glas_object_f1,
@@ -84,8 +84,8 @@ from .glas import (
     glas_parts,
     glas_pooled,
 )
-from .nuclei import aji, aji_plus, pixel_f1, pq, pq_parts
-from .polyp import polyp_scores
+from train.metrics.nuclei import aji, aji_plus, pixel_f1, pq, pq_parts
+from train.metrics.polyp import polyp_scores
 
 __all__ = [
     "aji",

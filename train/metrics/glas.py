@@ -10,7 +10,7 @@ from dataclasses import astuple, dataclass
 import numpy as np
 from scipy import ndimage
 
-from ._labels import OverlapTable, best_per_gt, best_per_pred, overlap_table
+from train.metrics._labels import OverlapTable, best_per_gt, best_per_pred, overlap_table
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ._labels import (
-    OverlapTable,
-    best_per_gt,
-    check_labels,
-    check_pair,
-    overlap_table,
-)
+from train.metrics._labels import OverlapTable, best_per_gt, check_labels, check_pair, overlap_table
 
 
 def _aggregated_jaccard(ov: OverlapTable, chosen: np.ndarray) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._labels import check_pair
+from train.metrics._labels import check_pair
 
 
 def _polyp_gt(gt: np.ndarray) -> np.ndarray:

@@ -4,8 +4,7 @@ Importing this package registers every model; build one with
 ``create_model(name, in_channels=..., num_classes=...)``.
 """
 
-from . import pnet, pranet, swin_unet, unet  # noqa: F401  (imported to register the models)
-from .registry import (
+from train.models.factory import (
     check_model_name,
     check_model_options,
     create_model,
@@ -14,6 +13,8 @@ from .registry import (
     parameter_count,
     register_model,
 )
+
+from . import pnet, pranet, swin_unet, unet  # noqa: F401  (imported to register the models)
 
 __all__ = [
     "check_model_name",

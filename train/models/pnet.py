@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import conv_bn_relu
-from .registry import register_model
+from train.models.blocks import conv_bn_relu
+from train.models.factory import register_model
 
 LAYERS = (2, 2, 3, 3, 3)
 DILATIONS = (1, 2, 4, 8, 16)

@@ -30,12 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from precompute.checks import integer
-
-from ..losses import boundary_weights, structure_loss  # noqa: F401 (PraNet's loss, re-exported)
-from .blocks import crop_padding, pad_to_multiple
-from .pranet_backbone import PretrainedReport, apply_weights, build_backbone, read_weights
-from .pranet_blocks import PartialDecoder, ReceptiveField, ReverseAttention
-from .registry import register_model
+from train.models.blocks import crop_padding, pad_to_multiple
+from train.models.factory import register_model
+from train.models.pranet_backbone import (
+    PretrainedReport,
+    apply_weights,
+    build_backbone,
+    read_weights,
+)
+from train.models.pranet_blocks import PartialDecoder, ReceptiveField, ReverseAttention
 
 # The released branches: (width, kernel, ReLU convolutions, kernel of the last convolution),
 # for the layer-4, layer-3 and layer-2 features.

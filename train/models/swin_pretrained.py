@@ -39,13 +39,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from precompute.downloads import sha256_file
 from precompute.types import SettingError
-from precompute.weights import sha256_file
-
-from .weight_files import read_tensors, widen_first_conv
+from train.models.weight_files import read_tensors, widen_first_conv
 
 if TYPE_CHECKING:
-    from .swin_unet import SwinUNet
+    from train.models.swin_unet import SwinUNet
 
 LAYOUTS = ("microsoft", "timm", "torchvision")
 EXPECTED = (

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .blocks import crop_padding, pad_to_multiple
-from .registry import register_model
-from .swin_pretrained import load_swin_imagenet
+from train.models.blocks import crop_padding, pad_to_multiple
+from train.models.factory import register_model
+from train.models.swin_pretrained import load_swin_imagenet
 
 # Added to the attention logits of excluded pairs (Swin's value): exp(-100) vanishes next to
 # any real logit, yet a fully masked row stays finite (no NaN) where -inf would not.

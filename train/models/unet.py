@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DoubleConv, Down, Up, crop_padding, pad_to_multiple
-from .registry import register_model
+from train.models.blocks import DoubleConv, Down, Up, crop_padding, pad_to_multiple
+from train.models.factory import register_model
 
 
 @register_model("unet")

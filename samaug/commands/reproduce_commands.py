@@ -1,0 +1,75 @@
+"""``samaug reproduce TABLE``: the paper's grid trained, evaluated and tabulated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from samaug.commands.options import DeviceOption, parse_pairs
+from train.choices import Certainty
+
+
+def reproduce_command(
+    table: Annotated[str, typer.Argument(help="monuseg, glas or polyp.")],
+    store: Annotated[str, typer.Option(help="The table's store (samaug priors DATASET ...).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Runs and table files (default: reproduce/TABLE).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 of every run.")] = 3,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs of every run (default: its recipe's).")
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(help="Training items per epoch of every run (default: all images)."),
+    ] = None,
+    device: DeviceOption = "auto",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    weights_dir: Annotated[
+        Path, typer.Option(help="Where the ImageNet backbones are (make weights).")
+    ] = Path("checkpoints"),
+    pretrained: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL=PATH (or MODEL=none) instead of weights-dir's file."),
+    ] = None,
+    model_option: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE for every model, e.g. base_channels=16.")
+    ] = None,
+    train_option: Annotated[
+        list[str] | None,
+        typer.Option(help="A training setting KEY=VALUE for every run, e.g. batch_size=16."),
+    ] = None,
+    certainty: Annotated[
+        Certainty,
+        typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
+    ] = "margin_minmax",
+) -> None:
+    """Train every run of a paper table (resumable), evaluate it, write the table and figure."""
+    from samaug.reproduce.driver import ReproduceSettings, reproduce
+
+    settings = ReproduceSettings(
+        table=table,
+        store=store,
+        out=str(out or Path("reproduce") / table),
+        seeds=seeds,
+        epochs=epochs,
+        budget=budget,
+        device=device,
+        workers=workers,
+        weights_dir=str(weights_dir),
+        pretrained={k: str(v) for k, v in parse_pairs(pretrained, "--pretrained").items()},
+        model_kwargs=parse_pairs(model_option, "--model-option"),
+        train_options=parse_pairs(train_option, "--train-option"),
+        certainty=certainty,
+    )
+    result = reproduce(settings, log=typer.echo)
+    typer.echo(
+        f"{len(result['runs'])} runs ({result['trained']} trained, {result['evaluated']} "
+        f"evaluated this time)\n{result['markdown']}\n{result['csv']}\n{result['figure']}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("reproduce")(reproduce_command)

@@ -1,0 +1,299 @@
+"""``samaug train``, ``samaug eval``, ``samaug show`` and ``samaug demo``.
+
+Heavy imports (torch) happen inside the commands, so ``samaug store info`` stays quick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from samaug.commands.bars import Bars
+from samaug.commands.options import (
+    CacheOption,
+    DeviceOption,
+    StorageOption,
+    parse_numbers,
+    parse_pairs,
+    storage_options,
+)
+from train.choices import Certainty, Mode, ProbabilityFormat, Tta
+from train.protocols import JointUpdate, Loss, LrSchedule, Optimizer
+
+
+def train_command(
+    store: Annotated[str, typer.Option(help="Store path or read-only URL (samaug priors).")],
+    model: Annotated[
+        str,
+        typer.Option(help="unet, attention_unet, pnet, swin_unet, pranet (the registry)."),
+    ] = "unet",
+    mode: Annotated[Mode, typer.Option(help="joint (the paper), raw or samaug.")] = "joint",
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/DATASET/MODEL-MODE-SEED).")
+    ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="patches or polyp (default: polyp for polyp stores, else patches)."),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="patches, samaug_polyp or pranet: optimiser and schedule preset."),
+    ] = None,
+    joint_update: Annotated[
+        JointUpdate,
+        typer.Option(help="joint mode: step (raw step, then augmented step) or mean."),
+    ] = "step",
+    epochs: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(help="Patch side, or the resized side under polyp (256 / 352)."),
+    ] = None,
+    scales: Annotated[
+        str | None, typer.Option(help="Multi-scale factors (polyp), e.g. 0.75,1,1.25.")
+    ] = None,
+    samples_per_epoch: Annotated[int | None, typer.Option(help="Items per epoch.")] = None,
+    optimizer: Annotated[
+        Optimizer | None, typer.Option(help="adamw or adam (default: the recipe's).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Default: the recipe's.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Default: the recipe's.")] = None,
+    lr_schedule: Annotated[
+        LrSchedule | None, typer.Option(help="cosine or multistep (default: the recipe's).")
+    ] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(help="cosine warm-up epochs.")] = None,
+    lr_milestones: Annotated[
+        str | None, typer.Option(help="multistep: 0-based epochs where lr is cut, e.g. 20.")
+    ] = None,
+    lr_gamma: Annotated[float | None, typer.Option(help="multistep: the factor.")] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="Clamp gradient elements to +-this (0: off).")
+    ] = None,
+    loss: Annotated[
+        Loss | None,
+        typer.Option(help="task, structure, structure_released, structure_unweighted."),
+    ] = None,
+    fusion: Annotated[str, typer.Option(help="add (the paper) or concat.")] = "add",
+    seg_scale: Annotated[float, typer.Option(help="Factor on the seg prior.")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    val_split: Annotated[
+        str | None,
+        typer.Option(help="Validation split (default: --val-fraction of the training split)."),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="Training images held out, in [0, 1) (default 0.1; polyp: 0)."),
+    ] = None,
+    save_every: Annotated[
+        int, typer.Option(help="Also save last.pt every N batches (0: at epoch ends).")
+    ] = 0,
+    task: Annotated[
+        str | None,
+        typer.Option(help="glands, nuclei or binary (default: the dataset's; train.tasks)."),
+    ] = None,
+    device: DeviceOption = "auto",
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
+    model_option: Annotated[
+        list[str] | None, typer.Option(help="Model argument KEY=VALUE, e.g. base_channels=16.")
+    ] = None,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
+) -> None:
+    """Train a segmentation model on images and priors streamed from a store."""
+    from precompute.store import open_store
+    from train.training.config import TrainConfig
+    from train.training.loop import train
+
+    # Every setting is checked here, before the store is opened (the default --out only
+    # needs the dataset's name from it).
+    config = TrainConfig(
+        store=store,
+        model=model,
+        mode=mode,
+        out=str(out or "runs/run"),
+        protocol=protocol,
+        recipe=recipe,
+        joint_update=joint_update,
+        epochs=epochs,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        scales=parse_numbers(scales, "--scales"),
+        samples_per_epoch=samples_per_epoch,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs,
+        lr_milestones=parse_numbers(lr_milestones, "--lr-milestones"),
+        lr_gamma=lr_gamma,
+        grad_clip=grad_clip,
+        loss=loss,
+        fusion=fusion,
+        seg_scale=seg_scale,
+        seed=seed,
+        workers=workers,
+        val_split=val_split,
+        val_fraction=val_fraction,
+        save_every=save_every,
+        device=device,
+        amp=amp,
+        task=task,
+        model_kwargs=parse_pairs(model_option, "--model-option"),
+    )
+    config.check_files()
+    access = storage_options(storage_option)
+    if out is None:
+        dataset = open_store(store, access, cache=cache).attrs["dataset"]["name"]
+        out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
+        config = dataclasses.replace(config, out=str(out))
+    with Bars() as bars:
+        summary = train(config, log=bars.echo, progress=bars, storage_options=access, cache=cache)
+    if summary["best_val_dice"] is None:  # no validation images (said once, when starting)
+        typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch'] + 1}")
+    else:
+        typer.echo(
+            f"{out}: best validation Dice {summary['best_val_dice']:.4f} "
+            f"at epoch {summary['best_epoch'] + 1}"
+        )
+
+
+def eval_command(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run directories or model bundles (.zip) to compare.")
+    ],
+    store: Annotated[
+        str | None, typer.Option(help="Evaluate on this store (default: the run's).")
+    ] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="Splits (default: all not trained or validated on).")
+    ] = None,
+    certainty: Annotated[
+        Certainty,
+        typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
+    ] = "margin_minmax",
+    device: DeviceOption = "auto",
+    min_size: Annotated[
+        int, typer.Option(help="Remove predicted objects of fewer pixels (glas, monuseg).")
+    ] = 10,
+    tta: Annotated[
+        Tta, typer.Option(help="Test-time augmentation: none, or flip (mean over mirrorings).")
+    ] = "none",
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every prediction here: SPLIT/STRATEGY/<id>.png (RUN/... for several runs)."
+        ),
+    ] = None,
+    save_probabilities: Annotated[
+        bool, typer.Option(help="With --save-predictions: the foreground probability too.")
+    ] = False,
+    probability_format: Annotated[
+        ProbabilityFormat, typer.Option(help="npz (float16) or tif (float32).")
+    ] = "npz",
+    overlay: Annotated[
+        bool, typer.Option(help="With --save-predictions: contours over the image too.")
+    ] = False,
+    table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
+) -> None:
+    """Score runs with raw / samaug / ensemble / select and print one comparison table."""
+    from precompute.types import SettingError
+    from train.results.evaluation import (
+        comparison_rows,
+        format_table,
+        prepare_evaluation,
+        score_run,
+        write_table,
+    )
+
+    if table is not None and (table.is_dir() or not table.parent.is_dir()):
+        raise SettingError(f"--table {table}: give a CSV file in an existing folder")
+    folders = _prediction_folders(runs, save_predictions)
+    # Every run is checked and loaded before any is scored.
+    jobs = [
+        prepare_evaluation(
+            run,
+            store,
+            split,
+            certainty,
+            device=device,
+            min_size=min_size,
+            tta=tta,
+            save_predictions=folder,
+            save_probabilities=save_probabilities,
+            probability_format=probability_format,
+            overlay=overlay,
+            storage_options=storage_options(storage_option),
+            cache=cache,
+        )
+        for run, folder in zip(runs, folders, strict=True)
+    ]
+    with Bars() as bars:
+        for job in jobs:
+            score_run(job, progress=bars)
+    rows = comparison_rows([job.run_dir for job in jobs])
+    typer.echo(format_table(rows))
+    for run, job in zip(runs, jobs, strict=True):
+        if job.run_dir != run:
+            typer.echo(f"{run}: results in {job.run_dir}")
+    if save_predictions:
+        typer.echo(f"predictions written to {save_predictions}")
+    if table:
+        write_table(rows, table)
+        typer.echo(f"table written to {table}")
+
+
+def _prediction_folders(runs: list[Path], save: Path | None) -> list[Path | None]:
+    """Where each run's predictions go: ``save`` itself for one run, ``save/<run name>`` for
+    several (two runs of one name are refused)."""
+    from precompute.types import SettingError
+
+    if save is None:
+        return [None] * len(runs)
+    if len(runs) == 1:
+        return [save]
+    names = [run.stem for run in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SettingError(
+            f"--save-predictions: several runs are named {repeated[0]!r}; evaluate them "
+            "one at a time, each with its own folder"
+        )
+    return [save / name for name in names]
+
+
+def show_command(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    image_id: Annotated[str, typer.Argument(help="Image ID (samaug store info lists splits).")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("fig.png"),
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
+) -> None:
+    """Save the image, its seg prior, boundary prior and augmented input side by side."""
+    from train.results.show import show
+
+    typer.echo(show(store, image_id, out, storage_options(storage_option), cache))
+
+
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path("demo_out"),
+    epochs: Annotated[int, typer.Option()] = 12,
+) -> None:
+    """The whole job offline on CPU: synthetic data, superpixel priors, raw vs samaug U-Net."""
+    from samaug.demo import run_demo
+
+    result = run_demo(out, epochs=epochs, log=typer.echo)
+    typer.echo(json.dumps(result, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+    app.command("show")(show_command)
+    app.command("demo")(demo_command)

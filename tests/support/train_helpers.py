@@ -1,0 +1,138 @@
+"""Helpers of the trainer's tests: a tiny synthetic store, tiny run configs, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from precompute.pipeline import PriorsConfig, run
+from samaug.demo.synthetic import tissue_image, write_glas_like
+from train.training.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_glas_store(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    size: tuple[int, int] = (96, 128),
+    checkpoint: Path | None = None,
+    **masker,
+) -> Path:
+    """A GlaS-layout synthetic dataset of ``size`` images and its priors' store: superpixel
+    priors, or with a SAM ``checkpoint`` (a tiny one) SAM's; ``masker`` are its settings."""
+    counts = counts or {"train": 8, "testA": 2, "testB": 2}
+    data = write_glas_like(root / "glas", counts, size=size)
+    store = root / "glas.zarr"
+    summary = run(
+        PriorsConfig(
+            dataset="glas",
+            data_root=str(data),
+            store=str(store),
+            masker="superpixel" if checkpoint is None else "sam",
+            checkpoint=None if checkpoint is None else str(checkpoint),
+            masker_settings=tuple(masker.items()),
+            workers=0,
+            device="cpu",
+        )
+    )
+    assert summary.done == sum(counts.values())
+    return store
+
+
+def write_pranet_like(root: Path, train: int = 6, test: dict[str, int] | None = None) -> Path:
+    """The PraNet polyp layout: TrainDataset/{image,mask}, TestDataset/<name>/{images,masks}
+    (``train`` training images, ``test`` per test set, 80 x 96 pixels)."""
+    from PIL import Image
+
+    test = test or {"Kvasir": 2}
+    folders = [("TrainDataset/image", "TrainDataset/mask", train)]
+    folders += [
+        (f"TestDataset/{name}/images", f"TestDataset/{name}/masks", n) for name, n in test.items()
+    ]
+    for k, (images, masks, n) in enumerate(folders):
+        (root / images).mkdir(parents=True)
+        (root / masks).mkdir(parents=True)
+        for i in range(n):
+            image, label = tissue_image(80, 96, 3, seed=100 * k + i, radius=(10, 20))
+            Image.fromarray(image).save(root / images / f"{i}.png")
+            Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8)).save(
+                root / masks / f"{i}.png"
+            )
+    return root
+
+
+# The tiny run every trainer test starts from: 2 steps an epoch of a 4-channel-wide U-Net.
+TINY = dict(
+    model="unet",
+    mode="samaug",
+    epochs=2,
+    batch_size=4,
+    patch_size=64,
+    samples_per_epoch=8,
+    lr=3e-3,
+    warmup_epochs=1,
+    workers=0,
+    device="cpu",
+    amp=False,
+    val_fraction=0.25,
+    model_kwargs={"base_channels": 4},
+)
+
+
+def tiny(store, out, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "store": str(store), "out": str(out), **overrides})
+
+
+def tiny_cli(store, out, *extra: str) -> list[str]:
+    """`samaug train` arguments of the tiny run (no validation images unless extra says),
+    trained on augmented input only (one optimizer step a batch)."""
+    return [
+        "train",
+        "--mode",
+        "samaug",
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--patch-size",
+        "64",
+        "--samples-per-epoch",
+        "8",
+        "--lr",
+        "0.003",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--model-option",
+        "base_channels=4",
+        *extra,
+    ]
+
+
+def samaug(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m samaug ARGS` in a subprocess, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "samaug", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a failed command (asserted: exit 1, no traceback)."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]

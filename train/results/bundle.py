@@ -1,0 +1,256 @@
+"""Model bundles: a trained model as one zip file to hand to a colleague, and reading models.
+
+``export_bundle`` writes, from a run directory's checkpoint, a zip holding:
+
+- ``model.safetensors`` -- the weights (safetensors: tensors only, nothing to unpickle);
+- ``model.json`` -- ``{"format": "samaug-bundle/1", "samaug_version", "exported", "source",
+  "config" (the full TrainConfig), "task", "in_channels", "num_outputs", "epoch", "step",
+  "best_epoch", "best_val_dice", "identity" (the store's signature and the images trained and
+  validated on)}``;
+- ``provenance.json`` -- the training store's provenance: where it was, its dataset, the
+  masker (kind, every setting, the SAM checkpoint's sha256, architecture), the prior
+  definitions and the schema version;
+- ``metrics.json`` -- the run's ``metrics.json`` as it was ({} for a run without one);
+- ``README.md`` -- what the model was trained on and how to run it.
+
+``read_model`` is how every command takes a model: a run directory (its ``best.pt`` or the
+checkpoint named), a bundle (any zip with a ``model.json``), or a checkpoint file. Both kinds
+of file are read without unpickling anything that could run code: checkpoints through
+``train.training.checkpoint.load_checkpoint`` (``weights_only``), bundles through
+safetensors and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from precompute import __version__
+from precompute.files import atomic_file
+from precompute.types import SamaugError, SettingError
+from train.training.checkpoint import REQUIRED, load_checkpoint, read_json
+
+FORMAT = "samaug-bundle/1"
+WEIGHTS = "model.safetensors"
+ABOUT = "model.json"
+PROVENANCE = "provenance.json"
+METRICS = "metrics.json"
+README = "README.md"
+MAX_JSON_BYTES = 64 * 2**20  # a member claiming more is not a bundle this tool wrote
+# Checkpoint keys a bundle keeps in model.json (the states for resuming are left out).
+KEPT = ("config", "task", "in_channels", "num_outputs", "epoch", "step", "best_epoch")
+KEPT_OPTIONAL = ("best_val_dice", "identity")
+
+
+def export_bundle(run_dir: str | Path, out: str | Path, checkpoint: str = "best.pt") -> Path:
+    """Write the bundle of ``run_dir``'s ``checkpoint`` to ``out`` (a zip, replaced
+    atomically; its folder is created). SamaugError naming the file for a missing, damaged
+    or unsafe checkpoint; SettingError when ``run_dir`` is not a folder or ``out`` is one.
+    Returns ``out``."""
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise SettingError(f"{run_dir}: not a run directory; give the folder `samaug train` made")
+    if out.is_dir():
+        raise SettingError(f"{out} is a folder; give the bundle's file name, e.g. model.zip")
+    state = load_checkpoint(run_dir / checkpoint, "cpu", "restore it, or train the run again")
+    metrics_path = run_dir / METRICS
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    about = {
+        "format": FORMAT,
+        "samaug_version": __version__,
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {"run": str(run_dir), "checkpoint": checkpoint},
+        **{key: state[key] for key in KEPT},
+        **{key: state.get(key) for key in KEPT_OPTIONAL},
+    }
+    weights = {name: tensor.contiguous() for name, tensor in state["model"].items()}
+    provenance = state.get("store", {})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(WEIGHTS, save_safetensors(weights, metadata={"format": FORMAT}))
+        archive.writestr(ABOUT, _json(about))
+        archive.writestr(PROVENANCE, _json(provenance))
+        archive.writestr(METRICS, _json(metrics))
+        archive.writestr(README, bundle_readme(about, provenance, metrics))
+    return out
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether ``path`` is a zip file holding a ``model.json`` (a checkpoint written by
+    ``torch.save`` is a zip too, but never holds one)."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return ABOUT in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def read_bundle(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """A bundle as a checkpoint-like dict: model.json's keys, ``model`` (the weights on
+    ``device``), ``store`` (provenance.json) and ``metrics`` (metrics.json).
+
+    SamaugError naming the file for anything that is not a bundle of this format: not a
+    zip, a missing member, JSON that does not parse, weights that are not safetensors.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = [m for m in (WEIGHTS, ABOUT, PROVENANCE) if m not in names]
+            if missing:
+                raise SamaugError(
+                    f"{path}: not a samaug model bundle (no {', '.join(missing)}); make one "
+                    "with `samaug export RUN OUT.zip`"
+                )
+            about = _read_member_json(archive, ABOUT, path)
+            provenance = _read_member_json(archive, PROVENANCE, path)
+            metrics = _read_member_json(archive, METRICS, path) if METRICS in names else {}
+            weights = archive.read(WEIGHTS)
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise SamaugError(f"{path}: cannot read the bundle ({err})") from err
+    if not isinstance(about, dict) or about.get("format") != FORMAT:
+        found = about.get("format") if isinstance(about, dict) else type(about).__name__
+        raise SamaugError(f"{path}: {ABOUT} is not of format {FORMAT} (found {found!r})")
+    absent = [key for key in KEPT if key not in about]
+    if absent:
+        raise SamaugError(f"{path}: {ABOUT} lacks {', '.join(absent)}")
+    try:
+        tensors = load_safetensors(weights)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise SamaugError(
+            f"{path}: {WEIGHTS} is not a safetensors file ({err}); bundles hold weights only "
+            "as safetensors, never pickles: export the model again with `samaug export`"
+        ) from err
+    model = {name: tensor.to(device) for name, tensor in tensors.items()}
+    return {**about, "model": model, "store": provenance, "metrics": metrics}
+
+
+def read_model(
+    source: str | Path, checkpoint: str = "best.pt", device: torch.device | str = "cpu"
+) -> tuple[dict, Path]:
+    """(checkpoint-like state, the file it came from) of a run directory (its
+    ``checkpoint``), a bundle or a checkpoint file. Checkpoints are checked by
+    ``load_checkpoint`` (unsafe files refused), bundles by ``read_bundle``."""
+    source = Path(source)
+    if source.is_dir() or (not source.exists() and not source.suffix):  # a run directory
+        path = source / checkpoint
+        return load_checkpoint(path, device, "restore it, or train the run again"), path
+    if is_bundle(source):
+        return read_bundle(source, device), source
+    if source.is_file():
+        state = load_checkpoint(source, device, "give a run directory, a bundle or a checkpoint")
+        missing = [key for key in REQUIRED if key not in state]
+        assert not missing, missing  # load_checkpoint refuses such files
+        return state, source
+    raise SamaugError(
+        f"{source}: no such run directory, model bundle (.zip) or checkpoint; give one of them"
+    )
+
+
+def bundle_readme(about: dict, provenance: dict, metrics: dict) -> str:
+    """The README.md of a bundle: what the model is, what it was trained on, how to run it."""
+    config = about["config"]
+    dataset = provenance.get("dataset", {})
+    masker = provenance.get("masker", {})
+    identity = about.get("identity") or {}
+    train_ids, val_ids = identity.get("train_ids", []), identity.get("val_ids", [])
+    best = about.get("best_val_dice")
+    lines = [
+        f"# samaug model: {config['model']} ({config['mode']}, task {about['task']})",
+        "",
+        f"Exported by samaug {about['samaug_version']} on {about['exported']} from "
+        f"`{about['source']['run']}/{about['source']['checkpoint']}` (epoch "
+        f"{about['epoch'] + 1}, step {about['step']}"
+        + (f", validation Dice {best:.4f}" if isinstance(best, (int, float)) else "")
+        + ").",
+        "",
+        "## Trained on",
+        "",
+        f"- dataset: {dataset.get('name')} (reader options {dataset.get('reader_options')}), "
+        f"split {config['train_split']!r}: {len(train_ids)} training and {len(val_ids)} "
+        "validation images",
+        f"- store: {provenance.get('location')} (schema {provenance.get('schema_version')})",
+        f"- masker: {masker.get('kind')}"
+        + (
+            f", SAM {masker.get('architecture')} checkpoint sha256 {masker['checkpoint_sha256']}"
+            if "checkpoint_sha256" in masker
+            else ""
+        ),
+        f"- masker settings: {json.dumps(masker.get('settings', {}), sort_keys=True)}",
+        f"- fusion {config['fusion']} (seg scale {config['seg_scale']}), patch "
+        f"{config['patch_size']}, epochs {config['epochs']}",
+        "",
+        "## Running it",
+        "",
+        "```bash",
+        "samaug predict model.zip --images DIR --out PREDICTIONS"
+        + (" --checkpoint SAM_CHECKPOINT.pth" if "checkpoint_sha256" in masker else ""),
+        "samaug eval model.zip --store STORE",
+        "```",
+        "",
+    ]
+    if config["mode"] != "raw":
+        lines += [
+            "The model takes SAM priors as input: `samaug predict` computes them for new "
+            "images with the masker above, and refuses a SAM checkpoint of another sha256.",
+            "",
+        ]
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    if isinstance(test, dict) and test:
+        lines += ["## Test scores", "", *_score_table(test), ""]
+    lines += [
+        "Files: model.safetensors (weights), model.json (config and training summary), "
+        "provenance.json (the training store), metrics.json (the run's scores).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _score_table(test: dict) -> list[str]:
+    """metrics.json's "test" ({split: {strategy: {metric: value}}}) as a Markdown table."""
+    rows = [
+        (split, strategy, scores)
+        for split, by_strategy in test.items()
+        if isinstance(by_strategy, dict)
+        for strategy, scores in by_strategy.items()
+        if isinstance(scores, dict)
+    ]
+    metrics = list(dict.fromkeys(name for _, _, scores in rows for name in scores))
+    lines = [
+        "| split | strategy | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    for split, strategy, scores in rows:
+        cells = [_cell(scores.get(name)) for name in metrics]
+        lines.append(f"| {split} | {strategy} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value if value is not None else "")
+
+
+def _json(value) -> str:
+    return json.dumps(value, indent=2) + "\n"
+
+
+def _read_member_json(archive: zipfile.ZipFile, name: str, path: Path):
+    if archive.getinfo(name).file_size > MAX_JSON_BYTES:
+        raise SamaugError(f"{path}: {name} claims over {MAX_JSON_BYTES >> 20} MiB; not a bundle")
+    try:
+        return json.loads(archive.read(name))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SamaugError(f"{path}: {name} is not JSON ({err})") from err
+
+
+__all__ = ["export_bundle", "is_bundle", "read_bundle", "read_model", "bundle_readme"]

@@ -1,0 +1,369 @@
+"""``samaug predict``: segment new images with a trained model, end to end.
+
+The model is a run directory, a bundle or a checkpoint file
+(``train.results.evaluation.load_model``).
+The images are a folder (``images``: the files directly in it, any size, any format the
+``folder`` reader reads) or a store's images (``store``, its ``splits``, default all).
+
+A model trained on priors needs them at test time too. For a folder, they are computed by
+``precompute.pipeline.run`` (the Dask pipeline of ``samaug priors``: ``workers``,
+``scheduler``, ``device``) with exactly the masker of the model's provenance
+(``train.results.provenance.masker_for``: a SAM checkpoint of another sha256 is refused) into
+``masker_store`` (kept, so a rerun reuses what is complete) or a temporary store (deleted
+afterwards). A store given with ``store`` must hold priors of that masker
+(``train.results.provenance.check_store``). The raw strategy (a raw model's, or a joint model's when
+asked) needs no priors and no masker.
+
+The strategy defaults to the one the model is made for (``default_strategy``); one it cannot
+serve is refused. Each image's files are written by ``train.results.saving.save_probs`` into ``out``
+(``train.results.prediction_files`` layout), and ``predictions.json`` last.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from precompute import checks
+from precompute.devices import check_device, resolve_device
+from precompute.pipeline import PriorsConfig, RunSummary
+from precompute.pipeline import run as run_priors
+from precompute.readers import get_reader
+from precompute.store import Target, open_store
+from precompute.store.schema import sha256_of
+from precompute.types import ImageRef, SamaugError, SettingError
+from train.choices import DEFAULT_CERTAINTY, STRATEGIES
+from train.data.datasets import WholeImageDataset, image_float
+from train.fusion import FusionSettings
+from train.inference import tta as test_time
+from train.inference.predicting import all_strategies, check_certainty
+from train.results.evaluation import LoadedModel, check_splits, load_model
+from train.results.prediction_files import prepare_folder, write_index
+from train.results.provenance import MaskerChoice, check_store, masker_for
+from train.results.saving import FileSettings, made_by, save_probs
+from train.training.run_log import Progress
+
+# The strategies each training mode serves: a raw model has never seen priors, a samaug
+# model never an image without them; a joint model learnt both.
+SERVES = {"raw": ("raw",), "samaug": ("samaug",), "joint": STRATEGIES}
+DEFAULT = {"raw": "raw", "samaug": "samaug", "joint": "select"}
+PRIORS_SPLIT = "predict"  # the split of a folder's images in the masker store
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """One ``samaug predict`` run; every value is checked on construction (SettingError).
+
+    model: run directory, bundle or checkpoint file; model_checkpoint: which checkpoint of
+      a run directory. out: the prediction folder. images (a folder) or store (with
+      splits): what to predict, exactly one. strategy: None for the model's default.
+    checkpoint: the SAM checkpoint on this machine (default: the recorded path).
+    masker_store: where a folder's priors are kept (default: a temporary store).
+    workers / scheduler / threads: the priors pipeline's (``PriorsConfig``); a remote
+      scheduler needs a masker_store its workers can reach.
+    """
+
+    model: str
+    out: str
+    images: str | None = None
+    store: str | None = None
+    splits: tuple[str, ...] = ()
+    strategy: str | None = None
+    model_checkpoint: str = "best.pt"
+    checkpoint: str | None = None
+    masker_store: str | None = None
+    workers: int | None = None
+    scheduler: str | None = None
+    threads: int | None = None
+    device: str = "auto"
+    tta: str = "none"
+    certainty: str = DEFAULT_CERTAINTY
+    overlap: float = 0.5
+    files: FileSettings = field(default_factory=FileSettings)
+
+    def __post_init__(self) -> None:
+        if (self.images is None) == (self.store is None):
+            raise SettingError("give what to predict: --images DIR or --store STORE (one)")
+        if self.splits and self.store is None:
+            raise SettingError("--split picks splits of a --store; --images has none")
+        if self.masker_store is not None and self.images is None:
+            raise SettingError("--masker-store keeps the priors of --images; a --store has its own")
+        if self.scheduler is not None and self.masker_store is None:
+            raise SettingError(
+                "--scheduler: give --masker-store on a file system the Dask workers share "
+                "(they write the priors there)"
+            )
+        if self.strategy is not None:
+            checks.choice("--strategy", self.strategy, STRATEGIES)
+        check_device(self.device)
+        test_time.check_tta(self.tta)
+        check_certainty(self.certainty)
+        if checks.number("overlap", self.overlap, minimum=0) >= 1:
+            raise SettingError(f"overlap must be in [0, 1), not {self.overlap}")
+        if self.workers is not None:
+            checks.integer("--workers", self.workers, minimum=0)
+        if self.threads is not None:
+            checks.integer("--threads", self.threads, minimum=1)
+        object.__setattr__(self, "splits", tuple(self.splits))
+
+
+def default_strategy(mode: str) -> str:
+    """The strategy a model of ``mode`` predicts with unless told otherwise."""
+    return DEFAULT[mode]
+
+
+def check_strategy(mode: str, strategy: str | None) -> str:
+    """``strategy`` (or the default) if a model trained in ``mode`` can serve it, else a
+    SettingError naming the ones it serves."""
+    chosen = strategy or default_strategy(mode)
+    if chosen not in SERVES[mode]:
+        raise SettingError(
+            f"--strategy {chosen}: a model trained with --mode {mode} serves only "
+            f"{', '.join(SERVES[mode])}"
+        )
+    return chosen
+
+
+@dataclass
+class Prediction:
+    """A prediction run ready to start: what ``prepare_prediction`` checked and loaded."""
+
+    config: PredictConfig
+    loaded: LoadedModel
+    strategy: str
+    out: Path
+    masker: MaskerChoice | None  # None: no priors to compute (a store, or the raw strategy)
+    ids: list[str]  # a store's images to predict (empty for a folder)
+    # Images of the folder whose priors a kept masker store holds but whose file cannot be
+    # read now: (image ID, reason); failures, not predicted from the store's old copy.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class PredictSummary:
+    """What a prediction run did: ``entries`` (predictions.json's, one per image written),
+    ``failures`` ((image ID, one-line reason) of images not predicted), ``priors`` (the
+    priors pipeline's summary, for a folder predicted with priors) and ``index``."""
+
+    entries: list[dict]
+    failures: list[tuple[str, str]]
+    index: Path
+    priors: RunSummary | None = None
+
+
+def prepare_prediction(config: PredictConfig) -> Prediction:
+    """Load the model and check everything against it before any image is read: the
+    strategy, the images folder or the store (its splits, its priors), the masker (the SAM
+    checkpoint's sha256), and the output folder (a previous run's files are removed last)."""
+    loaded = load_model(config.model, config.model_checkpoint, resolve_device(config.device))
+    strategy = check_strategy(loaded.config.mode, config.strategy)
+    priors = strategy != "raw"  # a raw input never reads them
+    masker, ids, unreadable = None, [], []
+    if config.images is not None:
+        images = Path(config.images)
+        if not images.is_dir():
+            raise SettingError(f"--images {images}: no such folder of images")
+        get_reader("folder", images).refs()  # a folder without images is refused now
+        if priors:
+            masker = masker_for(loaded.state, config.checkpoint)
+            if config.masker_store is not None:
+                unreadable = check_masker_store(config.masker_store, images)
+    else:
+        store = open_store(config.store)
+        if priors:
+            check_store(loaded.state, store)
+        check_splits(store, config.splits)
+        ids = store.ids(list(config.splits) or None)
+        if not ids:
+            raise SettingError(f"{config.store}: no complete images to predict")
+    out = prepare_folder(config.out)
+    return Prediction(config, loaded, strategy, out, masker, ids, unreadable)
+
+
+@torch.no_grad()
+def run_prediction(job: Prediction, progress: Progress | None = None) -> PredictSummary:
+    """Predict every image: priors first where needed (``progress("priors", done, total)``
+    per image), then the model (``progress("predict", done, total)``). An image whose
+    priors or pixels cannot be made is a failure; the others go on."""
+    config, loaded = job.config, job.loaded
+    failures: list[tuple[str, str]] = []
+    priors_summary = None
+    with tempfile.TemporaryDirectory(prefix="samaug-priors-") as scratch:
+        if job.masker is not None:
+            priors_config = _priors_config(config, job.masker, scratch)
+            priors_summary = run_priors(
+                priors_config,
+                on_progress=None if progress is None else _priors_progress(progress),
+            )
+            failures += [(f.image_id, f.message) for f in priors_summary.failures]
+            failures += job.unreadable
+            failed = {image_id for image_id, _ in failures}
+            refs = get_reader("folder", config.images, split=PRIORS_SPLIT).refs()
+            ids = [ref.image_id for ref in refs if ref.image_id not in failed]
+            items = _store_items(priors_config.store, ids)
+        elif config.images is not None:  # the raw strategy: the pixels alone
+            refs = get_reader("folder", config.images).refs()
+            items = _folder_items(config.images, refs, failures)
+        else:
+            items = _store_items(config.store, job.ids)
+        entries = _predict_items(job, items, progress)
+    settings = {
+        "tta": config.tta,
+        "certainty": config.certainty,
+        "overlap": config.overlap,
+        "device": config.device,
+        **asdict(config.files),
+        "input": {"images": config.images}
+        if config.images is not None
+        else {"store": config.store, "splits": list(config.splits)},
+        "masker_store": config.masker_store,
+    }
+    info = made_by(config.model, loaded.path, loaded.state, loaded.task, job.strategy, settings)
+    index = write_index(job.out, info, entries)
+    return PredictSummary(entries, failures, index, priors_summary)
+
+
+def predict(config: PredictConfig, progress: Progress | None = None) -> PredictSummary:
+    """``run_prediction(prepare_prediction(config))``."""
+    return run_prediction(prepare_prediction(config), progress)
+
+
+def _predict_items(
+    job: Prediction, items: tuple[int, Iterator[dict]], progress: Progress | None
+) -> list[dict]:
+    config, loaded = job.config, job.loaded
+    train_config, task = loaded.config, loaded.task
+    fusion = FusionSettings(train_config.fusion, train_config.seg_scale)
+    # Only the passes the strategy needs: raw input, augmented input, or both.
+    passes = {"raw": (False,), "samaug": (True,)}.get(job.strategy, (False, True))
+    total, iterator = items
+    entries = []
+    for done, item in enumerate(iterator, start=1):
+        probs = {
+            aug: test_time.predict(
+                loaded.model,
+                item,
+                fusion,
+                aug,
+                task,
+                train_config.patch_size,
+                config.overlap,
+                config.tta,
+                protocol=train_config.protocol,
+            )
+            for aug in passes
+        }
+        if len(probs) == 2:
+            chosen = all_strategies(probs[False], probs[True], config.certainty)[0][job.strategy]
+        else:
+            chosen = next(iter(probs.values()))
+        entries.append(save_probs(job.out, item, chosen, task, config.files))
+        if progress is not None:
+            progress("predict", done, total)
+    return entries
+
+
+def check_masker_store(location: str, images: Path) -> list[tuple[str, str]]:
+    """A kept masker store is reused only for the images it was made from: every image of
+    the folder that is complete in it must have the pixels the store recorded (sha256),
+    else SettingError naming the files (its priors belong to another image of that name).
+    Returns (image ID, reason) of those whose file cannot be read now (failures)."""
+    if not Target(location).exists():
+        return []
+    store = open_store(location)
+    complete = set(store.ids())
+    reader = get_reader("folder", images, split=PRIORS_SPLIT)
+    others, unreadable = [], []
+    for ref in reader.refs():
+        if ref.image_id not in complete:
+            continue
+        try:
+            pixels = reader.load(ref).image
+        except SamaugError as err:
+            unreadable.append((ref.image_id, str(err)))
+            continue
+        if sha256_of(pixels) != store.image_attrs(ref.image_id)["image_sha256"]:
+            others.append(ref.image_path)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise SettingError(
+            f"--masker-store {location} holds priors of other images under the names of "
+            f"{shown} (their pixels' sha256 differ): keep one masker store per folder of "
+            "images, e.g. a new --masker-store path for this one"
+        )
+    return unreadable
+
+
+def _priors_config(config: PredictConfig, masker: MaskerChoice, scratch: str) -> PriorsConfig:
+    """The priors pipeline's config for the folder: the model's masker, every setting."""
+    threads = config.threads
+    if threads is None and not config.device.startswith("cuda"):
+        threads = max(1, (os.cpu_count() or 1) // max(config.workers or 1, 1))
+    return PriorsConfig(
+        dataset="folder",
+        data_root=str(config.images),
+        store=config.masker_store or str(Path(scratch) / "priors.zarr"),
+        masker=masker.kind,
+        checkpoint=masker.checkpoint,
+        masker_settings=tuple(sorted(masker.settings.items())),
+        reader_options=(("split", PRIORS_SPLIT),),
+        device=config.device,
+        workers=config.workers,
+        scheduler=config.scheduler,
+        torch_threads=threads,
+    )
+
+
+def _priors_progress(progress: Progress):
+    def on_progress(finished: int, total: int, outcome) -> None:
+        progress("priors", finished, total)
+
+    return on_progress
+
+
+def _store_items(location: str, ids: list[str]) -> tuple[int, Iterator[dict]]:
+    if not ids:
+        return 0, iter(())
+    dataset = WholeImageDataset(location, ids)
+    return len(dataset), (dataset[i] for i in range(len(dataset)))
+
+
+def _folder_items(
+    images: str, refs: list[ImageRef], failures: list[tuple[str, str]]
+) -> tuple[int, Iterator[dict]]:
+    """Items of a folder's images without priors (zeros: a raw input never reads them)."""
+    reader = get_reader("folder", images)
+
+    def items() -> Iterator[dict]:
+        for ref in refs:
+            try:
+                record = reader.load(ref)
+            except SamaugError as err:
+                failures.append((ref.image_id, str(err)))
+                continue
+            zeros = torch.zeros(1, *record.image.shape[:2])
+            yield {
+                "image": torch.from_numpy(image_float(record.image)),  # as a store's items
+                "seg_prior": zeros,
+                "boundary_prior": zeros,
+                "image_id": ref.image_id,
+            }
+
+    return len(refs), items()
+
+
+__all__ = [
+    "PredictConfig",
+    "PredictSummary",
+    "Prediction",
+    "check_strategy",
+    "default_strategy",
+    "predict",
+    "prepare_prediction",
+    "run_prediction",
+]

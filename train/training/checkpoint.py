@@ -1,0 +1,261 @@
+"""The run directory: every file replaced atomically, checkpoints read without running code.
+
+A run directory holds ``config.json``, ``log.csv``, ``last.pt``, ``best.pt`` and
+``metrics.json``. Every file is written to a temporary file beside it and moved over it
+(``precompute.files``), so a reader, or a run killed at any moment, sees the old file or the
+new one, never a part.
+
+``last.pt`` is the run: model, optimizer, scheduler and scaler states, the epoch and step,
+the log history (every row of ``log.csv``), the best epoch and its validation Dice, the
+config, the task and the store's identity. An epoch ends with, in this order:
+
+1. ``last.pt`` replaced;
+2. ``best.pt`` replaced by a copy of ``last.pt``, when this epoch is the best so far (with
+   no validation images, every epoch is: the last epoch is kept);
+3. ``log.csv`` rewritten from ``last.pt``'s history.
+
+A kill between two of them leaves ``last.pt`` ahead of the others, and ``resume`` repairs
+them from it: it rewrites ``log.csv``, and copies ``last.pt`` to ``best.pt`` when the last
+epoch is the recorded best epoch but ``best.pt`` holds another epoch (or is missing).
+
+Within an epoch, a run with ``save_every`` N replaces ``last.pt`` (only) every N batches
+(``save_position``): then ``epoch`` is the last complete epoch (-1 in the first) and
+``batch`` the batches done of the next one, with their losses (``epoch_losses``; in a
+distributed run one list per rank); at an
+epoch's end ``batch`` is 0. A kill mid-epoch loses the batches since the last such save (all
+of the epoch without ``save_every``), and the rerun goes on from there: the model, optimiser,
+schedule and scaler states are the saved ones and the data loader skips the batches done
+(their items are fixed by the seed, the epoch and the index, ``train.data.datasets``, and so is the
+torch generator of each batch, ``train.training.loop.seed_batch``), so the resumed run computes what
+the uninterrupted run computes.
+
+Checkpoints hold only tensors and plain values (dicts, lists, numbers, strings, None) and
+are read with ``torch.load(weights_only=True)``: a file that would need arbitrary objects
+unpickled (and so could run code it carries) is refused, never loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from precompute.files import atomic_file, atomic_save, atomic_write_json
+from precompute.store import signature
+from precompute.types import SamaugError, SettingError
+from train.training.config import TrainConfig, differences
+
+LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_dice", "seconds")
+FORMAT = "samaug-checkpoint/1"
+REQUIRED = ("format", "model", "epoch", "config", "task", "in_channels", "num_outputs")
+RUN_FILES = ("config.json", "log.csv", "last.pt", "best.pt", "metrics.json", "progress.png")
+RETRAIN = "restore it from a copy, or delete last.pt and best.pt to train the run again"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _damage(err: BaseException, path: Path) -> str:
+    if isinstance(err, EOFError):
+        return "the file is empty" if path.stat().st_size == 0 else "the file ends too early"
+    return str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+
+
+def load_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", remedy: str = RETRAIN
+) -> dict:
+    """A samaug checkpoint (a dict, see the module doc) with tensors on ``device``.
+
+    Refused with a SamaugError naming the file: a missing file; a file that would need
+    objects other than tensors and plain values unpickled (it could run code); a damaged
+    one (empty, truncated, not a checkpoint), whose message ends with ``remedy``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SamaugError(f"{path}: no checkpoint; has `samaug train` finished this run?")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise SamaugError(f"{path} is damaged ({_damage(err, path)}); {remedy}") from err
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        raise SamaugError(
+            f"{path}: refused: it asks to build {found.group(1) if found else 'objects'}, which "
+            "a samaug checkpoint never holds, and loading it could run code it carries; "
+            "delete it, and use only run folders from a trusted source"
+        ) from None
+    except (EOFError, RuntimeError, KeyError, ValueError, OSError) as err:
+        raise SamaugError(f"{path} is damaged ({_damage(err, path)}); {remedy}") from err
+    missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing or state["format"] != FORMAT:
+        raise SamaugError(
+            f"{path} is not a checkpoint of this samaug ({FORMAT}; "
+            f"{'missing ' + ', '.join(missing) if missing else 'format ' + repr(state['format'])})"
+        )
+    return state
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file of the run directory; SamaugError naming it if it is unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SamaugError(f"{path}: cannot read it as JSON ({err})") from err
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_log(path: str | Path, rows: list[dict]) -> None:
+    """``log.csv``: ``LOG_FIELDS`` as header, one row per epoch (None as an empty cell)."""
+    with atomic_file(path, "w") as f:
+        writer = csv.writer(f)
+        writer.writerow(LOG_FIELDS)
+        for row in rows:
+            writer.writerow(["" if row[k] is None else row[k] for k in LOG_FIELDS])
+
+
+def update_metrics(run_dir: str | Path, values: Mapping[str, Any]) -> None:
+    """Set ``values``' keys in the run's ``metrics.json`` (its other keys are kept)."""
+    path = Path(run_dir) / "metrics.json"
+    saved = read_json(path) if path.exists() else {}
+    if not isinstance(saved, dict):
+        raise SamaugError(f"{path}: not a JSON object; delete it, the run will write it again")
+    atomic_write_json(path, {**saved, **values})
+
+
+def _copy(source: Path, target: Path) -> None:
+    with open(source, "rb") as src, atomic_file(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def save_epoch(out: Path, state: dict, is_best: bool) -> None:
+    """The end of an epoch, in the module doc's order: last.pt, best.pt, log.csv."""
+    atomic_save(out / "last.pt", lambda f: torch.save(state, f))
+    if is_best:
+        _copy(out / "last.pt", out / "best.pt")
+    write_log(out / "log.csv", state["log"])
+
+
+def save_position(out: Path, state: dict) -> None:
+    """A position within an epoch (module doc): ``last.pt`` alone is replaced."""
+    atomic_save(out / "last.pt", lambda f: torch.save(state, f))
+
+
+def _remove_partial_files(out: Path) -> None:
+    """Temporary files of writes a kill interrupted (precompute.files names them)."""
+    for name in RUN_FILES:
+        for partial in out.glob(f".{name}.*.tmp"):
+            partial.unlink()
+
+
+# --------------------------------------------------------------------------- starting
+
+
+def store_identity(store, train_ids: list[str], val_ids: list[str]) -> dict:
+    """What a store contributes to a run's result: its signature (dataset, masker, priors,
+    schema; ``precompute.store.signature``) and the images trained and validated on."""
+    return {"signature": signature(store.attrs), "train_ids": train_ids, "val_ids": val_ids}
+
+
+def run_differences(state: dict, config: TrainConfig, task: str, identity: dict) -> list[str]:
+    """How this run's settings differ from the checkpoint's, one line each (see
+    ``config.differences``); the store by its identity, not by its path."""
+    found = differences(
+        {**state["config"], "task": state["task"]}, {**config.to_dict(), "task": task}
+    )
+    found += differences(state["identity"]["signature"], identity["signature"], "store.")
+    for key, what in (("train_ids", "training images"), ("val_ids", "validation images")):
+        run, this = state["identity"][key], identity[key]
+        if run != this:
+            found.append(
+                f"{what}: run has {len(run)}, this run {len(this)} "
+                f"({len(set(run) ^ set(this))} differ)"
+            )
+    return found
+
+
+def start(out: Path, config: TrainConfig) -> None:
+    """A new run directory: config.json and an empty log.csv. Refuses a directory holding
+    another run's best.pt (its last.pt gone); removes an orphaned metrics.json."""
+    if out.exists() and not out.is_dir():
+        raise SettingError(f"--out {out} is a file; give a directory for the run")
+    if (out / "best.pt").exists():
+        raise SamaugError(
+            f"{out} holds a best.pt but no last.pt: it is another run's result; use a new "
+            "--out, or delete best.pt to train this run there"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_partial_files(out)
+    (out / "metrics.json").unlink(missing_ok=True)  # the scores of a run whose .pt are gone
+    config.save(out / "config.json")
+    write_log(out / "log.csv", [])
+
+
+def resume(
+    out: Path,
+    config: TrainConfig,
+    task: str,
+    identity: dict,
+    parts: Mapping[str, Any],
+    device: torch.device,
+    master: bool,
+) -> dict | None:
+    """Continue the run in ``out`` if it has a last.pt, else None (start it with ``start``).
+
+    Refuses (SettingError) a run made with settings that change the result, naming each
+    (``run_differences``); loads the checkpoint's states into ``parts`` (model, optimizer,
+    scheduler, scaler: anything with ``load_state_dict``). On the master
+    process, repairs the files a kill left behind (module doc). Returns the checkpoint.
+    """
+    last = out / "last.pt"
+    if not last.exists():
+        return None
+    remedy = "restore it from a copy, or delete it and best.pt to train the run again"
+    state = load_checkpoint(last, device, remedy)
+    found = run_differences(state, config, task, identity)
+    if found:
+        raise SettingError(
+            f"{out} holds a run with other settings ({'; '.join(found)}); use a new --out, "
+            "or the run's settings to continue it"
+        )
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    if master:
+        _remove_partial_files(out)
+        _repair_best(out, state)
+        write_log(out / "log.csv", state["log"])
+        config.save(out / "config.json")
+    return state
+
+
+def _repair_best(out: Path, state: dict) -> None:
+    best, best_epoch = out / "best.pt", state["best_epoch"]
+    if best_epoch is None:
+        return
+    held = None
+    if best.exists():
+        try:
+            held = torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+        except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError) as err:
+            problem = f"is damaged ({_damage(err, best)})"
+        else:
+            problem = f"holds epoch {held}"
+    else:
+        problem = "is missing"
+    if held == best_epoch:
+        return
+    if best_epoch == state["epoch"] and not state.get("batch"):
+        _copy(out / "last.pt", best)  # the kill came between last.pt and best.pt
+        return
+    raise SamaugError(
+        f"{best} {problem}, but the run's best is epoch {best_epoch}, whose weights only "
+        f"best.pt held; {RETRAIN}"
+    )

@@ -1,0 +1,138 @@
+"""What a training run is set up with before its loop (``train.training.loop``): its place among the
+torchrun processes, its training and validation images, its training data, and what the run
+records of its store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from precompute.devices import resolve_device
+from precompute.store import StoreCache
+from precompute.types import SettingError
+from train.data.augment import AugmentSettings
+from train.data.datasets import PatchDataset
+from train.protocols import get_protocol
+from train.protocols.polyp_protocol import ResizedDataset
+from train.tasks import Task
+from train.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the torchrun processes (one process without torchrun)."""
+
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def start_processes(config: TrainConfig) -> Processes:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK, resolve the device (the shared policy,
+    ``precompute.devices``) and join the process group when there are several processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Processes(world, rank, device)
+
+
+def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
+    """Training and validation image IDs (a seeded hold-out when there is no val split).
+
+    A split the store lacks is a SettingError naming the store's splits.
+    """
+    splits = store.splits()
+    for name, split in (("--train-split", config.train_split), ("--val-split", config.val_split)):
+        if split is not None and split not in splits:
+            listed = ", ".join(f"{s} ({n} images)" for s, n in splits.items()) or "none"
+            raise SettingError(
+                f"{name} {split!r}: {config.store} has no complete images in that split; "
+                f"its splits: {listed}"
+            )
+    ids = store.ids(split=config.train_split)
+    if config.val_split is not None:
+        val = store.ids(split=config.val_split)
+        unlabelled = [i for i in val if not store.has(i, "label")]
+        if unlabelled:
+            raise SettingError(
+                f"--val-split {config.val_split!r}: {len(unlabelled)} of its images have no "
+                f"label (e.g. {unlabelled[0]!r}); validate on an annotated split"
+            )
+        return ids, val
+    n_val = int(round(len(ids) * config.val_fraction))
+    if n_val == 0 or n_val == len(ids):
+        return ids, []
+    order = np.random.default_rng(config.seed).permutation(len(ids))
+    val = sorted(ids[i] for i in order[:n_val])
+    return [i for i in ids if i not in set(val)], val
+
+
+def training_data(
+    config: TrainConfig,
+    task: Task,
+    train_ids: list[str],
+    storage_options: dict | None = None,
+    cache: StoreCache | None = None,
+):
+    """The training dataset of a resolved config: random augmented patches
+    (``PatchDataset``) or whole resized images (``ResizedDataset``), as its protocol says;
+    storage_options and cache: how a store URL is read (``train``)."""
+    protocol = get_protocol(config.protocol)
+    access = {"storage_options": storage_options, "cache": cache}
+    if protocol.input == "resize":
+        return ResizedDataset(
+            config.store,
+            train_ids,
+            size=config.patch_size,
+            normalize=protocol.normalize,
+            clip_seg_prior=protocol.clip_seg_prior,
+            samples_per_epoch=config.samples_per_epoch,
+            seed=config.seed,
+            **access,
+        )
+    return PatchDataset(
+        config.store,
+        train_ids,
+        patch_size=config.patch_size,
+        task=task.name,
+        augment=AugmentSettings(enabled=protocol.augment),
+        samples_per_epoch=config.samples_per_epoch,
+        seed=config.seed,
+        **access,
+    )
+
+
+def validation_note(config: TrainConfig, train_ids: list[str], val_ids: list[str]) -> str:
+    """What the run validates on: "N images", or "no validation images (why)"."""
+    if val_ids:
+        return f"{len(val_ids)} images"
+    if config.val_fraction == 0:
+        return "no validation images (--val-fraction 0)"
+    n = len(train_ids)
+    return (
+        f"no validation images (--val-fraction {config.val_fraction} of {n} training images "
+        f"rounds to {round(n * config.val_fraction)} of them; give --val-split, or more images)"
+    )
+
+
+def provenance(store) -> dict:
+    """Where the store was and what made it (for the record; identity: ``store_identity``)."""
+    attrs = store.attrs
+    return {
+        "location": store.location,
+        "dataset": attrs["dataset"],
+        "masker": attrs["masker"],
+        "priors": attrs["priors"],
+        "schema_version": attrs["schema_version"],
+    }
