@@ -8,20 +8,19 @@ import torch
 from torch import nn
 
 from precompute.types import SettingError
-from train.inference.predicting import (
-    STRATEGIES,
+from train.choices import STRATEGIES
+from train.inference.predictor import Predictor
+from train.models import create_model
+from train.postprocess import binary_from_probs, instances_from_probs
+from train.protocols import get_protocol
+from train.strategies import (
     all_strategies,
     combine,
     foreground_probability,
     image_certainty,
-    importance_map,
-    predict_image,
     select,
-    sliding_window_probs,
-    window_starts,
 )
-from train.models import create_model
-from train.postprocess import binary_from_probs, instances_from_probs
+from train.windows import importance_map, sliding_window_probs, window_starts
 
 # ---------------------------------------------------------------- sliding window
 
@@ -161,7 +160,7 @@ def test_cuda_model_cpu_image_matches_cpu():
     torch.testing.assert_close(on_gpu.cpu(), cpu, atol=1e-5, rtol=1e-4)
 
 
-def test_predict_image_is_the_fused_or_raw_input_through_the_model():
+def test_a_prediction_is_the_fused_or_raw_input_through_the_model():
     from train.fusion import FusionSettings
     from train.tasks import get_task
 
@@ -177,7 +176,8 @@ def test_predict_image_is_the_fused_or_raw_input_through_the_model():
         raw_input = torch.cat([item["image"], torch.zeros(2, 21, 34)])[None]
         fused = torch.cat([item["image"], 0.5 * item["seg_prior"], item["boundary_prior"]])[None]
         for augmented, x in ((False, raw_input), (True, fused)):
-            probs = predict_image(model, item, fusion, augmented, task, window=16)
+            predictor = Predictor(model, task, fusion, get_protocol("patches"), 16)
+            probs = predictor.probabilities(item, augmented)
             with torch.no_grad():
                 logits = model(x)
             expected = logits.softmax(1) if activation == "softmax" else logits.sigmoid()

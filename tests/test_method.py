@@ -12,15 +12,13 @@ import torch
 from precompute.types import SettingError
 from tests.support.train_helpers import make_glas_store, tiny
 from train.data.loader import make_loader
-from train.fusion import FusionSettings
-from train.inference.predicting import model_input
+from train.fusion import FusionSettings, model_input
 from train.models import create_model
 from train.protocols import RECIPES, get_protocol
 from train.tasks import get_task
 from train.training.config import TrainConfig
 from train.training.loop import train
 from train.training.optim import lr_schedule, update_plan
-from train.training.run_setup import training_data
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +47,8 @@ def replay(config: TrainConfig, order: list[tuple[bool, ...]]) -> dict:
     ``order``, each on the mean loss of the inputs it names (False raw, True augmented)."""
     config = config.resolve("glas")
     task = get_task(config.task)
-    dataset = training_data(config, task, [f"train_{i}" for i in range(1, 7)])
+    ids = [f"train_{i}" for i in range(1, 7)]
+    dataset = get_protocol(config.protocol).training_data(config, task, config.store, ids)
     dataset.set_epoch(0)
     batch = next(iter(make_loader(dataset, config.batch_size, shuffle=True)))
     torch.manual_seed(config.seed)  # as train() seeds before it builds the model
@@ -112,7 +111,7 @@ def test_schedules_count_optimizer_steps(glas_store, tmp_path):
     # The released polyp schedule: x0.2 from the 21st epoch (index 20), whatever the number of
     # optimizer steps an epoch takes (3 scales x 2 inputs = 6 a batch here).
     polyp = TrainConfig(store="s", mode="joint", protocol="polyp", task="binary").resolve()
-    plan = update_plan(polyp)
+    plan = update_plan(polyp, get_protocol("polyp"))
     assert plan.sizes == (256, None, 448) and plan.steps_per_batch == 6
     factor = lr_schedule(polyp, steps_per_epoch=6 * 10)
     assert [factor(s) for s in (0, 20 * 60 - 1, 20 * 60, 38 * 60 + 59)] == [1, 1, 0.2, 0.2]
@@ -197,7 +196,7 @@ def test_the_resolved_protocol_and_recipe_are_recorded(glas_store, tmp_path):
         "task",
     )
     assert saved.lr == 3e-3  # given, not the recipe's
-    assert saved.weight_decay == RECIPES["patches"].weight_decay
+    assert saved.weight_decay == RECIPES.get("patches").weight_decay
     recorded = checkpoint(tmp_path / "run")["config"]["protocol_settings"]
     assert recorded == get_protocol("patches").settings()
     assert recorded["source"] == "this project's own" and recorded["test"] == "windows"
@@ -210,8 +209,8 @@ def test_the_resolved_protocol_and_recipe_are_recorded(glas_store, tmp_path):
         ({"protocol": "patches", "scales": [0.75, 1]}, "multi-scale training needs whole"),
         ({"task": "nuclei", "loss": "structure"}, "--loss structure is a binary"),
         ({"protocol": "polyp", "loss": "task"}, "trains on soft"),
-        ({"protocol": "sliding"}, "--protocol must be one of patches, polyp"),
-        ({"recipe": "sgd"}, "--recipe must be one of patches, samaug_polyp, pranet"),
+        ({"protocol": "sliding"}, "--protocol 'sliding': no such protocol; valid: patches, polyp"),
+        ({"recipe": "sgd"}, "--recipe 'sgd': no such recipe; valid: patches, pranet, samaug_polyp"),
         ({"joint_update": "sum"}, "--joint-update must be one of step, mean"),
         ({"lr_milestones": [0]}, "--lr-milestones must be at least 1, not 0"),
         ({"save_every": -1}, "--save-every must be at least 0"),

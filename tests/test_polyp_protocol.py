@@ -18,10 +18,16 @@ from precompute.store import open_store
 from tests.support.train_helpers import tiny, write_pranet_like
 from train.data.datasets import WholeImageDataset
 from train.fusion import FusionSettings
-from train.inference.predicting import predict_image
+from train.inference.predictor import Predictor
 from train.losses import make_loss, structure_loss
-from train.protocols import IMAGENET_MEAN, IMAGENET_STD, scale_sizes
-from train.protocols.polyp_protocol import ResizedDataset, rescale_batch
+from train.protocols import get_protocol
+from train.protocols.polyp_protocol import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResizedDataset,
+    rescale_batch,
+    scale_sizes,
+)
 from train.results.evaluation import evaluate_run
 from train.tasks import get_task
 from train.training.loop import train
@@ -85,8 +91,8 @@ def test_training_items_are_the_released_loaders_resize(polyp_store):
 
 
 def test_multi_scale_sizes_and_batches():
-    assert scale_sizes(352, (0.75, 1.0, 1.25)) == [256, None, 448]
-    assert scale_sizes(64, (0.75, 1.0, 1.25)) == [64, None, 64]  # round() halves to even
+    assert scale_sizes(352, (0.75, 1.0, 1.25)) == (256, None, 448)
+    assert scale_sizes(64, (0.75, 1.0, 1.25)) == (64, None, 64)  # round() halves to even
     ramp = torch.linspace(0, 1, 16).expand(2, 1, 16, 16)
     batch = {
         "image": ramp.expand(2, 3, 16, 16),
@@ -126,8 +132,9 @@ def test_test_time_path_is_the_released_one_at_the_ground_truths_size(polyp_stor
     item = WholeImageDataset(polyp_store, "Kvasir")[0]
     assert item["image"].shape[-2:] == (80, 96)
     fusion, task = FusionSettings(), get_task("binary")
+    polyp = Predictor(model, task, fusion, get_protocol("polyp"), 64)
     for augmented in (False, True):
-        probs = predict_image(model, item, fusion, augmented, task, 64, protocol="polyp")
+        probs = polyp.probabilities(item, augmented)
         assert probs.shape == (1, 1, 80, 96)
         # The released test: the maps summed, upsampled (align_corners=False) to the
         # ground truth's size, sigmoid, min-max.
@@ -144,7 +151,8 @@ def test_test_time_path_is_the_released_one_at_the_ground_truths_size(polyp_stor
         np.testing.assert_allclose(probs[0, 0].numpy(), res, atol=1e-5)
         assert probs.min() == 0 and probs.max() == pytest.approx(1, abs=1e-4)
     # The patches protocol predicts the same image by windows, unnormalised.
-    windows = predict_image(model, item, fusion, False, task, 64)
+    patches = Predictor(model, task, fusion, get_protocol("patches"), 64)
+    windows = patches.probabilities(item, False)
     assert windows.shape == (1, 1, 80, 96) and not torch.allclose(windows, probs)
 
 

@@ -23,14 +23,17 @@ from precompute.store import open_store
 from precompute.types import InputError, SamaugError, SettingError
 from tests.support.tiny_sam import TINY_SAM_SETTINGS, save_tiny_sam
 from tests.support.train_helpers import make_glas_store, samaug, tiny
-from train.results.bundle import export_bundle, read_model
+from train.inference.predictor import PredictSettings
+from train.modes import get_mode
+from train.results.bundle import export_bundle
 from train.results.evaluation import evaluate_run
+from train.results.loading import read_model
 from train.results.prediction_files import read_index, write_prediction
 from train.results.prediction_reader import read_prediction
 from train.results.provenance import masker_for
 from train.results.saving import FileSettings, save_probs
 from train.results.scoring import prepare_scoring, score_folder
-from train.results.serving import PredictConfig, check_strategy, predict, prepare_prediction
+from train.results.serving import PredictConfig, predict, prepare_prediction
 from train.tasks import get_task
 from train.training.loop import train
 
@@ -67,7 +70,7 @@ def test_predict_computes_the_priors_with_the_recorded_masker_and_scores_as_eval
         masker_store=str(tmp_path / "priors.zarr"),
         workers=0,
         device="cpu",
-        tta="flip",
+        settings=PredictSettings(tta="flip"),
         files=PROBABILITIES,
     )
     calls = []
@@ -118,7 +121,7 @@ def test_predict_computes_the_priors_with_the_recorded_masker_and_scores_as_eval
 
     # A rerun reuses the kept priors; without TTA the probabilities are others.
     flipped = read_prediction(tmp_path / "predicted" / "testA_1_probability.tif")
-    again = predict(dataclasses.replace(config, tta="none"))
+    again = predict(dataclasses.replace(config, settings=PredictSettings(tta="none")))
     assert again.priors.skipped == 2 and again.priors.done == 0
     assert read_index(tmp_path / "predicted")["made_by"]["settings"]["tta"] == "none"
     plain = read_prediction(tmp_path / "predicted" / "testA_1_probability.tif")
@@ -172,15 +175,15 @@ def test_another_sam_checkpoint_is_refused_naming_both_hashes(trained, tmp_path)
 
 
 def test_each_mode_serves_its_strategies():
-    assert [check_strategy(mode, None) for mode in ("raw", "samaug", "joint")] == [
+    assert [get_mode(mode).strategy() for mode in ("raw", "samaug", "joint")] == [
         "raw",
         "samaug",
         "select",
     ]
-    assert check_strategy("joint", "ensemble") == "ensemble"
+    assert get_mode("joint").strategy("ensemble") == "ensemble"
     for mode, strategy in (("raw", "samaug"), ("samaug", "select"), ("samaug", "raw")):
         with pytest.raises(SettingError, match=f"--mode {mode} serves only"):
-            check_strategy(mode, strategy)
+            get_mode(mode).strategy(strategy)
 
 
 @pytest.fixture

@@ -34,12 +34,13 @@ from samaug.reproduce.plots import (
     ZERO_COLOUR,
     figure_height,
 )
-from train.inference.predicting import STRATEGIES
+from train.choices import STRATEGIES
 from train.metrics import polyp_scores
 from train.models import list_models
-from train.results.evaluation import write_table as write_csv
+from train.modes import MODES
+from train.results.tables import write_csv
 from train.tasks import NUCLEI_METRICS, get_task
-from train.training.config import MODES, TrainConfig
+from train.training.config import TrainConfig
 
 # The synthetic rows hold only each grid's metric columns: every split value is their mean
 # over images, as evaluation aggregates MoNuSeg and polyp scores.

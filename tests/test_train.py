@@ -18,9 +18,10 @@ import torch
 
 from precompute.pipeline import PriorsConfig, run
 from tests.support.train_helpers import make_glas_store, tiny, write_pranet_like
-from train.inference.predicting import STRATEGIES
+from train.choices import STRATEGIES
 from train.metrics import GlasParts, glas_pooled
-from train.results.evaluation import comparison_rows, evaluate_run, format_table
+from train.results.evaluation import evaluate_run
+from train.results.tables import comparison_rows, format_table
 from train.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

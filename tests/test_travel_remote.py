@@ -70,7 +70,8 @@ def test_with_a_cache_the_second_epoch_reads_nothing_over_the_network(served, tm
                 per_epoch.append(len(server.reset()))
 
         # Two spawned DataLoader workers share the cache with the main process.
-        train(tiny(url, tmp_path / "run", epochs=2, workers=2), log=log, cache=cache)
+        access = st.StoreAccess(url, cache=cache)
+        train(tiny(url, tmp_path / "run", epochs=2, workers=2), log=log, access=access)
         assert per_epoch[0] > 0 and per_epoch[1] == 0, per_epoch
         (identity,) = [p for p in cache.iterdir() if p.is_dir()]
         shards = sorted(identity.glob("images/*/priors/c/0/0/0"))

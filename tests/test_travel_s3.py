@@ -120,9 +120,8 @@ def test_priors_to_s3_killed_and_resumed_equals_an_unbroken_run_then_trains(s3, 
             np.testing.assert_array_equal(got[image_id][1][name], values)
     assert check_store(url, options).problems == []
 
-    summary = train(
-        tiny(url, tmp_path / "run", epochs=1), log=lambda line: None, storage_options=options
-    )
+    access = st.StoreAccess(url, options)
+    summary = train(tiny(url, tmp_path / "run", epochs=1), log=lambda line: None, access=access)
     assert summary["steps"] == 2
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 0
 

@@ -1,14 +1,15 @@
-"""Flip test-time augmentation (train/tta.py) against a computation by hand."""
+"""Flip test-time augmentation (``Predictor`` with tta="flip") against a computation by hand."""
 
 import pytest
 import torch
 
 from precompute.types import SettingError
 from train.fusion import FusionSettings, fuse, raw
-from train.inference.predicting import sliding_window_probs
-from train.inference.tta import check_tta, predict
+from train.inference.predictor import Predictor, PredictSettings, check_tta
 from train.models import create_model
+from train.protocols import get_protocol
 from train.tasks import get_task
+from train.windows import sliding_window_probs
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +42,19 @@ def test_flip_tta_is_the_mean_over_the_four_mirrorings_flipped_back(model, augme
         probs = sliding_window_probs(model, flipped, 3, window=32, overlap=0.5)
         by_hand += (probs.flip(dims) if dims else probs) / 4
 
-    with_tta = predict(model, item, fusion, augmented, task, window=32, tta="flip")
+    def predict(item, tta):
+        settings = PredictSettings(tta=tta)
+        predictor = Predictor(model, task, fusion, get_protocol("patches"), 32, settings)
+        return predictor.probabilities(item, augmented)
+
+    with_tta = predict(item, "flip")
     torch.testing.assert_close(with_tta, by_hand, rtol=0, atol=1e-6)
-    without = predict(model, item, fusion, augmented, task, window=32, tta="none")
+    without = predict(item, "none")
     assert (with_tta - without).abs().max() > 1e-3  # mirroring changes a random net's output
     torch.testing.assert_close(with_tta.sum(1), torch.ones(1, 32, 44))
     # The priors are mirrored with the image: an augmented input sees them, a raw one not.
     no_priors = {**item, "seg_prior": torch.zeros(1, 32, 44)}
-    other = predict(model, no_priors, fusion, augmented, task, window=32, tta="flip")
+    other = predict(no_priors, "flip")
     assert torch.equal(other, with_tta) != augmented
 
 

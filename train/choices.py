@@ -2,8 +2,9 @@
 a ``Literal`` as a list of choices) and the library checks. Importable without torch, so the
 command line can name them before it imports anything heavy.
 
-Choices that come from a registry (models, fusions, tasks) are not listed here: each
-registry checks its own names (``train.models``, ``train.fusion``, ``train.tasks``).
+Choices that come from a registry (models, fusions, tasks, protocols, recipes) are not listed
+here: each registry checks its own names. ``Mode`` is the training modes' table
+(``train.modes``) as the command line offers it; a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -15,11 +16,20 @@ Strategy = Literal["raw", "samaug", "ensemble", "select"]
 Certainty = Literal["margin", "margin_minmax", "entropy"]
 Tta = Literal["none", "flip"]
 ProbabilityFormat = Literal["npz", "tif"]  # train.results.prediction_files.PROB_FORMATS
+JointUpdate = Literal["step", "mean"]
+Optimizer = Literal["adamw", "adam"]
+LrSchedule = Literal["cosine", "multistep"]
+# The losses a run can train with (``train.losses.make_loss``): "task" is the task's own
+# (``train.tasks``); the structure losses are binary (one sigmoid channel).
+Loss = Literal["task", "structure", "structure_released", "structure_unweighted"]
 
-MODES: tuple[str, ...] = get_args(Mode)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 CERTAINTIES: tuple[str, ...] = get_args(Certainty)
 TTAS: tuple[str, ...] = get_args(Tta)
 PROBABILITY_FORMATS: tuple[str, ...] = get_args(ProbabilityFormat)
+JOINT_UPDATES: tuple[str, ...] = get_args(JointUpdate)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
+LOSSES: tuple[str, ...] = get_args(Loss)
 # The released SAMAug test code's rule: mean |p - 0.5| after per-image min-max normalisation.
 DEFAULT_CERTAINTY = "margin_minmax"

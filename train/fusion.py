@@ -136,3 +136,15 @@ def _add(image: torch.Tensor, seg: torch.Tensor, boundary: torch.Tensor, seg_sca
 @register_fusion("concat", in_channels=5)
 def _concat(image: torch.Tensor, seg: torch.Tensor, boundary: torch.Tensor, seg_scale: float):
     return torch.cat([image, seg * seg_scale, boundary], dim=-3)
+
+
+def model_input(batch: dict, fusion: FusionSettings, augmented: bool, device) -> torch.Tensor:
+    """The network input of a batch of items (``train.data.datasets``): ``fuse`` of the image
+    and both priors when ``augmented``, else ``raw`` of the image; ``(B, in_channels, H, W)``
+    float on ``device``."""
+    image = batch["image"].to(device, non_blocking=True)
+    if not augmented:
+        return raw(image, fusion)
+    seg = batch["seg_prior"].to(device, non_blocking=True)
+    boundary = batch["boundary_prior"].to(device, non_blocking=True)
+    return fuse(image, seg, boundary, fusion)

@@ -17,10 +17,13 @@
   writer at a time (``<store>.lock``).
 - ``consolidated``: every node's metadata in the root ``zarr.json`` (one read to open).
 - ``cache``: ``StoreCache``, a local disk cache of what is read from a URL.
+- ``access``: ``StoreAccess``, how a store is reached (location, fsspec options, cache): the
+  one value every reader of a store is handed.
 
 Imports numpy and zarr only: no torch, no segment_anything.
 """
 
+from precompute.store.access import StoreAccess, access_of
 from precompute.store.cache import StoreCache
 from precompute.store.consolidated import consolidate
 from precompute.store.derive import (
@@ -90,8 +93,10 @@ __all__ = [
     "Layout",
     "PreparedStore",
     "SamaugStore",
+    "StoreAccess",
     "StoreCache",
     "StoreUnreachableError",
+    "access_of",
     "Target",
     "attach_image",
     "complete_ids",

@@ -16,6 +16,7 @@ import functools
 import http.server
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,11 +117,25 @@ class RangeServer:
     class _Server(http.server.ThreadingHTTPServer):
         daemon_threads = True
         owner: RangeServer
+        # Open client connections: a stopped server closes them, as a server that goes away
+        # does (else a kept-alive connection would go on being answered by its thread).
+        connections: set
+
+        def process_request(self, request, client_address) -> None:
+            with self.owner._lock:
+                self.connections.add(request)
+            super().process_request(request, client_address)
+
+        def shutdown_request(self, request) -> None:
+            with self.owner._lock:
+                self.connections.discard(request)
+            super().shutdown_request(request)
 
     def __init__(self, directory, stall_seconds: float = 30.0) -> None:
         handler = functools.partial(_Handler, directory=str(directory))
         self._server = self._Server(("127.0.0.1", 0), handler)
         self._server.owner = self
+        self._server.connections = set()
         self._lock = threading.Lock()
         self._faults: dict[str, str] = {}
         self._stalled = threading.Event()
@@ -163,9 +178,15 @@ class RangeServer:
         return self
 
     def stop(self) -> None:
+        """Stop answering and close every open connection."""
         self._stalled.set()
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            open_connections = list(self._server.connections)
+        for connection in open_connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 @contextlib.contextmanager

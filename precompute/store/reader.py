@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from precompute.store.access import StoreAccess
 from precompute.store.cache import CachingStore, StoreCache
 from precompute.store.guarded import (
     GuardedStore,
@@ -61,6 +62,7 @@ class SamaugStore:
         self._guarded = guarded
         self._caching = caching
         self.location = location
+        self.storage_options: dict | None = None  # fsspec options it was opened with
         self.attrs: dict = dict(root.attrs)
         check_root_attrs(self.attrs, location)
         self.layout = layout_of(self.attrs["schema_version"])
@@ -73,6 +75,12 @@ class SamaugStore:
         # Image groups whose consolidated metadata disagreed with their own (local stores):
         # it was ignored, and ``verify`` reports them.
         self.stale_consolidated: list[str] = []
+
+    @property
+    def access(self) -> StoreAccess:
+        """How this store was reached, bound to its cache (``StoreAccess.open`` gives it
+        again, in another process too, without fetching its root metadata again)."""
+        return StoreAccess(self.location, self.storage_options, self.cache)
 
     @property
     def cache(self) -> StoreCache | None:
@@ -359,6 +367,7 @@ def open_store(
             root = _open_root(guarded, location, False)
     guarded.strict = root.attrs.get(EVERY_CHUNK_WRITTEN) is True
     opened = SamaugStore(root, location, guarded, caching)
+    opened.storage_options = storage_options
     opened.stale_consolidated = stale
     return opened
 

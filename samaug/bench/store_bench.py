@@ -85,9 +85,11 @@ def remote_figures(server, name: str, ids: list[str], suffix: str = "") -> None:
 
 def epoch_figures(server, name: str, cache: Path) -> None:
     """Requests of the first and the second epoch of a training dataset with a cache."""
+    from precompute.store import StoreAccess
     from train.data.datasets import PatchDataset
 
-    dataset = PatchDataset(f"{server.url}/{name}", "train", patch_size=PATCH, cache=cache)
+    access = StoreAccess(f"{server.url}/{name}", cache=cache)
+    dataset = PatchDataset(access, "train", patch_size=PATCH)
     for epoch in (0, 1):
         server.reset()
         dataset.set_epoch(epoch)

@@ -69,6 +69,7 @@ def predict_command(
     ] = "best.pt",
 ) -> None:
     """Segment new images with a trained model (priors computed with its own masker)."""
+    from train.inference.predictor import PredictSettings
     from train.results.saving import FileSettings
     from train.results.serving import PredictConfig, prepare_prediction, run_prediction
 
@@ -85,8 +86,7 @@ def predict_command(
         workers=workers,
         scheduler=scheduler,
         device=device,
-        tta=tta,
-        certainty=certainty,
+        settings=PredictSettings(tta=tta, certainty=certainty),
         files=FileSettings(min_size, save_probabilities, probability_format, overlay),
     )
     job = prepare_prediction(config)
@@ -130,8 +130,8 @@ def score_command(
 ) -> None:
     """Score a folder of predictions with the metrics of `samaug eval`."""
     from precompute.types import SettingError
-    from train.results.evaluation import format_table, write_table
     from train.results.scoring import SCORES, prepare_scoring, score_folder, score_rows
+    from train.results.tables import format_table, write_csv
 
     if table is not None and (table.is_dir() or not table.parent.is_dir()):
         raise SettingError(f"--table {table}: give a CSV file in an existing folder")
@@ -146,7 +146,7 @@ def score_command(
         typer.echo(f"not scored: {len(job.extra)} files of no image ({shown}{more})", err=True)
     typer.echo(f"scores written to {job.out / SCORES}")
     if table:
-        write_table(rows, table)
+        write_csv(rows, table)
         typer.echo(f"table written to {table}")
 
 

@@ -21,8 +21,16 @@ from samaug.commands.options import (
     parse_pairs,
     storage_options,
 )
-from train.choices import Certainty, Mode, ProbabilityFormat, Tta
-from train.protocols import JointUpdate, Loss, LrSchedule, Optimizer
+from train.choices import (
+    Certainty,
+    JointUpdate,
+    Loss,
+    LrSchedule,
+    Mode,
+    Optimizer,
+    ProbabilityFormat,
+    Tta,
+)
 
 
 def train_command(
@@ -105,7 +113,7 @@ def train_command(
     storage_option: StorageOption = None,
 ) -> None:
     """Train a segmentation model on images and priors streamed from a store."""
-    from precompute.store import open_store
+    from precompute.store import StoreAccess
     from train.training.config import TrainConfig
     from train.training.loop import train
 
@@ -146,13 +154,13 @@ def train_command(
         model_kwargs=parse_pairs(model_option, "--model-option"),
     )
     config.check_files()
-    access = storage_options(storage_option)
+    access = StoreAccess(store, storage_options(storage_option), cache)
     if out is None:
-        dataset = open_store(store, access, cache=cache).attrs["dataset"]["name"]
+        dataset = access.open().attrs["dataset"]["name"]
         out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
         config = dataclasses.replace(config, out=str(out))
     with Bars() as bars:
-        summary = train(config, log=bars.echo, progress=bars, storage_options=access, cache=cache)
+        summary = train(config, log=bars.echo, progress=bars, access=access)
     if summary["best_val_dice"] is None:  # no validation images (said once, when starting)
         typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch'] + 1}")
     else:
@@ -203,14 +211,10 @@ def eval_command(
     storage_option: StorageOption = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
+    from precompute.store import StoreAccess
     from precompute.types import SettingError
-    from train.results.evaluation import (
-        comparison_rows,
-        format_table,
-        prepare_evaluation,
-        score_run,
-        write_table,
-    )
+    from train.results.evaluation import prepare_evaluation, score_run
+    from train.results.tables import comparison_rows, format_table, write_csv
 
     if table is not None and (table.is_dir() or not table.parent.is_dir()):
         raise SettingError(f"--table {table}: give a CSV file in an existing folder")
@@ -219,7 +223,7 @@ def eval_command(
     jobs = [
         prepare_evaluation(
             run,
-            store,
+            StoreAccess(store, storage_options(storage_option), cache),
             split,
             certainty,
             device=device,
@@ -229,8 +233,6 @@ def eval_command(
             save_probabilities=save_probabilities,
             probability_format=probability_format,
             overlay=overlay,
-            storage_options=storage_options(storage_option),
-            cache=cache,
         )
         for run, folder in zip(runs, folders, strict=True)
     ]
@@ -245,7 +247,7 @@ def eval_command(
     if save_predictions:
         typer.echo(f"predictions written to {save_predictions}")
     if table:
-        write_table(rows, table)
+        write_csv(rows, table)
         typer.echo(f"table written to {table}")
 
 
@@ -276,9 +278,10 @@ def show_command(
     storage_option: StorageOption = None,
 ) -> None:
     """Save the image, its seg prior, boundary prior and augmented input side by side."""
+    from precompute.store import StoreAccess
     from train.results.show import show
 
-    typer.echo(show(store, image_id, out, storage_options(storage_option), cache))
+    typer.echo(show(StoreAccess(store, storage_options(storage_option), cache), image_id, out))
 
 
 def demo_command(

@@ -19,8 +19,9 @@ from precompute import checks
 from precompute.pipeline import PriorsConfig, run
 from precompute.types import SettingError
 from samaug.demo.synthetic import write_glas_like
-from train.results.evaluation import comparison_rows, evaluate_run, format_table, write_table
+from train.results.evaluation import evaluate_run
 from train.results.show import show
+from train.results.tables import comparison_rows, format_table, write_csv
 from train.training.config import TrainConfig
 from train.training.loop import train
 
@@ -74,7 +75,7 @@ def run_demo(out: str | Path, epochs: int = 12, log=print) -> dict:
         evaluate_run(run_dir)
     rows = comparison_rows(runs)
     table_path = out / "comparison.csv"
-    write_table(rows, table_path)
+    write_csv(rows, table_path)
     log("4/5 comparison (synthetic data: mechanics only)\n" + format_table(rows))
     log(f"5/5 figure: {figure}")
     return {"store": str(store), "runs": runs, "table": str(table_path), "figure": str(figure)}

@@ -36,9 +36,9 @@ from samaug.reproduce.render import write_table
 from samaug.reproduce.runs import load_runs
 from samaug.reproduce.tables import build_table
 from train.choices import DEFAULT_CERTAINTY
-from train.inference.predicting import check_certainty
 from train.models.backbones import BACKBONES
 from train.results.evaluation import evaluate_run
+from train.strategies import check_certainty
 from train.training.checkpoint import read_json, update_metrics
 from train.training.config import TrainConfig
 from train.training.loop import train

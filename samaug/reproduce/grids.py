@@ -1,7 +1,7 @@
 """The paper's three experiment grids as data: what ``samaug reproduce TABLE`` trains and shows.
 
 A grid names the dataset of the store it reads, the models (registry names of
-``train.models``), the training modes every model is trained in (``train.training.config.MODES``),
+``train.models``), the training modes every model is trained in (``train.modes``),
 the table's rows as (training mode, test-time strategy) pairs with the baseline first, the
 test splits, the metrics of the table (their direction and how the paper prints them) and
 the *main* metric, the one the paired statistics and the figure are about.

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from precompute.store import SamaugStore, StoreCache, open_store
+from precompute.store import SamaugStore, StoreAccess, access_of
 from precompute.types import SamaugError
 from train.data.augment import AugmentSettings, draw_scale, flip_rotate, jitter, resize
 from train.targets import BOUNDARY_WIDTH, IGNORE_INDEX
@@ -54,32 +54,28 @@ def prior_float(prior: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- datasets
 
+StoreLike = SamaugStore | StoreAccess | str | Path  # an opened store, how to reach one, or where
+Split = str | Sequence[str]  # a split name, or image IDs
+
 
 class StoreDataset(Dataset):
-    """Opens the store lazily in each process and never pickles it open (see module doc).
+    """Items of a samaug store's images; never pickles the store open (see module doc).
 
-    cache: a folder (or a ``StoreCache``) keeping what is read from a store URL on local
-    disk, shared by the DataLoader's workers: from the second epoch on nothing is read over
-    the network (``precompute.store.cache``).
+    store: the opened store (``precompute.store.open_store``), a ``StoreAccess`` or a bare
+    location. A DataLoader worker opens it again from its ``access`` (location, fsspec
+    options, cache bound to its root metadata: no request to reopen it, and with a cache
+    nothing read twice over the network).
+    split: a split name, or a list of image IDs.
     """
 
-    def __init__(
-        self,
-        store_location: str | Path,
-        split: str | Sequence[str],
-        storage_options: dict | None,
-        cache: StoreCache | str | Path | None = None,
-    ) -> None:
-        self.store_location = str(store_location)
-        self.storage_options = storage_options
-        store = open_store(self.store_location, storage_options, cache=cache)
-        # Bound to the store's root metadata: worker processes reopen it without a request.
-        self.cache = store.cache
+    def __init__(self, store: StoreLike, split: Split) -> None:
+        store = store if isinstance(store, SamaugStore) else access_of(store).open()
+        self.access: StoreAccess = store.access
         if isinstance(split, str):
             ids = store.ids(split)
             if not ids:
                 raise SamaugError(
-                    f"{self.store_location}: no complete images in split {split!r}; the store "
+                    f"{store.location}: no complete images in split {split!r}; the store "
                     f"has {store.splits() or 'no complete images'}"
                 )
         else:
@@ -87,7 +83,7 @@ class StoreDataset(Dataset):
             unknown = sorted(set(ids) - set(store.ids()))
             if unknown or not ids:
                 raise SamaugError(
-                    f"{self.store_location}: no complete image(s) {unknown or ids}; "
+                    f"{store.location}: no complete image(s) {unknown or ids}; "
                     "list them with `samaug store info`"
                 )
         self.ids: list[str] = ids
@@ -97,8 +93,12 @@ class StoreDataset(Dataset):
     @property
     def store(self) -> SamaugStore:
         if self._store is None:
-            self._store = open_store(self.store_location, self.storage_options, cache=self.cache)
+            self._store = self.access.open()
         return self._store
+
+    @property
+    def store_location(self) -> str:
+        return self.access.location
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -128,19 +128,13 @@ class EpochDataset(StoreDataset):
     ``(epoch, index)`` pair (``make_loader``'s sampler). ``seed``: non-negative."""
 
     def __init__(
-        self,
-        store_location: str | Path,
-        split: str | Sequence[str],
-        samples_per_epoch: int | None,
-        seed: int,
-        storage_options: dict | None,
-        cache: StoreCache | str | Path | None = None,
+        self, store: StoreLike, split: Split, samples_per_epoch: int | None, seed: int
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be non-negative, not {seed}")
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be positive, not {samples_per_epoch}")
-        super().__init__(store_location, split, storage_options, cache)
+        super().__init__(store, split)
         self.samples_per_epoch = samples_per_epoch
         self.seed = int(seed)
         self.epoch = 0
@@ -164,7 +158,7 @@ class PatchDataset(EpochDataset):
     """Random, augmented training patches from a samaug store.
 
     Arguments:
-      store_location: a store path or a read-only fsspec URL.
+      store: the store (``StoreDataset``).
       split: a split name, or a list of image IDs.
       patch_size: side of the square patches (smaller images are padded, see module doc).
       task: a name from ``train.tasks.list_tasks()`` (``task_for_dataset``): its target.
@@ -172,9 +166,7 @@ class PatchDataset(EpochDataset):
       samples_per_epoch: items per epoch (default: one per image); item ``i`` is a patch of
         image ``ids[i % len(ids)]``.
       seed: non-negative; with the epoch and the index it fixes every random choice.
-      storage_options: fsspec options for a URL (e.g. credentials).
       boundary_width: width in pixels of the instance boundary class.
-      cache: a local cache of a store URL (``StoreDataset``).
 
     Items: a dict with ``image`` (3, P, P) float32 [0, 1], ``seg_prior`` and
     ``boundary_prior`` (1, P, P) float32, ``target`` (P, P) int64, ``image_id`` (str) and
@@ -184,23 +176,21 @@ class PatchDataset(EpochDataset):
 
     def __init__(
         self,
-        store_location: str | Path,
-        split: str | Sequence[str],
+        store: StoreLike,
+        split: Split,
         patch_size: int = 256,
         task: str = "glands",
         augment: AugmentSettings = AugmentSettings(),  # noqa: B008 (frozen, so shared safely)
         samples_per_epoch: int | None = None,
         seed: int = 0,
-        storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
-        cache: StoreCache | str | Path | None = None,
     ) -> None:
         self.task = get_task(task)
         if patch_size < 1:
             raise ValueError(f"patch_size must be positive, not {patch_size}")
         if boundary_width < 1:
             raise ValueError(f"boundary_width must be at least 1, not {boundary_width}")
-        super().__init__(store_location, split, samples_per_epoch, seed, storage_options, cache)
+        super().__init__(store, split, samples_per_epoch, seed)
         self.task_name = task
         self.patch_size = int(patch_size)
         self.augment = augment
@@ -280,15 +270,13 @@ class WholeImageDataset(StoreDataset):
 
     def __init__(
         self,
-        store_location: str | Path,
-        split: str | Sequence[str],
+        store: StoreLike,
+        split: Split,
         task: str | None = None,
-        storage_options: dict | None = None,
         boundary_width: int = BOUNDARY_WIDTH,
-        cache: StoreCache | str | Path | None = None,
     ) -> None:
         self.task = get_task(task) if task is not None else None
-        super().__init__(store_location, split, storage_options, cache)
+        super().__init__(store, split)
         self.boundary_width = int(boundary_width)
 
     def __len__(self) -> int:
@@ -311,14 +299,8 @@ class WholeImageDataset(StoreDataset):
         return item
 
 
-def iter_images(
-    store_location: str | Path,
-    split: str | Sequence[str],
-    task: str | None = None,
-    storage_options: dict | None = None,
-    cache: StoreCache | str | Path | None = None,
-) -> Iterator[dict]:
+def iter_images(store: StoreLike, split: Split, task: str | None = None) -> Iterator[dict]:
     """Yield the items of ``WholeImageDataset`` one image at a time, in ID order."""
-    dataset = WholeImageDataset(store_location, split, task, storage_options, cache=cache)
+    dataset = WholeImageDataset(store, split, task)
     for index in range(len(dataset)):
         yield dataset[index]

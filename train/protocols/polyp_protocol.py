@@ -25,19 +25,28 @@ the image's own size, sigmoid, and per image ``(p - min) / (max - min + 1e-8)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from precompute.store import StoreCache
-from train.data.datasets import EpochDataset, image_float, prior_float
-from train.protocols import IMAGENET_MEAN, IMAGENET_STD
+from precompute.types import SettingError
+from train.data.datasets import EpochDataset, Split, StoreLike, image_float, prior_float
+from train.protocols.protocol import Protocol
+
+if TYPE_CHECKING:
+    from precompute.store import SamaugStore
+    from train.tasks import Task
+    from train.training.config import TrainConfig
 
 MINMAX_EPS = 1e-8  # the released test scripts' (p - min) / (max - min + 1e-8)
+# torchvision's ImageNet statistics, what PraNet's and SAMAug's loaders normalise with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SIZE_MULTIPLE = 32  # multi-scale sizes are rounded to multiples of this (the released code)
 
 
 def resize_maps(maps: Tensor, size: int) -> Tensor:
@@ -104,7 +113,7 @@ class ResizedDataset(EpochDataset):
     """Whole training images of a samaug store, resized to ``size`` squared (module doc).
 
     Arguments:
-      store_location: a store path or a read-only fsspec URL.
+      store: the store (``train.data.datasets.StoreDataset``).
       split: a split name, or a list of image IDs.
       size: the side of the square (352 in PraNet and SAMAug).
       normalize: "imagenet" or "unit" (``normalize_image``).
@@ -113,8 +122,6 @@ class ResizedDataset(EpochDataset):
         is image ``ids[(e * samples_per_epoch + i) % len(ids)]``, so fewer items than images
         go through all of them over the epochs.
       seed: non-negative; the loader's shuffling (``make_loader``) draws from it.
-      storage_options: fsspec options for a URL.
-      cache: a local cache of a store URL (``StoreDataset``).
 
     Items: ``image`` (3, S, S) float32, ``seg_prior`` and ``boundary_prior`` (1, S, S)
     float32, ``target`` (S, S) float32 soft mask in [0, 1], ``image_id`` (str). An index is
@@ -124,20 +131,18 @@ class ResizedDataset(EpochDataset):
 
     def __init__(
         self,
-        store_location: str | Path,
-        split: str | Sequence[str],
+        store: StoreLike,
+        split: Split,
         size: int = 352,
         normalize: str = "imagenet",
         clip_seg_prior: bool = True,
         samples_per_epoch: int | None = None,
         seed: int = 0,
-        storage_options: dict | None = None,
-        cache: StoreCache | str | Path | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be positive, not {size}")
         normalize_image(torch.zeros(3, 1, 1), normalize)  # refuses an unknown name now
-        super().__init__(store_location, split, samples_per_epoch, seed, storage_options, cache)
+        super().__init__(store, split, samples_per_epoch, seed)
         self.size = int(size)
         self.normalize = normalize
         self.clip_seg_prior = bool(clip_seg_prior)
@@ -186,3 +191,66 @@ def predict_resized(model: nn.Module, x: Tensor, out_size: tuple[int, int]) -> T
         model.train(was_training)
     logits = F.interpolate(logits, out_size, mode="bilinear", align_corners=False)
     return minmax(logits.sigmoid()).to(x.device)
+
+
+def scale_sizes(size: int, scales: tuple[float, ...]) -> tuple[int | None, ...]:
+    """The training sizes of one batch of a resize protocol, in order: ``None`` for rate 1
+    (as loaded) and ``int(round(size * rate / 32) * 32)`` for every other rate (the released
+    code's rounding: Python's, halves to even). 352 gives 256, 352, 448."""
+    return tuple(
+        None if rate == 1 else int(round(size * rate / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+        for rate in scales
+    )
+
+
+@dataclass(frozen=True)
+class ResizeProtocol(Protocol):
+    """Whole images resized to ``patch_size`` squared (module doc): multi-scale training,
+    tested on the resized image, the output brought back to the image's size."""
+
+    def check(self, config: TrainConfig) -> None:
+        super().check(config)
+        if config.loss == "task":
+            raise SettingError(
+                f"--protocol {self.name} trains on soft (resized) masks, which the task "
+                "loss does not take; use --loss structure, structure_released or "
+                "structure_unweighted"
+            )
+
+    def training_data(
+        self, config: TrainConfig, task: Task, store: SamaugStore, ids: list[str]
+    ) -> ResizedDataset:
+        return ResizedDataset(
+            store,
+            ids,
+            size=config.patch_size,
+            normalize=self.normalize,
+            clip_seg_prior=self.clip_seg_prior,
+            samples_per_epoch=config.samples_per_epoch,
+            seed=config.seed,
+        )
+
+    def training_sizes(self, config: TrainConfig) -> tuple[int | None, ...]:
+        return scale_sizes(config.patch_size, config.scales)
+
+    def prepare(self, item: dict, size: int) -> dict:
+        prepared = prepare_resized(
+            item["image"],
+            item["seg_prior"],
+            item["boundary_prior"],
+            size,
+            self.normalize,
+            self.clip_seg_prior,
+        )
+        return {k: v.unsqueeze(0) for k, v in prepared.items()}
+
+    def predict(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        task: Task,
+        size: int,
+        overlap: float,
+        image_size: tuple[int, int],
+    ) -> Tensor:
+        return predict_resized(model, x, image_size)

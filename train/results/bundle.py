@@ -1,4 +1,4 @@
-"""Model bundles: a trained model as one zip file to hand to a colleague, and reading models.
+"""Model bundles: a trained model as one zip file to hand to a colleague.
 
 ``export_bundle`` writes, from a run directory's checkpoint, a zip holding:
 
@@ -13,11 +13,8 @@
 - ``metrics.json`` -- the run's ``metrics.json`` as it was ({} for a run without one);
 - ``README.md`` -- what the model was trained on and how to run it.
 
-``read_model`` is how every command takes a model: a run directory (its ``best.pt`` or the
-checkpoint named), a bundle (any zip with a ``model.json``), or a checkpoint file. Both kinds
-of file are read without unpickling anything that could run code: checkpoints through
-``train.training.checkpoint.load_checkpoint`` (``weights_only``), bundles through
-safetensors and JSON.
+``read_bundle`` reads one back without unpickling anything (safetensors and JSON); every
+command takes a model through ``train.results.loading``, which reads bundles with it.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ from safetensors.torch import save as save_safetensors
 from precompute import __version__
 from precompute.files import atomic_file
 from precompute.types import SamaugError, SettingError
-from train.training.checkpoint import REQUIRED, load_checkpoint, read_json
+from train.training.checkpoint import load_checkpoint, read_json
 
 FORMAT = "samaug-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -135,28 +132,6 @@ def read_bundle(path: str | Path, device: torch.device | str = "cpu") -> dict:
     return {**about, "model": model, "store": provenance, "metrics": metrics}
 
 
-def read_model(
-    source: str | Path, checkpoint: str = "best.pt", device: torch.device | str = "cpu"
-) -> tuple[dict, Path]:
-    """(checkpoint-like state, the file it came from) of a run directory (its
-    ``checkpoint``), a bundle or a checkpoint file. Checkpoints are checked by
-    ``load_checkpoint`` (unsafe files refused), bundles by ``read_bundle``."""
-    source = Path(source)
-    if source.is_dir() or (not source.exists() and not source.suffix):  # a run directory
-        path = source / checkpoint
-        return load_checkpoint(path, device, "restore it, or train the run again"), path
-    if is_bundle(source):
-        return read_bundle(source, device), source
-    if source.is_file():
-        state = load_checkpoint(source, device, "give a run directory, a bundle or a checkpoint")
-        missing = [key for key in REQUIRED if key not in state]
-        assert not missing, missing  # load_checkpoint refuses such files
-        return state, source
-    raise SamaugError(
-        f"{source}: no such run directory, model bundle (.zip) or checkpoint; give one of them"
-    )
-
-
 def bundle_readme(about: dict, provenance: dict, metrics: dict) -> str:
     """The README.md of a bundle: what the model is, what it was trained on, how to run it."""
     config = about["config"]
@@ -253,4 +228,4 @@ def _read_member_json(archive: zipfile.ZipFile, name: str, path: Path):
         raise SamaugError(f"{path}: {name} is not JSON ({err})") from err
 
 
-__all__ = ["export_bundle", "is_bundle", "read_bundle", "read_model", "bundle_readme"]
+__all__ = ["export_bundle", "is_bundle", "read_bundle", "bundle_readme"]

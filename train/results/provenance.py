@@ -17,12 +17,7 @@ from pathlib import Path
 from precompute.maskers import masker_kind, masker_provenance
 from precompute.store import PRIOR_DEFINITIONS, signature
 from precompute.types import SettingError
-from train.training.config import TrainConfig, differences
-
-
-def uses_priors(config: TrainConfig) -> bool:
-    """Whether the model was trained on priors (every mode but ``raw``)."""
-    return config.mode != "raw"
+from train.training.config import differences
 
 
 def _recorded(state: dict) -> dict:
@@ -30,7 +25,7 @@ def _recorded(state: dict) -> dict:
     return state["identity"]["signature"]
 
 
-def check_store(state: dict, store) -> None:
+def check_priors_match(state: dict, store) -> None:
     """SettingError naming each difference when ``store`` (a ``SamaugStore``) holds priors
     made by another masker, other masker settings or other prior definitions than the ones
     the model was trained on (call it where the priors are used)."""

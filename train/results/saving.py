@@ -18,9 +18,9 @@ from torch import Tensor
 
 from precompute import __version__, checks
 from precompute.types import SettingError
-from train.inference.predicting import foreground_probability
 from train.postprocess import binary_from_probs
 from train.results.prediction_files import PROB_FORMATS, write_prediction
+from train.strategies import foreground_probability
 from train.tasks import Task
 
 

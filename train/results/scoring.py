@@ -25,9 +25,10 @@ from precompute.files import atomic_write_json
 from precompute.listing import by_stem, image_files
 from precompute.store import SamaugStore, open_store
 from precompute.types import InputError, SamaugError, SettingError
-from train.results.evaluation import check_splits, split_groups, write_table
 from train.results.prediction_files import INDEX_NAME, read_index
 from train.results.prediction_reader import check_shape, match_predictions, read_prediction
+from train.results.splits import check_splits, split_groups
+from train.results.tables import write_csv
 from train.tasks import Task, get_task, list_tasks, task_for_dataset
 from train.training.run_log import Progress
 
@@ -128,7 +129,7 @@ def score_folder(job: Scoring, progress: Progress | None = None) -> dict:
         else {"labels": str(next(iter(job.labels.values())).parent)}
     )
     job.out.mkdir(parents=True, exist_ok=True)
-    write_table(rows, job.out / PER_IMAGE)
+    write_csv(rows, job.out / PER_IMAGE)
     atomic_write_json(
         job.out / SCORES,
         {

@@ -1,21 +1,23 @@
 """``samaug predict``: segment new images with a trained model, end to end.
 
 The model is a run directory, a bundle or a checkpoint file
-(``train.results.evaluation.load_model``).
-The images are a folder (``images``: the files directly in it, any size, any format the
-``folder`` reader reads) or a store's images (``store``, its ``splits``, default all).
+(``train.results.loading.load_model``). The images are a folder (``images``: the files directly
+in it, any size, any format the ``folder`` reader reads) or a store's images (``store``, its
+``splits``, default all).
 
 A model trained on priors needs them at test time too. For a folder, they are computed by
 ``precompute.pipeline.run`` (the Dask pipeline of ``samaug priors``: ``workers``,
 ``scheduler``, ``device``) with exactly the masker of the model's provenance
 (``train.results.provenance.masker_for``: a SAM checkpoint of another sha256 is refused) into
 ``masker_store`` (kept, so a rerun reuses what is complete) or a temporary store (deleted
-afterwards). A store given with ``store`` must hold priors of that masker
-(``train.results.provenance.check_store``). The raw strategy (a raw model's, or a joint model's when
-asked) needs no priors and no masker.
+afterwards). A store given with ``store`` (a ``StoreAccess``: location, fsspec options,
+cache) must hold priors of that masker (``train.results.provenance.check_priors_match``).
+The raw strategy (a raw model's, or a joint model's when asked) needs no priors and no
+masker.
 
-The strategy defaults to the one the model is made for (``default_strategy``); one it cannot
-serve is refused. Each image's files are written by ``train.results.saving.save_probs`` into ``out``
+The strategy defaults to the one the model's training mode serves by default
+(``train.modes``); one it cannot serve is refused. Each image is predicted by the model's
+``Predictor``; its files are written by ``train.results.saving.save_probs`` into ``out``
 (``train.results.prediction_files`` layout), and ``predictions.json`` last.
 """
 
@@ -30,28 +32,24 @@ from pathlib import Path
 import torch
 
 from precompute import checks
-from precompute.devices import check_device, resolve_device
+from precompute.devices import check_device
 from precompute.pipeline import PriorsConfig, RunSummary
 from precompute.pipeline import run as run_priors
 from precompute.readers import get_reader
-from precompute.store import Target, open_store
+from precompute.store import StoreAccess, Target, access_of, open_store
 from precompute.store.schema import sha256_of
 from precompute.types import ImageRef, SamaugError, SettingError
-from train.choices import DEFAULT_CERTAINTY, STRATEGIES
+from train.choices import STRATEGIES
 from train.data.datasets import WholeImageDataset, image_float
-from train.fusion import FusionSettings
-from train.inference import tta as test_time
-from train.inference.predicting import all_strategies, check_certainty
-from train.results.evaluation import LoadedModel, check_splits, load_model
+from train.inference.predictor import Predictor, PredictSettings
+from train.modes import get_mode
+from train.results.loading import LoadedModel, load_model
 from train.results.prediction_files import prepare_folder, write_index
-from train.results.provenance import MaskerChoice, check_store, masker_for
+from train.results.provenance import MaskerChoice, check_priors_match, masker_for
 from train.results.saving import FileSettings, made_by, save_probs
+from train.results.splits import check_splits
 from train.training.run_log import Progress
 
-# The strategies each training mode serves: a raw model has never seen priors, a samaug
-# model never an image without them; a joint model learnt both.
-SERVES = {"raw": ("raw",), "samaug": ("samaug",), "joint": STRATEGIES}
-DEFAULT = {"raw": "raw", "samaug": "samaug", "joint": "select"}
 PRIORS_SPLIT = "predict"  # the split of a folder's images in the masker store
 
 
@@ -61,7 +59,8 @@ class PredictConfig:
 
     model: run directory, bundle or checkpoint file; model_checkpoint: which checkpoint of
       a run directory. out: the prediction folder. images (a folder) or store (with
-      splits): what to predict, exactly one. strategy: None for the model's default.
+      splits; a location or a ``StoreAccess``): what to predict, exactly one. strategy: None
+      for the model's default. settings: the predictor's (overlap, tta, certainty).
     checkpoint: the SAM checkpoint on this machine (default: the recorded path).
     masker_store: where a folder's priors are kept (default: a temporary store).
     workers / scheduler / threads: the priors pipeline's (``PriorsConfig``); a remote
@@ -71,7 +70,7 @@ class PredictConfig:
     model: str
     out: str
     images: str | None = None
-    store: str | None = None
+    store: StoreAccess | str | None = None
     splits: tuple[str, ...] = ()
     strategy: str | None = None
     model_checkpoint: str = "best.pt"
@@ -81,9 +80,7 @@ class PredictConfig:
     scheduler: str | None = None
     threads: int | None = None
     device: str = "auto"
-    tta: str = "none"
-    certainty: str = DEFAULT_CERTAINTY
-    overlap: float = 0.5
+    settings: PredictSettings = field(default_factory=PredictSettings)
     files: FileSettings = field(default_factory=FileSettings)
 
     def __post_init__(self) -> None:
@@ -101,32 +98,11 @@ class PredictConfig:
         if self.strategy is not None:
             checks.choice("--strategy", self.strategy, STRATEGIES)
         check_device(self.device)
-        test_time.check_tta(self.tta)
-        check_certainty(self.certainty)
-        if checks.number("overlap", self.overlap, minimum=0) >= 1:
-            raise SettingError(f"overlap must be in [0, 1), not {self.overlap}")
         if self.workers is not None:
             checks.integer("--workers", self.workers, minimum=0)
         if self.threads is not None:
             checks.integer("--threads", self.threads, minimum=1)
         object.__setattr__(self, "splits", tuple(self.splits))
-
-
-def default_strategy(mode: str) -> str:
-    """The strategy a model of ``mode`` predicts with unless told otherwise."""
-    return DEFAULT[mode]
-
-
-def check_strategy(mode: str, strategy: str | None) -> str:
-    """``strategy`` (or the default) if a model trained in ``mode`` can serve it, else a
-    SettingError naming the ones it serves."""
-    chosen = strategy or default_strategy(mode)
-    if chosen not in SERVES[mode]:
-        raise SettingError(
-            f"--strategy {chosen}: a model trained with --mode {mode} serves only "
-            f"{', '.join(SERVES[mode])}"
-        )
-    return chosen
 
 
 @dataclass
@@ -135,6 +111,7 @@ class Prediction:
 
     config: PredictConfig
     loaded: LoadedModel
+    predictor: Predictor
     strategy: str
     out: Path
     masker: MaskerChoice | None  # None: no priors to compute (a store, or the raw strategy)
@@ -160,8 +137,9 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
     """Load the model and check everything against it before any image is read: the
     strategy, the images folder or the store (its splits, its priors), the masker (the SAM
     checkpoint's sha256), and the output folder (a previous run's files are removed last)."""
-    loaded = load_model(config.model, config.model_checkpoint, resolve_device(config.device))
-    strategy = check_strategy(loaded.config.mode, config.strategy)
+    loaded = load_model(config.model, config.model_checkpoint, config.device)
+    predictor = Predictor.of_run(loaded.model, loaded.config, loaded.task, config.settings)
+    strategy = get_mode(loaded.config.mode).strategy(config.strategy)
     priors = strategy != "raw"  # a raw input never reads them
     masker, ids, unreadable = None, [], []
     if config.images is not None:
@@ -174,15 +152,15 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
             if config.masker_store is not None:
                 unreadable = check_masker_store(config.masker_store, images)
     else:
-        store = open_store(config.store)
+        store = access_of(config.store).open()
         if priors:
-            check_store(loaded.state, store)
+            check_priors_match(loaded.state, store)
         check_splits(store, config.splits)
         ids = store.ids(list(config.splits) or None)
         if not ids:
-            raise SettingError(f"{config.store}: no complete images to predict")
+            raise SettingError(f"{store.location}: no complete images to predict")
     out = prepare_folder(config.out)
-    return Prediction(config, loaded, strategy, out, masker, ids, unreadable)
+    return Prediction(config, loaded, predictor, strategy, out, masker, ids, unreadable)
 
 
 @torch.no_grad()
@@ -205,22 +183,20 @@ def run_prediction(job: Prediction, progress: Progress | None = None) -> Predict
             failed = {image_id for image_id, _ in failures}
             refs = get_reader("folder", config.images, split=PRIORS_SPLIT).refs()
             ids = [ref.image_id for ref in refs if ref.image_id not in failed]
-            items = _store_items(priors_config.store, ids)
+            items = _store_items(StoreAccess(priors_config.store), ids)
         elif config.images is not None:  # the raw strategy: the pixels alone
             refs = get_reader("folder", config.images).refs()
             items = _folder_items(config.images, refs, failures)
         else:
-            items = _store_items(config.store, job.ids)
+            items = _store_items(access_of(config.store), job.ids)
         entries = _predict_items(job, items, progress)
     settings = {
-        "tta": config.tta,
-        "certainty": config.certainty,
-        "overlap": config.overlap,
+        **asdict(config.settings),
         "device": config.device,
         **asdict(config.files),
         "input": {"images": config.images}
         if config.images is not None
-        else {"store": config.store, "splits": list(config.splits)},
+        else {"store": access_of(config.store).location, "splits": list(config.splits)},
         "masker_store": config.masker_store,
     }
     info = made_by(config.model, loaded.path, loaded.state, loaded.task, job.strategy, settings)
@@ -236,33 +212,11 @@ def predict(config: PredictConfig, progress: Progress | None = None) -> PredictS
 def _predict_items(
     job: Prediction, items: tuple[int, Iterator[dict]], progress: Progress | None
 ) -> list[dict]:
-    config, loaded = job.config, job.loaded
-    train_config, task = loaded.config, loaded.task
-    fusion = FusionSettings(train_config.fusion, train_config.seg_scale)
-    # Only the passes the strategy needs: raw input, augmented input, or both.
-    passes = {"raw": (False,), "samaug": (True,)}.get(job.strategy, (False, True))
     total, iterator = items
     entries = []
     for done, item in enumerate(iterator, start=1):
-        probs = {
-            aug: test_time.predict(
-                loaded.model,
-                item,
-                fusion,
-                aug,
-                task,
-                train_config.patch_size,
-                config.overlap,
-                config.tta,
-                protocol=train_config.protocol,
-            )
-            for aug in passes
-        }
-        if len(probs) == 2:
-            chosen = all_strategies(probs[False], probs[True], config.certainty)[0][job.strategy]
-        else:
-            chosen = next(iter(probs.values()))
-        entries.append(save_probs(job.out, item, chosen, task, config.files))
+        chosen = job.predictor.strategies(item, (job.strategy,)).probs[job.strategy]
+        entries.append(save_probs(job.out, item, chosen, job.loaded.task, job.config.files))
         if progress is not None:
             progress("predict", done, total)
     return entries
@@ -326,10 +280,10 @@ def _priors_progress(progress: Progress):
     return on_progress
 
 
-def _store_items(location: str, ids: list[str]) -> tuple[int, Iterator[dict]]:
+def _store_items(access: StoreAccess, ids: list[str]) -> tuple[int, Iterator[dict]]:
     if not ids:
         return 0, iter(())
-    dataset = WholeImageDataset(location, ids)
+    dataset = WholeImageDataset(access, ids)
     return len(dataset), (dataset[i] for i in range(len(dataset)))
 
 
@@ -361,8 +315,6 @@ __all__ = [
     "PredictConfig",
     "PredictSummary",
     "Prediction",
-    "check_strategy",
-    "default_strategy",
     "predict",
     "prepare_prediction",
     "run_prediction",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from precompute.store import open_store
+from precompute.store import StoreAccess, access_of
 from precompute.types import NotInStoreError, SettingError, check_image_id
 from train.drawing import colour_ramp
 from train.fusion import FusionSettings, fuse
@@ -54,26 +54,20 @@ def save_figure(panels: list[tuple[str, np.ndarray]], path: str | Path, gap: int
     return path
 
 
-def show(
-    store_location: str,
-    image_id: str,
-    out: str | Path,
-    storage_options: dict | None = None,
-    cache: str | Path | None = None,
-) -> Path:
-    """Write the figure for ``image_id`` of a store to ``out`` (PNG); returns its path.
-    ``storage_options`` and ``cache``: how a store URL is read (``open_store``).
+def show(store: StoreAccess | str, image_id: str, out: str | Path) -> Path:
+    """Write the figure for ``image_id`` of a store (a location, or a ``StoreAccess``: how
+    a store URL is read) to ``out`` (PNG); returns its path.
 
     An image ID the store does not hold is a NotInStoreError naming some that it does.
     """
     check_image_id(image_id)
     if Path(out).is_dir():
         raise SettingError(f"--out {out} is a folder; give the PNG file to write")
-    store = open_store(store_location, storage_options, cache=cache)
+    store = access_of(store).open()
     ids = store.ids()
     if image_id not in ids:
         raise NotInStoreError(
-            f"{store_location}: no complete image {image_id!r}; it holds {len(ids)}"
+            f"{store.location}: no complete image {image_id!r}; it holds {len(ids)}"
             + (f", e.g. {', '.join(ids[:4])}" if ids else "")
         )
     panels = prior_panels(

@@ -11,13 +11,10 @@ from precompute import checks
 from precompute.devices import check_device
 from precompute.files import atomic_write_json
 from precompute.types import SamaugError, SettingError
-from train.choices import MODES
+from train.choices import JOINT_UPDATES, LOSSES, LR_SCHEDULES, OPTIMIZERS
+from train.modes import get_mode
 from train.protocols import (
     DEFAULT_PROTOCOL,
-    JOINT_UPDATES,
-    LOSSES,
-    LR_SCHEDULES,
-    OPTIMIZERS,
     check_scales,
     get_protocol,
     get_recipe,
@@ -145,14 +142,27 @@ class TrainConfig:
         if not isinstance(self.model_kwargs, dict):
             raise SettingError(f"model_kwargs must be a dict, not {self.model_kwargs!r}")
         check_model_options(self.model, self.model_kwargs)
-        checks.choice("--mode", self.mode, MODES)
+        get_mode(self.mode)
         checks.choice("--joint-update", self.joint_update, JOINT_UPDATES)
         checks.choice("--fusion", self.fusion, list_fusions())
         checks.number("--seg-scale", self.seg_scale)
-        if self.protocol is not None:
-            get_protocol(self.protocol)
         if self.recipe is not None:
             get_recipe(self.recipe)
+        self._check_numbers()
+        self._check_splits()
+        check_device(self.device)
+        if self.task is not None:
+            get_task(self.task)
+        if self.protocol is not None:
+            get_protocol(self.protocol).check(self)
+        if self.loss not in (None, "task") and self.task not in (None, "binary"):
+            raise SettingError(
+                f"--loss {self.loss} is a binary (one-channel) loss; the {self.task} task "
+                "trains with --loss task"
+            )
+
+    def _check_numbers(self) -> None:
+        """The numeric settings and the choices among fixed names, each against its range."""
         for name in ("epochs", "batch_size", "samples_per_epoch"):
             if getattr(self, name) is not None:
                 checks.integer(option(name), getattr(self, name), minimum=1)
@@ -190,6 +200,8 @@ class TrainConfig:
                 checks.integer(option(name), getattr(self, name), minimum=0)
         if not isinstance(self.amp, bool):
             raise SettingError(f"--amp must be true or false, not {self.amp!r}")
+
+    def _check_splits(self) -> None:
         if (
             self.val_fraction is not None
             and checks.number("--val-fraction", self.val_fraction, minimum=0) >= 1
@@ -201,16 +213,6 @@ class TrainConfig:
             raise SettingError(
                 f"--val-split {self.val_split!r} must be a split other than the training "
                 f"split {self.train_split!r}; leave it out to hold out --val-fraction of it"
-            )
-        check_device(self.device)
-        if self.task is not None:
-            get_task(self.task)
-        if self.protocol is not None:
-            self._check_protocol()
-        if self.loss not in (None, "task") and self.task not in (None, "binary"):
-            raise SettingError(
-                f"--loss {self.loss} is a binary (one-channel) loss; the {self.task} task "
-                "trains with --loss task"
             )
 
     # ------------------------------------------------------------------ protocol
@@ -243,27 +245,6 @@ class TrainConfig:
         }
         filled["recipe"] = recipe.name
         return replace(self, protocol=protocol.name, task=task, **filled)
-
-    def _check_protocol(self) -> None:
-        """The combinations a protocol cannot train, named (protocol known)."""
-        protocol = get_protocol(self.protocol)
-        if self.task is not None and self.task not in protocol.tasks:
-            raise SettingError(
-                f"--protocol {protocol.name} trains the {', '.join(protocol.tasks)} task, not "
-                f"{self.task!r}; use --protocol patches for it"
-            )
-        if protocol.input != "resize" and self.scales not in (None, (1.0,)):
-            raise SettingError(
-                f"--scales {','.join(map(str, self.scales))}: multi-scale training needs whole "
-                f"resized images (--protocol polyp); the {protocol.name} protocol rescales "
-                "patches by its augmentation"
-            )
-        if protocol.input == "resize" and self.loss == "task":
-            raise SettingError(
-                f"--protocol {protocol.name} trains on soft (resized) masks, which the task "
-                "loss does not take; use --loss structure, structure_released or "
-                "structure_unweighted"
-            )
 
     def check_files(self) -> None:
         """SettingError naming a file the run would read but that is not there (a model's

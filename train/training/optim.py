@@ -3,8 +3,8 @@ its learning-rate schedule counted in optimizer steps (``build_optimization``), 
 (``Optimization.step``), and the steps of one batch (``train_batch``, on a model whose
 logit maps ``OutputMaps`` lists, so a deep-supervised model's loss is summed over them).
 
-A batch takes, at every training scale (``train.protocols.scale_sizes``; one scale unless
-the protocol trains multi-scale), one optimizer step per entry of ``UpdatePlan.inputs``:
+A batch takes, at every training scale (``Protocol.training_sizes``; one scale unless the
+protocol trains multi-scale), one optimizer step per entry of ``UpdatePlan.inputs``:
 
 ==========================  ===========================================================
 mode (joint_update)         optimizer steps per batch and scale
@@ -33,23 +33,18 @@ from dataclasses import dataclass
 
 import torch
 
-from train.fusion import FusionSettings
-from train.inference.predicting import model_input
-from train.protocols import get_protocol, scale_sizes
+from train.fusion import FusionSettings, in_channels, model_input
+from train.losses import make_loss
+from train.models import create_model
+from train.modes import get_mode
+from train.protocols import Protocol
 from train.protocols.polyp_protocol import rescale_batch
+from train.tasks import Task
 from train.training.config import TrainConfig
+from train.training.run_setup import Processes
 
 # The tensors of a training batch that go to the device (the others: image IDs, windows).
 FED = ("image", "seg_prior", "boundary_prior", "target")
-
-# Which inputs each optimizer step of one batch and scale averages the loss of
-# (False: the raw input, True: the augmented input), by (mode, joint_update).
-_INPUTS = {
-    "raw": ((False,),),
-    "samaug": ((True,),),
-    ("joint", "step"): ((False,), (True,)),
-    ("joint", "mean"): ((False, True),),
-}
 
 
 @dataclass(frozen=True)
@@ -68,12 +63,11 @@ class UpdatePlan:
         return len(self.sizes) * len(self.inputs)
 
 
-def update_plan(config: TrainConfig) -> UpdatePlan:
-    """The plan of a resolved config (``TrainConfig.resolve``)."""
-    key = (config.mode, config.joint_update) if config.mode == "joint" else config.mode
-    protocol = get_protocol(config.protocol)
-    sizes = scale_sizes(config.patch_size, config.scales) if protocol.input == "resize" else [None]
-    return UpdatePlan(tuple(sizes), _INPUTS[key])
+def update_plan(config: TrainConfig, protocol: Protocol) -> UpdatePlan:
+    """The plan of a resolved config (``TrainConfig.resolve``) under its ``protocol``: the
+    protocol's training sizes, the mode's inputs per step (``train.modes``)."""
+    inputs = get_mode(config.mode).step_inputs(config.joint_update)
+    return UpdatePlan(tuple(protocol.training_sizes(config)), inputs)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -180,3 +174,71 @@ def train_batch(
             optimization.step(loss)
             losses.append(loss.item())
     return losses
+
+
+@dataclass
+class Trainer:
+    """Everything that takes a run's optimizer steps: the model (``model``; ``net`` its
+    logit maps, wrapped for DistributedDataParallel where there are several processes), the
+    plan of a batch, the loss, the fusion of priors, the optimisation and the autocast
+    settings. ``parts``: the states a checkpoint saves; ``pretrained``: what the model's
+    pretrained weights loaded (None: none)."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    plan: UpdatePlan
+    loss_fn: Callable
+    fusion: FusionSettings
+    optimization: Optimization
+    autocast: dict
+    pretrained: str | None
+
+    @property
+    def in_channels(self) -> int:
+        return in_channels(self.fusion)
+
+    @property
+    def parts(self) -> dict:
+        return {"model": self.model, **self.optimization.parts()}
+
+    def train_batch(self, batch: dict) -> list[float]:
+        """The optimizer steps of one batch (``train_batch``); each step's loss."""
+        return train_batch(
+            self.net, batch, self.plan, self.loss_fn, self.fusion, self.optimization, self.autocast
+        )
+
+
+def build_trainer(
+    config: TrainConfig, task: Task, protocol: Protocol, batches: int, procs: Processes
+) -> Trainer:
+    """The trainer of a resolved config whose epochs have ``batches`` batches: the model
+    built (and its pretrained weights loaded) on the process's device, AMP on CUDA (bf16
+    where the device has it, else fp16 with gradient scaling)."""
+    device = procs.device
+    fusion = FusionSettings(config.fusion, config.seg_scale)
+    model = create_model(
+        config.model,
+        in_channels=in_channels(fusion),
+        num_classes=task.num_outputs,
+        **config.model_kwargs,
+    ).to(device)
+    report = getattr(model, "pretrained_report", None)
+    plan = update_plan(config, protocol)
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    optimization = build_optimization(
+        config, model, batches * plan.steps_per_batch, use_amp and amp_dtype == torch.float16
+    )
+    net = OutputMaps(model)
+    if procs.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net)
+    return Trainer(
+        model,
+        net,
+        plan,
+        make_loss(config.loss, task.loss),
+        fusion,
+        optimization,
+        {"device_type": device.type, "dtype": amp_dtype, "enabled": use_amp},
+        None if report is None else report.summary(),
+    )

@@ -1,6 +1,6 @@
-"""What a training run is set up with before its loop (``train.training.loop``): its place among the
-torchrun processes, its training and validation images, its training data, and what the run
-records of its store.
+"""What a training run is set up with before its loop (``train.training.loop``): its place
+among the torchrun processes, its training and validation images, and what the run records of
+its store. Its training data is its protocol's (``Protocol.training_data``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,7 @@ import torch
 import torch.distributed as dist
 
 from precompute.devices import resolve_device
-from precompute.store import StoreCache
 from precompute.types import SettingError
-from train.data.augment import AugmentSettings
-from train.data.datasets import PatchDataset
-from train.protocols import get_protocol
-from train.protocols.polyp_protocol import ResizedDataset
-from train.tasks import Task
 from train.training.config import TrainConfig
 
 
@@ -76,41 +70,6 @@ def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
     order = np.random.default_rng(config.seed).permutation(len(ids))
     val = sorted(ids[i] for i in order[:n_val])
     return [i for i in ids if i not in set(val)], val
-
-
-def training_data(
-    config: TrainConfig,
-    task: Task,
-    train_ids: list[str],
-    storage_options: dict | None = None,
-    cache: StoreCache | None = None,
-):
-    """The training dataset of a resolved config: random augmented patches
-    (``PatchDataset``) or whole resized images (``ResizedDataset``), as its protocol says;
-    storage_options and cache: how a store URL is read (``train``)."""
-    protocol = get_protocol(config.protocol)
-    access = {"storage_options": storage_options, "cache": cache}
-    if protocol.input == "resize":
-        return ResizedDataset(
-            config.store,
-            train_ids,
-            size=config.patch_size,
-            normalize=protocol.normalize,
-            clip_seg_prior=protocol.clip_seg_prior,
-            samples_per_epoch=config.samples_per_epoch,
-            seed=config.seed,
-            **access,
-        )
-    return PatchDataset(
-        config.store,
-        train_ids,
-        patch_size=config.patch_size,
-        task=task.name,
-        augment=AugmentSettings(enabled=protocol.augment),
-        samples_per_epoch=config.samples_per_epoch,
-        seed=config.seed,
-        **access,
-    )
 
 
 def validation_note(config: TrainConfig, train_ids: list[str], val_ids: list[str]) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.inference.predicting import foreground_probability
+from train.strategies import foreground_probability
 from train.training.run_log import Progress, RunLogger, write_progress_png
 
 IMAGE_EVERY = 5  # epochs between two sets of validation images
