@@ -6,7 +6,7 @@ import pytest
 
 from precompute import store as st
 from precompute.types import SamaugError
-from tests.support.http import running
+from tests.support.http import faulty, running
 from tests.support.store_toys import toy_store
 
 
@@ -19,7 +19,7 @@ def toy(tmp_path):
 @pytest.mark.parametrize("fault", ["stall", "drop"])
 def test_a_read_that_stalls_or_drops_mid_body_is_one_line(toy, tmp_path, fault):
     path, data = toy
-    with running(tmp_path, stall_seconds=10) as server:
+    with faulty(tmp_path, stall_seconds=10) as server:
         url = f"{server.url}/{path.name}"
         # A timeout given as seconds on the command line becomes aiohttp's.
         store = st.open_store(url, {"client_kwargs": {"timeout": 1}})
