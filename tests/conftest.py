@@ -31,3 +31,23 @@ def shared_data() -> Path:
     if not folder or not Path(folder).is_dir():
         pytest.skip(f"the real data subsets are not here ({SHARED_DATA_VARIABLE}={folder})")
     return Path(folder)
+
+
+@pytest.fixture
+def toy(tmp_path) -> tuple[Path, dict]:
+    """``tmp_path/toy.zarr``, the three-image store of ``store_toys.toy_store`` as written
+    image by image (not consolidated), and its data by ID. Made anew for each test, which
+    may damage it."""
+    from tests.support.store_toys import toy_store
+
+    path = tmp_path / "toy.zarr"
+    return path, toy_store(path)
+
+
+@pytest.fixture
+def consolidated_toy(tmp_path) -> tuple[Path, dict]:
+    """``toy``, consolidated as a finished run leaves a store."""
+    from tests.support.store_toys import toy_store
+
+    path = tmp_path / "toy.zarr"
+    return path, toy_store(path, consolidated=True)
