@@ -10,7 +10,7 @@ import timm
 import torch
 
 from precompute.types import SettingError
-from tests.support.train_helpers import make_glas_store, tiny
+from tests.support.train_helpers import tiny
 from train.data.loader import make_loader
 from train.fusion import FusionSettings
 from train.inference.predicting import model_input
@@ -22,10 +22,7 @@ from train.training.loop import train
 from train.training.optim import lr_schedule, update_plan
 from train.training.run_setup import training_data
 
-
-@pytest.fixture(scope="module")
-def glas_store(tmp_path_factory) -> Path:
-    return make_glas_store(tmp_path_factory.mktemp("method"), {"train": 6, "testA": 1})
+pytestmark = pytest.mark.glas_counts(train=6, testA=1)
 
 
 def quiet(line: str) -> None:

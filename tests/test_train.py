@@ -17,18 +17,13 @@ import pytest
 import torch
 
 from precompute.pipeline import PriorsConfig, run
-from tests.support.train_helpers import make_glas_store, tiny, write_pranet_like
+from tests.support.train_helpers import tiny, write_pranet_like
 from train.inference.predicting import STRATEGIES
 from train.metrics import GlasParts, glas_pooled
 from train.results.evaluation import comparison_rows, evaluate_run, format_table
 from train.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def glas_store(tmp_path_factory) -> Path:
-    return make_glas_store(tmp_path_factory.mktemp("train"))
 
 
 def checkpoint(run_dir, name="last.pt") -> dict:

@@ -27,11 +27,6 @@ from train.training.config import TrainConfig
 from train.training.loop import train
 
 
-@pytest.fixture(scope="module")
-def glas_store(tmp_path_factory) -> Path:
-    return make_glas_store(tmp_path_factory.mktemp("runs"))
-
-
 def quiet(line: str) -> None:
     pass
 
