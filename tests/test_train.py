@@ -17,17 +17,13 @@ import pytest
 import torch
 
 from precompute.pipeline import PriorsConfig, run
-from tests.support.train_helpers import tiny, write_pranet_like
+from tests.support.train_helpers import checkpoint, tiny, write_pranet_like
 from train.inference.predicting import STRATEGIES
 from train.metrics import GlasParts, glas_pooled
 from train.results.evaluation import comparison_rows, evaluate_run, format_table
 from train.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def checkpoint(run_dir, name="last.pt") -> dict:
-    return torch.load(Path(run_dir) / name, weights_only=True)
 
 
 def weights(run_dir, name="last.pt") -> dict:

@@ -1,12 +1,16 @@
-"""Helpers of the trainer's tests: a tiny synthetic store, tiny run configs, the CLI."""
+"""Helpers of the trainer's tests: a tiny synthetic store, tiny run configs, the CLI, and
+what a run directory holds."""
 
 from __future__ import annotations
 
+import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from precompute.pipeline import PriorsConfig, run
 from samaug.demo.synthetic import tissue_image, write_glas_like
@@ -136,3 +140,28 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
+
+
+def quiet(line: str) -> None:
+    """A ``log`` that drops every line."""
+
+
+def checkpoint(run_dir, name: str = "last.pt") -> dict:
+    """The checkpoint ``name`` of a run directory, as saved (tensors only, nothing run)."""
+    return torch.load(Path(run_dir) / name, weights_only=True)
+
+
+def log_rows(run_dir) -> list[dict]:
+    """log.csv's rows without the seconds column (the one thing two runs never share)."""
+    with open(Path(run_dir) / "log.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+class RunsCode:
+    """Unpickling it runs a shell command (``touch marker``): what a hostile file could hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
