@@ -20,8 +20,9 @@ from PIL import Image
 from precompute.imageio import read_pixels
 from precompute.store import open_store
 from precompute.types import InputError, SamaugError, SettingError
+from tests.support.cli import samaug
 from tests.support.tiny_sam import TINY_SAM_SETTINGS, save_tiny_sam
-from tests.support.train_helpers import RunsCode, make_glas_store, samaug, tiny
+from tests.support.train_helpers import RunsCode, make_glas_store, tiny
 from train.results.bundle import export_bundle, read_model
 from train.results.evaluation import evaluate_run
 from train.results.prediction_files import read_index, write_prediction

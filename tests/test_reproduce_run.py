@@ -14,7 +14,7 @@ from scipy.stats import wilcoxon
 from precompute.types import SettingError
 from samaug.reproduce.driver import ReproduceSettings, plan_runs, reproduce
 from samaug.reproduce.plots import figure_height
-from tests.support.train_helpers import one_error_line, samaug
+from tests.support.cli import one_error_line, samaug
 
 pytestmark = pytest.mark.glas_counts(train=4, testA=3, testB=2)
 

@@ -5,7 +5,6 @@ writes and leaves a complete store or nothing."""
 import json
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 
@@ -16,10 +15,9 @@ import zarr
 from precompute import store as st
 from precompute.store.maintenance import check_store
 from precompute.types import SamaugError
+from tests.support.cli import SAMAUG
 from tests.support.http import running
 from tests.support.store_toys import DATASET, MASKER, folder_dataset_store, toy_store, write
-
-SAMAUG = [sys.executable, "-m", "samaug"]
 
 
 def same_images(a, b, ids=None) -> None:

@@ -17,13 +17,12 @@ import pytest
 import torch
 
 from precompute.pipeline import PriorsConfig, run
+from tests.support.cli import ROOT, samaug
 from tests.support.train_helpers import checkpoint, tiny, write_pranet_like
 from train.inference.predicting import STRATEGIES
 from train.metrics import GlasParts, glas_pooled
 from train.results.evaluation import comparison_rows, evaluate_run, format_table
 from train.training.loop import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def weights(run_dir, name="last.pt") -> dict:
@@ -237,21 +236,7 @@ def test_eval_scores_every_strategy_and_tabulates(glas_store, tmp_path):
 def test_show_writes_the_four_panel_figure(glas_store, tmp_path):
     from PIL import Image
 
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "samaug",
-            "show",
-            str(glas_store),
-            "testA_1",
-            "--out",
-            str(tmp_path / "fig.png"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    out = samaug("show", glas_store, "testA_1", "--out", tmp_path / "fig.png")
     assert out.returncode == 0, out.stderr
     figure = np.asarray(Image.open(tmp_path / "fig.png"))
     assert figure.shape == (96 + 18, 4 * 128 + 3 * 8, 3)

@@ -5,7 +5,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,15 +12,13 @@ import pytest
 import torch
 
 from precompute.types import SamaugError, SettingError
+from tests.support.cli import ROOT, SAMAUG, one_error_line, samaug
 from tests.support.train_helpers import (
-    ROOT,
     RunsCode,
     checkpoint,
     log_rows,
     make_glas_store,
-    one_error_line,
     quiet,
-    samaug,
     tiny,
     tiny_cli,
 )
@@ -52,7 +49,7 @@ def train_until_replaced(args: list[str], watch: Path, after: float = 0.0) -> in
     """Run `samaug ARGS` and SIGKILL it ``after`` seconds after ``watch`` is next replaced
     (or let it finish first). Returns its exit status: -9 when killed."""
     before = file_version(watch)
-    command = [sys.executable, "-m", "samaug", *args]
+    command = [*SAMAUG, *args]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     try:
@@ -326,7 +323,7 @@ def test_a_store_server_lost_mid_training_ends_in_one_error_line(glas_store, tmp
     with serve(glas_store.parent) as url:
         args = tiny_cli(f"{url}/{glas_store.name}", out, "--epochs", "50", "--workers", "1")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "samaug", *args],
+            [*SAMAUG, *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

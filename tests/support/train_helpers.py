@@ -1,12 +1,10 @@
-"""Helpers of the trainer's tests: a tiny synthetic store, tiny run configs, the CLI, and
-what a run directory holds."""
+"""Helpers of the trainer's tests: a tiny synthetic store, tiny run configs (as settings
+and as `samaug train` arguments), and what a run directory holds."""
 
 from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,6 @@ import torch
 from precompute.pipeline import PriorsConfig, run
 from samaug.demo.synthetic import tissue_image, write_glas_like
 from train.training.config import TrainConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_glas_store(
@@ -120,26 +116,6 @@ def tiny_cli(store, out, *extra: str) -> list[str]:
         "base_channels=4",
         *extra,
     ]
-
-
-def samaug(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m samaug ARGS` in a subprocess, output captured as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "samaug", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    """The one ``error:`` line of a failed command (asserted: exit 1, no traceback)."""
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def quiet(line: str) -> None:
