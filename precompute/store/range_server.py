@@ -36,7 +36,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     server: RangeServer._Server
 
-    def log_message(self, *args) -> None:  # the tests' output stays clean
+    def log_message(self, *args) -> None:  # no line per request on stderr
         pass
 
     def do_GET(self) -> None:
