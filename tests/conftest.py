@@ -17,6 +17,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 SHARED_DATA_VARIABLE = "SAMAUG_SHARED_DATA"
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "glas_counts(**counts): images per split of this module's glas_store, e.g. "
+        "pytestmark = pytest.mark.glas_counts(train=6, testA=1) (default: train 8, testA 2, "
+        "testB 2)",
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     from tests.support.tiny_sam import save_tiny_sam
@@ -31,3 +40,49 @@ def shared_data() -> Path:
     if not folder or not Path(folder).is_dir():
         pytest.skip(f"the real data subsets are not here ({SHARED_DATA_VARIABLE}={folder})")
     return Path(folder)
+
+
+@pytest.fixture
+def toy(tmp_path) -> tuple[Path, dict]:
+    """``tmp_path/toy.zarr``, the three-image store of ``store_toys.toy_store`` as written
+    image by image (not consolidated), and its data by ID. Made anew for each test, which
+    may damage it."""
+    from tests.support.store_toys import toy_store
+
+    path = tmp_path / "toy.zarr"
+    return path, toy_store(path)
+
+
+@pytest.fixture
+def consolidated_toy(tmp_path) -> tuple[Path, dict]:
+    """``toy``, consolidated as a finished run leaves a store."""
+    from tests.support.store_toys import toy_store
+
+    path = tmp_path / "toy.zarr"
+    return path, toy_store(path, consolidated=True)
+
+
+@pytest.fixture(scope="session")
+def glas_stores(tmp_path_factory):
+    """``glas_stores(counts)``: the path of a GlaS-like store (``make_glas_store``: 96 x 128
+    images, superpixel priors) with ``counts`` images per split, made once a session; tests
+    only read it."""
+    from tests.support.train_helpers import make_glas_store
+
+    made: dict[tuple, Path] = {}
+
+    def store(counts: dict[str, int]) -> Path:
+        key = tuple(sorted(counts.items()))
+        if key not in made:
+            made[key] = make_glas_store(tmp_path_factory.mktemp("glas"), counts)
+        return made[key]
+
+    return store
+
+
+@pytest.fixture(scope="module")
+def glas_store(request, glas_stores) -> Path:
+    """This module's GlaS-like store: the counts of its ``glas_counts`` mark, or train 8,
+    testA 2, testB 2."""
+    mark = request.node.get_closest_marker("glas_counts")
+    return glas_stores(mark.kwargs if mark else {"train": 8, "testA": 2, "testB": 2})

@@ -6,12 +6,12 @@ subprocess checks what a user's shell sees.
 """
 
 import subprocess
-import sys
 
 import pytest
 import typer
 
 from samaug.cli import app, main
+from tests.support.cli import SAMAUG
 
 
 def command_paths() -> list[tuple[str, ...]]:
@@ -57,9 +57,7 @@ def test_an_unknown_option_is_one_error_line_and_exit_1(path, capsys):
     ],
 )
 def test_a_user_sees_one_line_and_exit_1_in_a_shell(args, says, tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "samaug", *args], capture_output=True, text=True, cwd=tmp_path
-    )
+    out = subprocess.run([*SAMAUG, *args], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
@@ -68,7 +66,7 @@ def test_a_user_sees_one_line_and_exit_1_in_a_shell(args, says, tmp_path):
 
 def test_verbose_shows_the_traceback(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "samaug", "--verbose", "store", "info", str(tmp_path / "nope")],
+        [*SAMAUG, "--verbose", "store", "info", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
     )

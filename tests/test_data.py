@@ -59,8 +59,9 @@ def coded(shape, seed, block):
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """A store with images smaller and larger than the patch (and than one 256 chunk)."""
+def coded_store(tmp_path_factory):
+    """A store of ``coded`` maps (and one of nuclei), with images smaller and larger than
+    the patch (and than one 256 chunk); tests only read it."""
     path = tmp_path_factory.mktemp("data") / "toy.zarr"
     st.prepare_store(path, st.store_root_attrs(DATASET, MASKER))
     maps = {
@@ -79,8 +80,8 @@ def toy(tmp_path_factory):
     return path, maps
 
 
-def test_items_shapes_dtypes_and_padding(toy):
-    path, maps = toy
+def test_items_shapes_dtypes_and_padding(coded_store):
+    path, maps = coded_store
     ds = td.PatchDataset(path, ["small", "large"], PATCH, "binary", STILL)
     assert len(ds) == 2
     item = ds[0]
@@ -141,8 +142,8 @@ def check_coded(item, exact):
 
 
 @pytest.mark.parametrize("scale", [(1.0, 1.0), (0.5, 2.0)])
-def test_augmentation_keeps_image_priors_and_target_aligned(toy, scale):
-    path, _ = toy
+def test_augmentation_keeps_image_priors_and_target_aligned(coded_store, scale):
+    path, _ = coded_store
     augment = ta.AugmentSettings(scale=scale, **NO_JITTER)
     ds = td.PatchDataset(path, ["small", "wide", "large"], PATCH, "binary", augment, 48, seed=3)
     orientations, checked, valid = set(), 0, 0
@@ -161,8 +162,8 @@ def test_augmentation_keeps_image_priors_and_target_aligned(toy, scale):
         assert len(orientations) >= 6  # most of the 8 flips/rotations happened
 
 
-def test_jitter_changes_the_image_only(toy):
-    path, _ = toy
+def test_jitter_changes_the_image_only(coded_store):
+    path, _ = coded_store
     jittered = td.PatchDataset(path, "train", PATCH, "glands", ta.AugmentSettings(), 8)
     plain = td.PatchDataset(path, "train", PATCH, "glands", ta.AugmentSettings(**NO_JITTER), 8)
     for index in range(len(plain)):
@@ -196,8 +197,8 @@ def test_instance_target_by_hand():
     )
 
 
-def test_patch_targets_equal_the_whole_image_target(toy):
-    path, maps = toy
+def test_patch_targets_equal_the_whole_image_target(coded_store):
+    path, maps = coded_store
     label = maps["nuclei"][1]
     whole = tt.instance_target(label)
     assert (whole == 1).any() and (whole == 2).any()
@@ -210,8 +211,8 @@ def test_patch_targets_equal_the_whole_image_target(toy):
         np.testing.assert_array_equal(binary[index]["target"].numpy(), label[y0:y1, x0:x1] > 0)
 
 
-def test_determinism_epochs_and_seeds(toy):
-    path, _ = toy
+def test_determinism_epochs_and_seeds(coded_store):
+    path, _ = coded_store
 
     def items(seed=0, epoch=0):
         ds = td.PatchDataset(path, "train", PATCH, "glands", samples_per_epoch=6, seed=seed)
@@ -233,8 +234,8 @@ def test_determinism_epochs_and_seeds(toy):
         ds[6]
 
 
-def test_spawn_workers_give_the_same_batches(toy):
-    path, _ = toy
+def test_spawn_workers_give_the_same_batches(coded_store):
+    path, _ = coded_store
     ds = td.PatchDataset(path, "train", PATCH, "glands", samples_per_epoch=8, seed=2)
     serial = tl.make_loader(ds, batch_size=3, workers=0, shuffle=True)
     parallel = tl.make_loader(ds, batch_size=3, workers=2, shuffle=True)
@@ -255,8 +256,8 @@ def test_spawn_workers_give_the_same_batches(toy):
         tl.make_loader(ds, 2, workers=1, context="fork")
 
 
-def test_http_reads_the_same_patches(toy):
-    path, _ = toy
+def test_http_reads_the_same_patches(coded_store):
+    path, _ = coded_store
     local = td.PatchDataset(path, "train", PATCH, "glands", samples_per_epoch=4)
     with serve(Path(path).parent) as url:
         remote = td.PatchDataset(
@@ -272,8 +273,8 @@ def test_http_reads_the_same_patches(toy):
     )
 
 
-def test_whole_images(toy):
-    path, maps = toy
+def test_whole_images(coded_store):
+    path, maps = coded_store
     items = list(td.iter_images(path, "train", task="glands"))
     assert [i["image_id"] for i in items] == ["large", "nuclei", "small", "wide"]
     for item in items:
@@ -289,8 +290,8 @@ def test_whole_images(toy):
         td.PatchDataset(path, "test", PATCH, "binary")[0]
 
 
-def test_tasks_and_errors(toy):
-    path, _ = toy
+def test_tasks_and_errors(coded_store):
+    path, _ = coded_store
     names = ("glas", "monuseg", "kvasir", "polyp", "folder")
     assert [tk.task_for_dataset(n) for n in names] == [
         "glands",

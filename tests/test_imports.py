@@ -3,7 +3,9 @@
 ``precompute`` imports neither ``train`` nor ``samaug``; ``train`` imports ``precompute`` but
 never ``samaug``; ``samaug`` (the command line, demo and benchmarks) sits above both. Every
 import counts, at module level or inside a function, and no module imports anything from
-``tests``. Among modules imported at load time there is no circle.
+``tests``. Among modules imported at load time there is no circle. Tests share code through
+``tests/support`` only: no test imports another test module, nor the benchmarks (a shipped
+script, not a test helper).
 """
 
 import ast
@@ -59,6 +61,18 @@ def test_each_package_imports_only_the_layers_below_it():
             top = target.split(".")[0]
             if top in (*PACKAGES, "tests") and top not in ALLOWED[layer]:
                 wrong.append(f"{module} imports {target}")
+    assert wrong == []
+
+
+def test_tests_import_neither_other_tests_nor_the_benchmarks():
+    wrong = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for target, _ in imports(path):
+            parts = target.split(".")
+            if parts[:2] == ["samaug", "bench"] or (
+                parts[0] == "tests" and parts[1:2] not in ([], ["support"])
+            ):
+                wrong.append(f"{module_name(path)} imports {target}")
     assert wrong == []
 
 

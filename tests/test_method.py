@@ -1,16 +1,14 @@
 """The method as released: the joint update, schedules counted in optimizer steps, exact
 resumption within an epoch, protocols recorded with each run, pretrained weights reported."""
 
-import csv
 import math
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 
 from precompute.types import SettingError
-from tests.support.train_helpers import make_glas_store, tiny
+from tests.support.train_helpers import checkpoint, log_rows, quiet, tiny
 from train.data.loader import make_loader
 from train.fusion import FusionSettings, model_input
 from train.models import create_model
@@ -20,23 +18,7 @@ from train.training.config import TrainConfig
 from train.training.loop import train
 from train.training.optim import lr_schedule, update_plan
 
-
-@pytest.fixture(scope="module")
-def glas_store(tmp_path_factory) -> Path:
-    return make_glas_store(tmp_path_factory.mktemp("method"), {"train": 6, "testA": 1})
-
-
-def quiet(line: str) -> None:
-    pass
-
-
-def checkpoint(run_dir: Path, name: str = "last.pt") -> dict:
-    return torch.load(Path(run_dir) / name, weights_only=True)
-
-
-def log_rows(run_dir: Path) -> list[dict]:
-    with open(Path(run_dir) / "log.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+pytestmark = pytest.mark.glas_counts(train=6, testA=1)
 
 
 # ---------------------------------------------------------------- the joint update

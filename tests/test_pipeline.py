@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from precompute.readers import get_reader
 from precompute.store import complete_ids, open_store
 from precompute.store.maintenance import verify
 from samaug.demo.synthetic import write_glas_like
+from tests.support.cli import SAMAUG
 from tests.support.tiny_sam import TINY_SAM_SETTINGS
-
-SAMAUG = [sys.executable, "-m", "samaug"]
 
 
 def priors_cli(data_root, store, checkpoint, workers=None, tiny_settings=True) -> list[str]:

@@ -4,7 +4,6 @@ error one line. Real subprocesses for the command line, a real LocalCluster, rea
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,7 @@ from precompute.pipeline import PriorsConfig, log_path, run
 from precompute.store import open_store
 from precompute.types import SamaugError, SettingError
 from samaug.demo.synthetic import write_glas_like
-
-SAMAUG = [sys.executable, "-m", "samaug"]
-
-
-def samaug(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*SAMAUG, *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
+from tests.support.cli import samaug
 
 
 def assert_one_error_line(out: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -7,7 +7,6 @@ scores are non-trivial even untrained) on priors of a tiny random SAM."""
 import dataclasses
 import io
 import json
-import os
 import re
 import shutil
 import zipfile
@@ -21,8 +20,9 @@ from PIL import Image
 from precompute.imageio import read_pixels
 from precompute.store import open_store
 from precompute.types import InputError, SamaugError, SettingError
+from tests.support.cli import samaug
 from tests.support.tiny_sam import TINY_SAM_SETTINGS, save_tiny_sam
-from tests.support.train_helpers import make_glas_store, samaug, tiny
+from tests.support.train_helpers import RunsCode, make_glas_store, tiny
 from train.inference.predictor import PredictSettings
 from train.modes import get_mode
 from train.results.bundle import export_bundle
@@ -250,16 +250,6 @@ def test_a_bundle_predicts_the_same_in_a_fresh_process_and_evaluates(trained, tm
     results = bundle.with_name("model_eval")
     assert json.loads((results / "metrics.json").read_text())["test"] == from_run
     assert json.loads((results / "config.json").read_text())["mode"] == "joint"
-
-
-class RunsCode:
-    """Unpickling it runs a shell command: what a hostile file could hold."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_models_that_would_run_code_are_refused(trained, tmp_path):

@@ -14,14 +14,9 @@ from scipy.stats import wilcoxon
 from precompute.types import SettingError
 from samaug.reproduce.driver import ReproduceSettings, plan_runs, reproduce
 from samaug.reproduce.plots import figure_height
-from tests.support.train_helpers import make_glas_store, one_error_line, samaug
+from tests.support.cli import one_error_line, samaug
 
-
-@pytest.fixture(scope="module")
-def glas_store(tmp_path_factory) -> Path:
-    return make_glas_store(
-        tmp_path_factory.mktemp("reproduce"), {"train": 4, "testA": 3, "testB": 2}
-    )
+pytestmark = pytest.mark.glas_counts(train=4, testA=3, testB=2)
 
 
 def settings(store, out, **overrides) -> ReproduceSettings:

@@ -12,12 +12,6 @@ from tests.support.http import serve
 from tests.support.store_toys import DATASET, MASKER, chunk_file, rewrite, toy_store, write
 
 
-@pytest.fixture(name="toy_store")
-def toy_store_fixture(tmp_path):
-    path = tmp_path / "toy.zarr"
-    return path, toy_store(path)
-
-
 @pytest.fixture(params=[1, 2])
 def versioned(tmp_path, request):
     """The toy store in the layout of each schema version this samaug reads."""
@@ -120,8 +114,8 @@ def test_chunking_follows_the_schema_of_each_version(tmp_path):
     ]
 
 
-def test_other_settings_are_refused_with_the_difference(toy_store):
-    path, _ = toy_store
+def test_other_settings_are_refused_with_the_difference(toy):
+    path, _ = toy
     other = {**MASKER, "settings": {**MASKER["settings"], "scales": [1, 3]}}
     with pytest.raises(
         SamaugError, match=r"masker\.settings\.scales: store has \[1, 2\], this run \[1, 3\]"
@@ -165,10 +159,10 @@ def test_overwrite_replaces_only_a_samaug_store_outside_the_data(tmp_path):
         st.prepare_store(notes, attrs, overwrite=True)
 
 
-def test_incomplete_group_is_not_complete_and_is_replaced(toy_store):
+def test_incomplete_group_is_not_complete_and_is_replaced(toy):
     import zarr
 
-    path, data = toy_store
+    path, data = toy
     group = zarr.open_group(path, path="images/a_1", mode="r+")
     group.attrs["complete"] = False  # as if killed before the marker
     assert st.complete_ids(path) == {"b_2", "c_3"}
@@ -216,12 +210,12 @@ def test_verify_catches_priors_that_do_not_match_masks(versioned):
     assert problems == ["a_1: seg_prior differs from the prior recomputed from the stored masks"]
 
 
-def test_missing_store_and_wrong_schema(tmp_path, toy_store):
+def test_missing_store_and_wrong_schema(tmp_path, toy):
     import zarr
 
     with pytest.raises(SamaugError, match="no such store"):
         st.open_store(tmp_path / "absent.zarr")
-    path, _ = toy_store
+    path, _ = toy
     zarr.open_group(path, mode="r+").attrs["schema_version"] = 99
     with pytest.raises(
         SamaugError, match="schema_version 99 is newer than this samaug reads"
@@ -233,8 +227,8 @@ def test_missing_store_and_wrong_schema(tmp_path, toy_store):
         st.open_store(path)
 
 
-def test_mask_bits_are_compact(toy_store):
-    path, data = toy_store
+def test_mask_bits_are_compact(toy):
+    path, data = toy
     store = st.open_store(path)
     raw = data["c_3"][2].masks.size  # one byte per boolean
     assert store.stored_bytes("c_3", "masks/bits") < raw / 10

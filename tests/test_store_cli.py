@@ -3,14 +3,12 @@ Each command runs as a real subprocess."""
 
 import re
 import subprocess
-import sys
 
 import pytest
 import zarr
 
+from tests.support.cli import SAMAUG
 from tests.support.store_toys import toy_store
-
-SAMAUG = [sys.executable, "-m", "samaug"]
 
 
 @pytest.fixture

@@ -15,12 +15,6 @@ from tests.support.http import serve
 from tests.support.store_toys import rewrite, toy_store, write
 
 
-@pytest.fixture
-def toy(tmp_path):
-    path = tmp_path / "toy.zarr"
-    return path, toy_store(path)
-
-
 def edit_json(path: Path, change) -> None:
     meta = json.loads(path.read_text())
     change(meta)

@@ -5,7 +5,6 @@ writes and leaves a complete store or nothing."""
 import json
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 
@@ -16,16 +15,9 @@ import zarr
 from precompute import store as st
 from precompute.store.maintenance import check_store
 from precompute.types import SamaugError
+from tests.support.cli import SAMAUG
 from tests.support.http import running
 from tests.support.store_toys import DATASET, MASKER, folder_dataset_store, toy_store, write
-
-SAMAUG = [sys.executable, "-m", "samaug"]
-
-
-@pytest.fixture
-def toy(tmp_path):
-    path = tmp_path / "toy.zarr"
-    return path, toy_store(path, consolidated=True)
 
 
 def same_images(a, b, ids=None) -> None:
@@ -38,8 +30,10 @@ def same_images(a, b, ids=None) -> None:
                 np.testing.assert_array_equal(b.array(image_id, name), a.array(image_id, name))
 
 
-def test_pack_reads_in_place_locally_and_over_http_and_unpacks_to_the_same_store(toy, tmp_path):
-    path, data = toy
+def test_pack_reads_in_place_locally_and_over_http_and_unpacks_to_the_same_store(
+    consolidated_toy, tmp_path
+):
+    path, data = consolidated_toy
     packed = tmp_path / "toy.zarr.zip"
     built = st.pack_store(path, packed)
     assert sorted(built.index) == ["a_1", "b_2", "c_3"] and built.left_out == []
@@ -69,8 +63,8 @@ def test_pack_reads_in_place_locally_and_over_http_and_unpacks_to_the_same_store
     assert (tmp_path / "again.zarr.zip").read_bytes() == packed.read_bytes()
 
 
-def test_a_damaged_zip_is_one_line_and_loses_nothing_complete(toy, tmp_path):
-    path, data = toy
+def test_a_damaged_zip_is_one_line_and_loses_nothing_complete(consolidated_toy, tmp_path):
+    path, data = consolidated_toy
     packed = tmp_path / "toy.zarr.zip"
     st.pack_store(path, packed)
     raw = packed.read_bytes()
@@ -103,8 +97,8 @@ def test_a_damaged_zip_is_one_line_and_loses_nothing_complete(toy, tmp_path):
         st.open_store(squeezed)
 
 
-def test_subset_by_split_and_ids_from_a_url_records_where_it_came_from(toy, tmp_path):
-    path, _ = toy
+def test_subset_by_split_and_ids_from_a_url_records_where_it_came_from(consolidated_toy, tmp_path):
+    path, _ = consolidated_toy
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("# chosen\nc_3\n\nb_2  # no masks\n")
     assert st.read_ids(ids_file) == ["c_3", "b_2"]
@@ -128,8 +122,8 @@ def test_subset_by_split_and_ids_from_a_url_records_where_it_came_from(toy, tmp_
     assert check_store(str(tmp_path / "some.zarr")).problems == []
 
 
-def test_merge_joins_matching_stores_and_refuses_what_does_not_match(toy, tmp_path):
-    path, _ = toy
+def test_merge_joins_matching_stores_and_refuses_what_does_not_match(consolidated_toy, tmp_path):
+    path, _ = consolidated_toy
     st.subset_store(path, tmp_path / "train.zarr", splits=["train"])
     st.subset_store(path, tmp_path / "test.zarr", splits=["test"], ids=["a_1"])  # a_1 twice
     built = st.merge_stores([tmp_path / "train.zarr", tmp_path / "test.zarr"], tmp_path / "m.zarr")
@@ -181,8 +175,8 @@ def test_upgrade_rewrites_a_version_1_store_with_the_same_arrays(tmp_path):
     assert zarr.open_array(v1, path="images/d_4/seg_prior", mode="r").shape == (20, 30)
 
 
-def test_derived_stores_refuse_bad_destinations(toy, tmp_path):
-    path, _ = toy
+def test_derived_stores_refuse_bad_destinations(consolidated_toy, tmp_path):
+    path, _ = consolidated_toy
     with pytest.raises(SamaugError, match="add .zarr.zip"):
         st.pack_store(path, tmp_path / "toy.zarr.tar")
     with pytest.raises(SamaugError, match="is a .zip name"):
@@ -221,8 +215,8 @@ def test_a_killed_pack_leaves_no_file_that_looks_complete(tmp_path):
     assert check_store(str(packed)).problems == []
 
 
-def test_strip_and_pack_take_a_url_as_source(toy, tmp_path):
-    path, data = toy
+def test_strip_and_pack_take_a_url_as_source(consolidated_toy, tmp_path):
+    path, data = consolidated_toy
     with running(tmp_path) as server:
         url = f"{server.url}/toy.zarr"
         assert st.strip_images(url, tmp_path / "shared.zarr") == []

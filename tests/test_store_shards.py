@@ -12,13 +12,6 @@ from precompute import store as st
 from precompute.store import shards
 from precompute.store.maintenance import check_store
 from tests.support.http import running
-from tests.support.store_toys import toy_store
-
-
-@pytest.fixture
-def toy(tmp_path):
-    path = tmp_path / "toy.zarr"
-    return path, toy_store(path)
 
 
 def shard(path: Path, image_id: str, array: str) -> Path:

@@ -6,7 +6,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +18,8 @@ from precompute import store as st
 from precompute.readers import get_reader
 from precompute.store.maintenance import attach_images, verify
 from precompute.types import SamaugError
+from tests.support.cli import SAMAUG
 from tests.support.store_toys import DATASET, MASKER, folder_dataset_store, toy_store, write
-
-SAMAUG = [sys.executable, "-m", "samaug"]
 
 
 @pytest.fixture

@@ -17,23 +17,13 @@ import pytest
 import torch
 
 from precompute.pipeline import PriorsConfig, run
-from tests.support.train_helpers import make_glas_store, tiny, write_pranet_like
+from tests.support.cli import ROOT, samaug
+from tests.support.train_helpers import checkpoint, tiny, write_pranet_like
 from train.choices import STRATEGIES
 from train.metrics import GlasParts, glas_pooled
 from train.results.evaluation import evaluate_run
 from train.results.tables import comparison_rows, format_table
 from train.training.loop import train
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def glas_store(tmp_path_factory) -> Path:
-    return make_glas_store(tmp_path_factory.mktemp("train"))
-
-
-def checkpoint(run_dir, name="last.pt") -> dict:
-    return torch.load(Path(run_dir) / name, weights_only=True)
 
 
 def weights(run_dir, name="last.pt") -> dict:
@@ -247,21 +237,7 @@ def test_eval_scores_every_strategy_and_tabulates(glas_store, tmp_path):
 def test_show_writes_the_four_panel_figure(glas_store, tmp_path):
     from PIL import Image
 
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "samaug",
-            "show",
-            str(glas_store),
-            "testA_1",
-            "--out",
-            str(tmp_path / "fig.png"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    out = samaug("show", glas_store, "testA_1", "--out", tmp_path / "fig.png")
     assert out.returncode == 0, out.stderr
     figure = np.asarray(Image.open(tmp_path / "fig.png"))
     assert figure.shape == (96 + 18, 4 * 128 + 3 * 8, 3)

@@ -1,13 +1,10 @@
 """The run directory under stress: kills at any moment, damaged and unsafe checkpoints,
 resuming with other settings, runs without validation, and every error one line."""
 
-import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,11 +12,13 @@ import pytest
 import torch
 
 from precompute.types import SamaugError, SettingError
+from tests.support.cli import ROOT, SAMAUG, one_error_line, samaug
 from tests.support.train_helpers import (
-    ROOT,
+    RunsCode,
+    checkpoint,
+    log_rows,
     make_glas_store,
-    one_error_line,
-    samaug,
+    quiet,
     tiny,
     tiny_cli,
 )
@@ -27,27 +26,8 @@ from train.training.config import TrainConfig
 from train.training.loop import train
 
 
-@pytest.fixture(scope="module")
-def glas_store(tmp_path_factory) -> Path:
-    return make_glas_store(tmp_path_factory.mktemp("runs"))
-
-
-def quiet(line: str) -> None:
-    pass
-
-
-def checkpoint(run_dir: Path, name: str = "last.pt") -> dict:
-    return torch.load(run_dir / name, weights_only=True)
-
-
 def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def log_rows(run_dir: Path) -> list[dict]:
-    """log.csv's rows without the seconds column (the one thing two runs never share)."""
-    with open(run_dir / "log.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
 def partial_files(run_dir: Path) -> list[str]:
@@ -69,7 +49,7 @@ def train_until_replaced(args: list[str], watch: Path, after: float = 0.0) -> in
     """Run `samaug ARGS` and SIGKILL it ``after`` seconds after ``watch`` is next replaced
     (or let it finish first). Returns its exit status: -9 when killed."""
     before = file_version(watch)
-    command = [sys.executable, "-m", "samaug", *args]
+    command = [*SAMAUG, *args]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     try:
@@ -180,16 +160,6 @@ def test_damaged_checkpoints_are_named_with_what_to_do(glas_store, finished_run,
     line = one_error_line(samaug("eval", str(cut_best), "--device", "cpu"))
     assert line.startswith(f"error: {cut_best / 'best.pt'} is damaged (")
     assert line.endswith("restore it, or train the run again")
-
-
-class RunsCode:
-    """Unpickling it runs a shell command: what a hostile run folder could hold."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(glas_store, finished_run, tmp_path):
@@ -353,7 +323,7 @@ def test_a_store_server_lost_mid_training_ends_in_one_error_line(glas_store, tmp
     with serve(glas_store.parent) as url:
         args = tiny_cli(f"{url}/{glas_store.name}", out, "--epochs", "50", "--workers", "1")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "samaug", *args],
+            [*SAMAUG, *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

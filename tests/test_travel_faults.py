@@ -6,20 +6,13 @@ import pytest
 
 from precompute import store as st
 from precompute.types import SamaugError
-from tests.support.http import running
-from tests.support.store_toys import toy_store
-
-
-@pytest.fixture
-def toy(tmp_path):
-    path = tmp_path / "toy.zarr"
-    return path, toy_store(path, consolidated=True)
+from tests.support.http import faulty, running
 
 
 @pytest.mark.parametrize("fault", ["stall", "drop"])
-def test_a_read_that_stalls_or_drops_mid_body_is_one_line(toy, tmp_path, fault):
-    path, data = toy
-    with running(tmp_path, stall_seconds=10) as server:
+def test_a_read_that_stalls_or_drops_mid_body_is_one_line(consolidated_toy, tmp_path, fault):
+    path, data = consolidated_toy
+    with faulty(tmp_path, stall_seconds=10) as server:
         url = f"{server.url}/{path.name}"
         # A timeout given as seconds on the command line becomes aiohttp's.
         store = st.open_store(url, {"client_kwargs": {"timeout": 1}})
@@ -39,12 +32,12 @@ def test_a_read_that_stalls_or_drops_mid_body_is_one_line(toy, tmp_path, fault):
         )
 
 
-def test_a_cache_that_cannot_be_written_is_one_line_naming_it(toy, tmp_path):
+def test_a_cache_that_cannot_be_written_is_one_line_naming_it(consolidated_toy, tmp_path):
     import json
 
     from precompute.store.cache import identity
 
-    path, _ = toy
+    path, _ = consolidated_toy
     cache = tmp_path / "cache"
     with running(tmp_path) as server:
         url = f"{server.url}/{path.name}"

@@ -10,6 +10,7 @@ from precompute import store as st
 from precompute.pipeline import PriorsConfig, run, store_attrs
 from precompute.readers import get_reader
 from samaug.demo.synthetic import write_glas_like
+from tests.support.cli import SAMAUG
 from tests.support.http import running
 from tests.support.train_helpers import tiny
 from train.results.evaluation import evaluate_run
@@ -97,21 +98,11 @@ def test_with_a_cache_the_second_epoch_reads_nothing_over_the_network(served, tm
 
 def test_show_reads_through_the_cache_from_the_command_line(served, tmp_path):
     import subprocess
-    import sys
 
     site, _, _ = served
     with running(site) as server:
         url = f"{server.url}/v2.zarr"
-        args = [
-            sys.executable,
-            "-m",
-            "samaug",
-            "show",
-            url,
-            "train_1",
-            "--cache",
-            str(tmp_path / "c"),
-        ]
+        args = [*SAMAUG, "show", url, "train_1", "--cache", str(tmp_path / "c")]
         first = subprocess.run(
             [*args, "--out", str(tmp_path / "a.png")], capture_output=True, text=True
         )

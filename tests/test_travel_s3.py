@@ -19,13 +19,13 @@ from precompute.pipeline import PriorsConfig, run
 from precompute.store.maintenance import check_store
 from precompute.types import SamaugError
 from samaug.demo.synthetic import write_glas_like
+from tests.support.cli import SAMAUG
 from tests.support.train_helpers import tiny
 from train.training.loop import train
 
 s3fs = pytest.importorskip("s3fs", reason="s3fs is an optional extra (pip install samaug[s3])")
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
 
-SAMAUG = [sys.executable, "-m", "samaug"]
 CREDENTIALS = {"key": "testing", "secret": "testing"}
 
 

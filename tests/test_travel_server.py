@@ -1,5 +1,5 @@
 """The loopback server the remote-store tests and benchmarks use: Range requests answered as a
-web server answers them (RFC 9110), every request counted, faults on demand."""
+web server answers them (RFC 9110), every request counted; and the tests' own faulty one."""
 
 import http.client
 import urllib.error
@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tests.support.http import running
+from tests.support.http import faulty, running
 
 
 def get(url: str, range_header: str | None = None, method: str = "GET"):
@@ -22,9 +22,20 @@ def get(url: str, range_header: str | None = None, method: str = "GET"):
 
 
 @pytest.fixture
-def served(tmp_path):
+def site(tmp_path):
     (tmp_path / "f.bin").write_bytes(bytes(range(200)))
-    with running(tmp_path, stall_seconds=0.2) as server:
+    return tmp_path
+
+
+@pytest.fixture
+def served(site):
+    with running(site) as server:
+        yield server
+
+
+@pytest.fixture
+def served_faulty(site):
+    with faulty(site, stall_seconds=0.2) as server:
         yield server
 
 
@@ -58,14 +69,14 @@ def test_ranges_are_answered_with_exactly_the_bytes_asked_for(served):
     assert served.count() == 0
 
 
-def test_faults_are_made_on_demand_and_healed(served):
-    url = f"{served.url}/f.bin"
-    served.fail("f.bin", "error")
+def test_faults_are_made_on_demand_and_healed(served_faulty):
+    url = f"{served_faulty.url}/f.bin"
+    served_faulty.fail("f.bin", "error")
     assert get(url)[0] == 500
-    served.fail("f.bin", "drop")
+    served_faulty.fail("f.bin", "drop")
     with pytest.raises(http.client.IncompleteRead):
         get(url)
-    served.heal()
+    served_faulty.heal()
     assert get(url)[2] == bytes(range(200))
     with pytest.raises(ValueError, match="not one of stall, drop, error"):
-        served.fail("f.bin", "slow")
+        served_faulty.fail("f.bin", "slow")

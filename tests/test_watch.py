@@ -11,14 +11,11 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from samaug.commands.bars import Bars
-from tests.support.train_helpers import make_glas_store, tiny
+from tests.support.train_helpers import tiny
 from train.training.loop import train
 from train.training.watch import IMAGE_EVERY
 
-
-@pytest.fixture(scope="module")
-def glas_store(tmp_path_factory):
-    return make_glas_store(tmp_path_factory.mktemp("watch"), {"train": 5})
+pytestmark = pytest.mark.glas_counts(train=5)
 
 
 def events(run_dir) -> EventAccumulator:

@@ -4,9 +4,9 @@ Python's ``http.server`` ignores ``Range`` headers (it always sends the whole fi
 cannot serve a sharded or zip store the way a web server or a bucket does. ``RangeServer``
 serves one folder with single-range ``GET`` (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``;
 206 with ``Content-Range``, 416 when the range lies outside the file) and ``HEAD``, records
-every request it answers (for the request counts of ``make bench`` and the tests), and can
-be told to misbehave on chosen files (stall or drop mid-body, answer 500) so that the
-failures a network has can be made on purpose.
+every request it answers (for the request counts of ``make bench`` and the tests).
+``RangeHandler`` answers the requests; a subclass handed to ``RangeServer`` may answer some
+of them otherwise (``answer`` decides the reply, ``send_body`` writes the bytes).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
-FAULTS = ("stall", "drop", "error")
 
 
 @dataclass(frozen=True)
@@ -32,25 +31,27 @@ class Request:
     range: str | None  # the Range header as sent, e.g. "bytes=0-99"
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Answers ``GET`` and ``HEAD`` for the files of the served folder, a single range
+    honoured, after recording the request on the ``RangeServer`` that owns it."""
+
     server: RangeServer._Server
 
-    def log_message(self, *args) -> None:  # the tests' output stays clean
+    def log_message(self, *args) -> None:  # no line per request on stderr
         pass
 
     def do_GET(self) -> None:
-        self._answer(body=True)
+        self._recorded(body=True)
 
     def do_HEAD(self) -> None:
-        self._answer(body=False)
+        self._recorded(body=False)
 
-    def _answer(self, body: bool) -> None:
-        owner = self.server.owner
-        owner._record(Request(self.command, self.path, self.headers.get("Range")))
-        fault = owner._fault_for(self.path)
-        if fault == "error":
-            self.send_error(500, "fault injected by the test")
-            return
+    def _recorded(self, body: bool) -> None:
+        self.server.owner._record(Request(self.command, self.path, self.headers.get("Range")))
+        self.answer(body)
+
+    def answer(self, body: bool) -> None:
+        """Status, headers and (when ``body``) the bytes asked for: 200, 206, 404 or 416."""
         local = self.translate_path(self.path)
         if not os.path.isfile(local):
             self.send_error(404, "File not found")
@@ -79,14 +80,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             return
         with open(local, "rb") as f:
             f.seek(start)
-            data = f.read(stop - start)
-        if fault in ("stall", "drop"):
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
-            if fault == "stall":
-                owner._stalled.wait(owner.stall_seconds)
-            self.close_connection = True
-            return
+            self.send_body(f.read(stop - start))
+
+    def send_body(self, data: bytes) -> None:
+        """Write ``data``, the whole body announced by the headers already sent."""
         self.wfile.write(data)
 
 
@@ -108,10 +105,8 @@ def _span(header: str, size: int) -> tuple[int, int] | None:
 class RangeServer:
     """A loopback HTTP server over ``directory``; ``url`` is its base URL while it runs.
 
-    ``requests`` lists every request answered (``Request``); ``reset()`` empties it.
-    ``fail(path_suffix, fault)`` makes requests for paths ending in ``path_suffix``
-    misbehave: "stall" (send half the body, then wait ``stall_seconds`` and close), "drop"
-    (half the body, then close) or "error" (HTTP 500).
+    ``handler`` answers each request (``RangeHandler`` or a subclass of it); ``requests``
+    lists every request answered (``Request``); ``reset()`` empties it.
     """
 
     class _Server(http.server.ThreadingHTTPServer):
@@ -131,37 +126,19 @@ class RangeServer:
                 self.connections.discard(request)
             super().shutdown_request(request)
 
-    def __init__(self, directory, stall_seconds: float = 30.0) -> None:
-        handler = functools.partial(_Handler, directory=str(directory))
-        self._server = self._Server(("127.0.0.1", 0), handler)
+    def __init__(self, directory, handler: type[RangeHandler] = RangeHandler) -> None:
+        self._server = self._Server(
+            ("127.0.0.1", 0), functools.partial(handler, directory=str(directory))
+        )
         self._server.owner = self
         self._server.connections = set()
         self._lock = threading.Lock()
-        self._faults: dict[str, str] = {}
-        self._stalled = threading.Event()
-        self.stall_seconds = stall_seconds
         self.requests: list[Request] = []
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def _record(self, request: Request) -> None:
         with self._lock:
             self.requests.append(request)
-
-    def _fault_for(self, path: str) -> str | None:
-        with self._lock:
-            return next((f for s, f in self._faults.items() if path.endswith(s)), None)
-
-    def fail(self, path_suffix: str, fault: str) -> None:
-        if fault not in FAULTS:
-            raise ValueError(f"fault {fault!r} is not one of {', '.join(FAULTS)}")
-        with self._lock:
-            self._faults[path_suffix] = fault
-
-    def heal(self) -> None:
-        """No more faults; stalled answers end now."""
-        with self._lock:
-            self._faults.clear()
-        self._stalled.set()
 
     def reset(self) -> list[Request]:
         """The requests so far, forgotten here."""
@@ -179,7 +156,6 @@ class RangeServer:
 
     def stop(self) -> None:
         """Stop answering and close every open connection."""
-        self._stalled.set()
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
@@ -190,9 +166,9 @@ class RangeServer:
 
 
 @contextlib.contextmanager
-def running(directory, stall_seconds: float = 30.0) -> Iterator[RangeServer]:
+def running(directory) -> Iterator[RangeServer]:
     """A started ``RangeServer`` over ``directory``, stopped on exit."""
-    server = RangeServer(directory, stall_seconds).start()
+    server = RangeServer(directory).start()
     try:
         yield server
     finally:

@@ -1,18 +1,18 @@
-"""Helpers of the trainer's tests: a tiny synthetic store, tiny run configs, the CLI."""
+"""Helpers of the trainer's tests: a tiny synthetic store, tiny run configs (as settings
+and as `samaug train` arguments), and what a run directory holds."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import csv
+import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from precompute.pipeline import PriorsConfig, run
 from samaug.demo.synthetic import tissue_image, write_glas_like
 from train.training.config import TrainConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_glas_store(
@@ -118,21 +118,26 @@ def tiny_cli(store, out, *extra: str) -> list[str]:
     ]
 
 
-def samaug(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m samaug ARGS` in a subprocess, output captured as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "samaug", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+def quiet(line: str) -> None:
+    """A ``log`` that drops every line."""
 
 
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    """The one ``error:`` line of a failed command (asserted: exit 1, no traceback)."""
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+def checkpoint(run_dir, name: str = "last.pt") -> dict:
+    """The checkpoint ``name`` of a run directory, as saved (tensors only, nothing run)."""
+    return torch.load(Path(run_dir) / name, weights_only=True)
+
+
+def log_rows(run_dir) -> list[dict]:
+    """log.csv's rows without the seconds column (the one thing two runs never share)."""
+    with open(Path(run_dir) / "log.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+class RunsCode:
+    """Unpickling it runs a shell command (``touch marker``): what a hostile file could hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
