@@ -31,7 +31,9 @@ def test_the_command_line_offers_exactly_the_registered_maskers():
 
 
 def test_unknown_masker_or_setting_lists_the_valid_ones():
-    with pytest.raises(SettingError, match="unknown masker 'sam2'; valid names: sam, superpixel"):
+    with pytest.raises(
+        SettingError, match="--masker 'sam2': no such masker; valid: sam, superpixel"
+    ):
         masker_kind("sam2")
     with pytest.raises(SettingError, match="unknown sam masker setting.*points_per_sid;.*valid"):
         make_settings("sam", {"points_per_sid": 4})

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from precompute.types import SamaugError, SettingError
+from precompute.registry import Registry
+from precompute.types import SamaugError
 from train.losses import binary_loss, instance_loss
 from train.postprocess import instances_from_probs
 from train.targets import binary_target, instance_target
@@ -139,38 +140,41 @@ _INSTANCE = dict(
     prediction_kind="labels",
     prediction=_instances,
 )
-_TASKS: dict[str, Task] = {
-    task.name: task
-    for task in (
-        Task(
-            "glands",
-            **_INSTANCE,
-            loss=instance_loss,
-            score_prediction=_score_glands,
-            aggregate=_aggregate_glands,
-            pool_splits=True,
-        ),
-        Task(
-            "nuclei",
-            **_INSTANCE,
-            loss=instance_loss,
-            score_prediction=_score_nuclei,
-            aggregate=_aggregate_mean,
-        ),
-        Task(
-            "binary",
-            target=binary_target,
-            needs_context=False,
-            num_outputs=1,
-            activation="sigmoid",
-            loss=binary_loss,
-            prediction_kind="probability",
-            prediction=_foreground,
-            score_prediction=_score_binary,
-            aggregate=_aggregate_mean,
-        ),
-    )
-}
+# The tasks by name (``precompute.registry``).
+TASKS: Registry[Task] = Registry("task")
+list_tasks = TASKS.names  # the registered names, sorted
+get_task = TASKS.get  # the task called ``name``; SettingError naming the valid ones
+
+for _task in (
+    Task(
+        "glands",
+        **_INSTANCE,
+        loss=instance_loss,
+        score_prediction=_score_glands,
+        aggregate=_aggregate_glands,
+        pool_splits=True,
+    ),
+    Task(
+        "nuclei",
+        **_INSTANCE,
+        loss=instance_loss,
+        score_prediction=_score_nuclei,
+        aggregate=_aggregate_mean,
+    ),
+    Task(
+        "binary",
+        target=binary_target,
+        needs_context=False,
+        num_outputs=1,
+        activation="sigmoid",
+        loss=binary_loss,
+        prediction_kind="probability",
+        prediction=_foreground,
+        score_prediction=_score_binary,
+        aggregate=_aggregate_mean,
+    ),
+):
+    TASKS.add(_task.name, _task)
 
 DATASET_TASKS = {
     "glas": "glands",
@@ -179,18 +183,6 @@ DATASET_TASKS = {
     "polyp": "binary",
     "folder": "binary",
 }
-
-
-def list_tasks() -> list[str]:
-    """Names of all tasks, sorted."""
-    return sorted(_TASKS)
-
-
-def get_task(name: str) -> Task:
-    """The task called ``name``; SettingError listing the valid names otherwise."""
-    if name not in _TASKS:
-        raise SettingError(f"unknown task {name!r}; valid: {', '.join(list_tasks())}")
-    return _TASKS[name]
 
 
 def task_for_dataset(dataset: str) -> str:

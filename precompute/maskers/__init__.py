@@ -10,11 +10,11 @@ recorded) before any worker loads a model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, fields
 from importlib.metadata import version
 from typing import Any, Literal, Protocol
 
+from precompute.registry import Registry
 from precompute.types import MaskSet, SettingError
 
 # The names the command line offers; tests/test_maskers.py keeps it equal to list_maskers().
@@ -30,7 +30,6 @@ class Masker(Protocol):
 class MaskerKind(Protocol):
     """What ``register_masker`` takes: a class with these attributes and static methods."""
 
-    name: str
     needs_checkpoint: bool  # --checkpoint is required (else it is ignored)
     uses_device: bool  # builds a model on a torch device (else the device is ignored)
 
@@ -44,32 +43,12 @@ class MaskerKind(Protocol):
     def build(settings: Any, checkpoint: str | None, device: Any) -> Masker: ...
 
 
-_MASKERS: dict[str, type[MaskerKind]] = {}
+# The maskers by name (``precompute.registry``): the one place a masker kind is chosen.
+MASKERS: Registry[type[MaskerKind]] = Registry("masker")
 
-
-def register_masker(name: str) -> Callable[[type], type]:
-    """Class decorator: make the decorated ``MaskerKind`` the masker called ``name``."""
-
-    def add(cls: type) -> type:
-        if name in _MASKERS:
-            raise ValueError(f"masker name {name!r} is taken by {_MASKERS[name].__qualname__}")
-        cls.name = name
-        _MASKERS[name] = cls
-        return cls
-
-    return add
-
-
-def list_maskers() -> list[str]:
-    """Names of all registered maskers, sorted."""
-    return sorted(_MASKERS)
-
-
-def masker_kind(name: str) -> type[MaskerKind]:
-    """The registered kind called ``name``; SettingError listing the valid names otherwise."""
-    if name not in _MASKERS:
-        raise SettingError(f"unknown masker {name!r}; valid names: {', '.join(list_maskers())}")
-    return _MASKERS[name]
+register_masker = MASKERS.register  # class decorator: ``@register_masker("sam")``
+list_maskers = MASKERS.names  # the registered names, sorted
+masker_kind = MASKERS.get  # the kind called ``name``; SettingError naming the valid ones
 
 
 def make_settings(name: str, settings: dict[str, Any]):

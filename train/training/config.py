@@ -134,7 +134,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # The registries import torch; imported here so that the command line can build a
         # config (and refuse a bad one) without paying for torch at start-up.
-        from train.fusion import list_fusions
+        from train.fusion import FUSIONS
         from train.models import check_model_name, check_model_options
         from train.tasks import get_task
 
@@ -147,7 +147,7 @@ class TrainConfig:
         check_model_options(self.model, self.model_kwargs)
         checks.choice("--mode", self.mode, MODES)
         checks.choice("--joint-update", self.joint_update, JOINT_UPDATES)
-        checks.choice("--fusion", self.fusion, list_fusions())
+        FUSIONS.check(self.fusion)
         checks.number("--seg-scale", self.seg_scale)
         if self.protocol is not None:
             get_protocol(self.protocol)
