@@ -3,8 +3,9 @@
 A task says everything that differs between datasets in training and evaluation: the target
 made from a stored instance label map (``train.targets``), the model's output channels and
 activation, the loss (``train.losses``), the scores of one predicted image and how a split's
-image scores are aggregated (``train.metrics``). Datasets map to tasks in ``DATASET_TASKS``;
-``TrainConfig.task`` overrides the mapping (e.g. for a ``folder`` dataset of nuclei).
+image scores are aggregated (``train.metrics``). Each dataset names its task in the table of
+datasets (``precompute.readers.DATASETS``); ``TrainConfig.task`` overrides it (e.g. for a
+``folder`` dataset of nuclei).
 
 ==========  ===================  =======  ==========================================
 task        target               outputs  scores (aggregation)
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
+from precompute.readers import DATASETS
 from precompute.registry import Registry
 from precompute.types import SamaugError
 from train.losses import binary_loss, instance_loss
@@ -176,20 +178,13 @@ for _task in (
 ):
     TASKS.add(_task.name, _task)
 
-DATASET_TASKS = {
-    "glas": "glands",
-    "monuseg": "nuclei",
-    "kvasir": "binary",
-    "polyp": "binary",
-    "folder": "binary",
-}
-
 
 def task_for_dataset(dataset: str) -> str:
-    """The task name a dataset reader's data is trained for (``DATASET_TASKS``)."""
-    if dataset not in DATASET_TASKS:
+    """The task name a dataset's data is trained for (its ``precompute.readers.DATASETS``
+    entry); SamaugError for a dataset not in that table."""
+    if dataset not in DATASETS:
         raise SamaugError(
-            f"no task known for dataset {dataset!r}; known: {', '.join(sorted(DATASET_TASKS))}"
+            f"no task known for dataset {dataset!r}; known: {', '.join(DATASETS.names())}"
             f" (or pass --task, one of {', '.join(list_tasks())})"
         )
-    return DATASET_TASKS[dataset]
+    return DATASETS.get(dataset).task

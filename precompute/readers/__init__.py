@@ -79,28 +79,28 @@ register_dataset(
     GlasReader,
     task="glands",
     protocol="patches",
-    help="GlaS 2015 glands: {train,testA,testB}_N.bmp with <name>_anno.bmp",
+    help="GlaS 2015 glands ({train,testA,testB}_N.bmp with <name>_anno.bmp)",
 )
 register_dataset(
     "monuseg",
     MonusegReader,
     task="nuclei",
     protocol="patches",
-    help="MoNuSeg 2018 nuclei: .tif images with Aperio .xml annotations",
+    help="MoNuSeg 2018 nuclei (.tif images with Aperio .xml annotations)",
 )
 register_dataset(
     "kvasir",
     KvasirReader,
     task="binary",
     protocol="polyp",
-    help="Kvasir-SEG polyps: images/ and masks/ of .jpg",
+    help="Kvasir-SEG polyps (images/ and masks/ of .jpg)",
 )
 register_dataset(
     "polyp",
     PolypReader,
     task="binary",
     protocol="polyp",
-    help="PraNet's polyp sets: TrainDataset/ and TestDataset/<name>/",
+    help="PraNet's polyp sets (TrainDataset/, TestDataset/<name>/)",
 )
 register_dataset(
     "folder",

@@ -209,7 +209,6 @@ PROTOCOLS: dict[str, Protocol] = {
     )
 }
 
-DATASET_PROTOCOLS = {"kvasir": "polyp", "polyp": "polyp"}
 DEFAULT_PROTOCOL = "patches"
 
 
@@ -224,8 +223,11 @@ def get_recipe(name: str) -> Recipe:
 
 
 def protocol_for_dataset(dataset: str) -> str:
-    """The protocol a dataset reader's stores train under by default."""
-    return DATASET_PROTOCOLS.get(dataset, DEFAULT_PROTOCOL)
+    """The protocol a dataset reader's stores train under by default: its entry's in the
+    table of datasets (``precompute.readers.DATASETS``), else DEFAULT_PROTOCOL."""
+    from precompute.readers import DATASETS
+
+    return DATASETS.get(dataset).protocol if dataset in DATASETS else DEFAULT_PROTOCOL
 
 
 def scale_sizes(size: int, scales: tuple[float, ...]) -> list[int | None]:
