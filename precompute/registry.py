@@ -4,12 +4,14 @@ Datasets, maskers, models, fusions, tasks, protocols, recipes and training modes
 ``Registry``: entries are added once under a name (``add``, or ``register`` as a decorator),
 listed sorted (``names``), and looked up with ``get``. Every registry refuses a name given
 twice in the same words, and every unknown name is the same ``SettingError``, naming the
-option the user gave and the valid names.
+option the user gave and the valid names. ``restored`` undoes the registrations made inside
+a block, for tests that register a toy entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from precompute.types import SettingError
@@ -72,3 +74,14 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         """(name, entry) pairs, sorted by name."""
         return [(name, self._entries[name]) for name in self.names()]
+
+    @contextmanager
+    def restored(self) -> Iterator[Registry[T]]:
+        """A block after which the registry holds exactly what it held before: entries added
+        inside it are removed again (for tests that register toy entries)."""
+        before = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries.clear()
+            self._entries.update(before)

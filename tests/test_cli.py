@@ -50,7 +50,7 @@ def test_an_unknown_option_is_one_error_line_and_exit_1(path, capsys):
 @pytest.mark.parametrize(
     "args, says",
     [
-        (["train", "--store", "s.zarr", "--fusion", "mul"], "not 'mul'"),
+        (["train", "--store", "s.zarr", "--fusion", "mul"], "--fusion 'mul': no such fusion"),
         (["priors", "glas", "--data-root", "d", "--store", "s", "--workers", "-1"], "workers"),
         (["store", "verify"], "Missing argument"),
         (["nosuchcommand"], "No such command"),

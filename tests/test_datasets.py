@@ -11,7 +11,7 @@ from PIL import Image
 from skimage.draw import polygon as draw_polygon
 
 from precompute.listing import safe_id
-from precompute.readers import READERS, get_reader, iter_records, normalise_reader_options
+from precompute.readers import DATASETS, get_reader, iter_records, normalise_reader_options
 from precompute.types import InputError, SamaugError, image_id_problem
 from tests.support.image_files import RNG, rgb, save
 
@@ -292,14 +292,17 @@ def test_ids_are_sanitised_and_collisions_name_both_files(tmp_path):
 # --------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("name", sorted(READERS))
+@pytest.mark.parametrize("name", DATASETS.names())
 def test_every_reader_names_a_missing_root_and_its_layout(tmp_path, name):
     with pytest.raises(SamaugError, match=rf"{tmp_path / 'nope'} does not exist.*expects"):
         get_reader(name, tmp_path / "nope")
 
 
 def test_unknown_reader_or_option_lists_the_valid_ones(tmp_path):
-    with pytest.raises(SamaugError, match="valid names: folder, glas, kvasir, monuseg, polyp"):
+    with pytest.raises(
+        SamaugError,
+        match="DATASET .glass.: no such dataset; valid: folder, glas, kvasir, monuseg, polyp",
+    ):
         get_reader("glass", tmp_path)
     with pytest.raises(SamaugError, match="no option mask; its options: masks, split"):
         get_reader("folder", tmp_path, mask="m")

@@ -7,13 +7,18 @@ from typing import get_args
 
 import pytest
 
+from precompute.downloads import sha256_file
 from precompute.maskers import (
     MaskerName,
+    RecordedCheckpoint,
     build_masker,
+    describe_masker,
     list_maskers,
     make_settings,
     masker_kind,
     masker_provenance,
+    portable_provenance,
+    recorded_checkpoint,
 )
 from precompute.types import MaskSet, SettingError
 from samaug.demo.synthetic import tissue_image
@@ -31,7 +36,9 @@ def test_the_command_line_offers_exactly_the_registered_maskers():
 
 
 def test_unknown_masker_or_setting_lists_the_valid_ones():
-    with pytest.raises(SettingError, match="unknown masker 'sam2'; valid names: sam, superpixel"):
+    with pytest.raises(
+        SettingError, match="--masker 'sam2': no such masker; valid: sam, superpixel"
+    ):
         masker_kind("sam2")
     with pytest.raises(SettingError, match="unknown sam masker setting.*points_per_sid;.*valid"):
         make_settings("sam", {"points_per_sid": 4})
@@ -52,6 +59,26 @@ def test_every_masker_generates_and_records_every_setting(name, tiny_sam_checkpo
     masks = masker.generate(image)
     assert isinstance(masks, MaskSet) and len(masks) > 0
     assert masks.masks.shape[1:] == (48, 64) and masks.masks.dtype == bool
+
+
+def test_what_a_provenance_means_is_asked_of_its_kind(tiny_sam_checkpoint):
+    sam = masker_provenance("sam", str(tiny_sam_checkpoint), FAST["sam"])
+    sha256 = sha256_file(tiny_sam_checkpoint)
+    assert recorded_checkpoint(sam) == RecordedCheckpoint(str(tiny_sam_checkpoint), sha256)
+    architecture = sam["architecture"]
+    assert (
+        describe_masker(sam)
+        == f"SAM {architecture} checkpoint {tiny_sam_checkpoint} (sha256 {sha256})"
+    )
+    # Another machine must match everything but where the checkpoint lay.
+    assert portable_provenance(sam) == {k: v for k, v in sam.items() if k != "checkpoint"}
+    assert portable_provenance(sam)["checkpoint_sha256"] == sha256
+    superpixel = masker_provenance("superpixel", None, {})
+    assert recorded_checkpoint(superpixel) is None and describe_masker(superpixel) == ""
+    assert portable_provenance(superpixel) == superpixel
+    # A kind this samaug does not know (a store from another version) is described as nothing.
+    unknown = {"kind": "sam3", "settings": {}, "checkpoint": "x.pth"}
+    assert describe_masker(unknown) == "" and recorded_checkpoint(unknown) is None
 
 
 def test_importing_the_registry_imports_no_torch():

@@ -70,7 +70,7 @@ def test_eval_is_deterministic_and_batch_independent(name):
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown model 'segformer'") as err:
+    with pytest.raises(ValueError, match="--model 'segformer': no such model; valid: ") as err:
         create_model("segformer", num_classes=2)
     for name in list_models():
         assert name in str(err.value)

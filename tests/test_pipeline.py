@@ -241,7 +241,8 @@ def test_store_info_prints_the_provenance(glas, tmp_path, tiny_sam_checkpoint):
     ).stdout
     assert "dataset    glas" in out
     assert "train        3 of 3 complete" in out
-    assert sha256_file(tiny_sam_checkpoint)[:16] in out
+    sha256 = sha256_file(tiny_sam_checkpoint)
+    assert f"  SAM custom checkpoint {tiny_sam_checkpoint} (sha256 {sha256})" in out.splitlines()
     verified = subprocess.run(
         [*SAMAUG, "store", "verify", str(tmp_path / "s.zarr")], capture_output=True, text=True
     )

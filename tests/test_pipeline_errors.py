@@ -69,7 +69,7 @@ def test_bad_options_are_one_line_and_create_nothing(
         ({"workers": -1}, "--workers must be at least 0"),
         ({"torch_threads": 1.5}, "--threads must be a whole number"),
         ({"device": "cuda:x"}, "is not a device"),
-        ({"masker": "sam2"}, "unknown masker 'sam2'"),
+        ({"masker": "sam2"}, "--masker 'sam2': no such masker; valid: sam, superpixel"),
         ({"masker": "sam"}, "the sam masker needs --checkpoint PATH"),
         ({"masker_settings": (("sigma", -1),)}, "superpixel setting sigma must be at least 0"),
         ({"masker_settings": (("sigmas", 1),)}, "unknown superpixel masker setting"),

@@ -34,3 +34,17 @@ def test_an_unknown_name_names_the_option_and_the_valid_names(name):
 def test_the_option_defaults_to_the_kind():
     with pytest.raises(SettingError, match=r"^--test-split 'x': no such test split; valid: $"):
         Registry("test split").get("x")
+
+
+def test_restored_undoes_what_was_registered_inside_it():
+    colours = Registry("colour")
+    colours.add("red", 1)
+    with colours.restored() as same:
+        assert same is colours
+        colours.add("green", 2)
+        assert colours.names() == ["green", "red"]
+    assert colours.names() == ["red"]
+    with pytest.raises(RuntimeError), colours.restored():  # an error inside undoes it too
+        colours.add("blue", 3)
+        raise RuntimeError
+    assert colours.names() == ["red"] and colours.get("red") == 1

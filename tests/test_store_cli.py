@@ -70,7 +70,7 @@ def test_attach_with_a_bad_store_or_data_root(bad, tmp_path):
     root = ["--data-root", str(tmp_path)]
     one_error_each(
         [(["store", "attach", str(p), *root], expected) for p, expected in bad.items()]
-        + [(["store", "attach", str(store), *root], "unknown dataset 'toy'")]
+        + [(["store", "attach", str(store), *root], "DATASET 'toy': no such dataset; valid: ")]
     )
 
 

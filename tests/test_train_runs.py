@@ -254,8 +254,8 @@ def test_no_validation_images_is_said_once_and_no_score_is_made_up(glas_store, t
         ({"val_fraction": 1.0}, r"--val-fraction must be in \[0, 1\), not 1.0"),
         ({"val_fraction": -0.1}, "--val-fraction must be at least 0, not -0.1"),
         ({"workers": -1}, "--workers must be at least 0, not -1"),
-        ({"task": "semantic"}, "unknown task 'semantic'; valid: binary, glands, nuclei"),
-        ({"model": "segformer"}, "unknown model 'segformer'; valid names: attention_unet"),
+        ({"task": "semantic"}, "--task 'semantic': no such task; valid: binary, glands, nuclei"),
+        ({"model": "segformer"}, "--model 'segformer': no such model; valid: attention_unet"),
     ],
 )
 def test_every_setting_is_checked_when_the_config_is_made(setting, message):
@@ -267,7 +267,7 @@ def test_every_setting_is_checked_when_the_config_is_made(setting, message):
     "option, message",
     [
         (("--model-option", "width=8"), "--model-option width: model unet has no such option"),
-        (("--fusion", "mul"), "--fusion must be one of add, concat, not 'mul'"),
+        (("--fusion", "mul"), "--fusion 'mul': no such fusion; valid: add, concat"),
         (("--samples-per-epoch", "0"), "--samples-per-epoch must be at least 1, not 0"),
         (("--lr", "nan"), "--lr must be a finite number, not nan"),
         (("--device", "gpu7"), "--device 'gpu7' is not a device"),

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from precompute.registry import Registry
+
 _FuseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 _RawFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,7 +40,9 @@ class _Fusion:
     raw: _RawFn
 
 
-_FUSIONS: dict[str, _Fusion] = {}
+# The fusions by name (``precompute.registry``).
+FUSIONS: Registry[_Fusion] = Registry("fusion")
+list_fusions = FUSIONS.names  # the registered names, sorted
 
 
 def register_fusion(name: str, in_channels: int) -> Callable[[_FuseFn], _FuseFn]:
@@ -46,22 +50,14 @@ def register_fusion(name: str, in_channels: int) -> Callable[[_FuseFn], _FuseFn]
     that function with both priors zero, so the two can never disagree on layout."""
 
     def add(fuse: _FuseFn) -> _FuseFn:
-        if name in _FUSIONS:
-            raise ValueError(f"fusion name {name!r} is taken; pick another name")
-
         def raw(image: torch.Tensor) -> torch.Tensor:
             zero = torch.zeros_like(image[..., :1, :, :])
             return fuse(image, zero, zero, 1.0)
 
-        _FUSIONS[name] = _Fusion(in_channels, fuse, raw)
+        FUSIONS.add(name, _Fusion(in_channels, fuse, raw))
         return fuse
 
     return add
-
-
-def list_fusions() -> list[str]:
-    """Names of all registered fusions, sorted."""
-    return sorted(_FUSIONS)
 
 
 @dataclass(frozen=True)
@@ -76,17 +72,14 @@ class FusionSettings:
     seg_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in _FUSIONS:
-            raise ValueError(
-                f"unknown fusion {self.kind!r}; valid names: {', '.join(list_fusions())}"
-            )
+        FUSIONS.check(self.kind)
         if not math.isfinite(self.seg_scale):
             raise ValueError(f"seg_scale must be a finite number, not {self.seg_scale!r}")
 
 
 def in_channels(settings: FusionSettings) -> int:
     """Channels of the tensors ``fuse`` and ``raw`` return (what the model takes)."""
-    return _FUSIONS[settings.kind].in_channels
+    return FUSIONS.get(settings.kind).in_channels
 
 
 def _check(image: torch.Tensor, *priors: torch.Tensor) -> None:
@@ -115,7 +108,7 @@ def fuse(
     Returns (B, in_channels(settings), H, W) in the image's dtype; the inputs are not changed.
     """
     _check(image, seg, boundary)
-    return _FUSIONS[settings.kind].fuse(
+    return FUSIONS.get(settings.kind).fuse(
         image, seg.to(image.dtype), boundary.to(image.dtype), float(settings.seg_scale)
     )
 
@@ -124,7 +117,7 @@ def raw(image: torch.Tensor, settings: FusionSettings) -> torch.Tensor:
     """The un-augmented input of the same layout as ``fuse``'s: (B, 3, H, W) float [0, 1]
     -> (B, in_channels(settings), H, W), as if both priors were zero."""
     _check(image)
-    return _FUSIONS[settings.kind].raw(image)
+    return FUSIONS.get(settings.kind).raw(image)
 
 
 @register_fusion("add", in_channels=3)

@@ -3,8 +3,9 @@
 A task says everything that differs between datasets in training and evaluation: the target
 made from a stored instance label map (``train.targets``), the model's output channels and
 activation, the loss (``train.losses``), the scores of one predicted image and how a split's
-image scores are aggregated (``train.metrics``). Datasets map to tasks in ``DATASET_TASKS``;
-``TrainConfig.task`` overrides the mapping (e.g. for a ``folder`` dataset of nuclei).
+image scores are aggregated (``train.metrics``). Each dataset names its task in the table of
+datasets (``precompute.readers.DATASETS``); ``TrainConfig.task`` overrides it (e.g. for a
+``folder`` dataset of nuclei).
 
 ==========  ===================  =======  ==========================================
 task        target               outputs  scores (aggregation)
@@ -27,7 +28,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from precompute.types import SamaugError, SettingError
+from precompute.readers import DATASETS
+from precompute.registry import Registry
+from precompute.types import SamaugError
 from train.losses import binary_loss, instance_loss
 from train.postprocess import instances_from_probs
 from train.targets import binary_target, instance_target
@@ -139,65 +142,49 @@ _INSTANCE = dict(
     prediction_kind="labels",
     prediction=_instances,
 )
-_TASKS: dict[str, Task] = {
-    task.name: task
-    for task in (
-        Task(
-            "glands",
-            **_INSTANCE,
-            loss=instance_loss,
-            score_prediction=_score_glands,
-            aggregate=_aggregate_glands,
-            pool_splits=True,
-        ),
-        Task(
-            "nuclei",
-            **_INSTANCE,
-            loss=instance_loss,
-            score_prediction=_score_nuclei,
-            aggregate=_aggregate_mean,
-        ),
-        Task(
-            "binary",
-            target=binary_target,
-            needs_context=False,
-            num_outputs=1,
-            activation="sigmoid",
-            loss=binary_loss,
-            prediction_kind="probability",
-            prediction=_foreground,
-            score_prediction=_score_binary,
-            aggregate=_aggregate_mean,
-        ),
-    )
-}
+# The tasks by name (``precompute.registry``).
+TASKS: Registry[Task] = Registry("task")
+list_tasks = TASKS.names  # the registered names, sorted
+get_task = TASKS.get  # the task called ``name``; SettingError naming the valid ones
 
-DATASET_TASKS = {
-    "glas": "glands",
-    "monuseg": "nuclei",
-    "kvasir": "binary",
-    "polyp": "binary",
-    "folder": "binary",
-}
-
-
-def list_tasks() -> list[str]:
-    """Names of all tasks, sorted."""
-    return sorted(_TASKS)
-
-
-def get_task(name: str) -> Task:
-    """The task called ``name``; SettingError listing the valid names otherwise."""
-    if name not in _TASKS:
-        raise SettingError(f"unknown task {name!r}; valid: {', '.join(list_tasks())}")
-    return _TASKS[name]
+for _task in (
+    Task(
+        "glands",
+        **_INSTANCE,
+        loss=instance_loss,
+        score_prediction=_score_glands,
+        aggregate=_aggregate_glands,
+        pool_splits=True,
+    ),
+    Task(
+        "nuclei",
+        **_INSTANCE,
+        loss=instance_loss,
+        score_prediction=_score_nuclei,
+        aggregate=_aggregate_mean,
+    ),
+    Task(
+        "binary",
+        target=binary_target,
+        needs_context=False,
+        num_outputs=1,
+        activation="sigmoid",
+        loss=binary_loss,
+        prediction_kind="probability",
+        prediction=_foreground,
+        score_prediction=_score_binary,
+        aggregate=_aggregate_mean,
+    ),
+):
+    TASKS.add(_task.name, _task)
 
 
 def task_for_dataset(dataset: str) -> str:
-    """The task name a dataset reader's data is trained for (``DATASET_TASKS``)."""
-    if dataset not in DATASET_TASKS:
+    """The task name a dataset's data is trained for (its ``precompute.readers.DATASETS``
+    entry); SamaugError for a dataset not in that table."""
+    if dataset not in DATASETS:
         raise SamaugError(
-            f"no task known for dataset {dataset!r}; known: {', '.join(sorted(DATASET_TASKS))}"
+            f"no task known for dataset {dataset!r}; known: {', '.join(DATASETS.names())}"
             f" (or pass --task, one of {', '.join(list_tasks())})"
         )
-    return DATASET_TASKS[dataset]
+    return DATASETS.get(dataset).task

@@ -6,15 +6,20 @@ how to make its settings, what identifies it in the store, and how to build it; 
 functions import the masker's module only when called, so importing ``precompute`` imports
 neither torch nor segment_anything, and a run's settings are checked (and its provenance
 recorded) before any worker loads a model.
+
+What a recorded provenance means is asked of its kind here too, never by testing its name
+or keys elsewhere: ``describe_masker`` (a line for people), ``recorded_checkpoint`` (the
+checkpoint it was made with) and ``portable_provenance`` (what another machine must match).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import version
 from typing import Any, Literal, Protocol
 
+from precompute.registry import Registry
 from precompute.types import MaskSet, SettingError
 
 # The names the command line offers; tests/test_maskers.py keeps it equal to list_maskers().
@@ -27,10 +32,25 @@ class Masker(Protocol):
     def provenance(self) -> dict: ...
 
 
-class MaskerKind(Protocol):
-    """What ``register_masker`` takes: a class with these attributes and static methods."""
+@dataclass(frozen=True)
+class RecordedCheckpoint:
+    """The checkpoint a masker's provenance records: ``path`` where it lay on the machine
+    that made the masks, ``sha256`` its hex digest (what identifies it); None where the
+    provenance lacks one."""
 
-    name: str
+    path: str | None
+    sha256: str | None
+
+
+class MaskerKind(Protocol):
+    """What ``register_masker`` takes: a class with these attributes and static methods.
+
+    identity: what the store records about the model besides kind and settings.
+    describe: that identity as one line for people ("" for nothing to add).
+    recorded_checkpoint: the checkpoint a provenance of this kind records (None for a kind
+      that takes none).
+    """
+
     needs_checkpoint: bool  # --checkpoint is required (else it is ignored)
     uses_device: bool  # builds a model on a torch device (else the device is ignored)
 
@@ -43,33 +63,19 @@ class MaskerKind(Protocol):
     @staticmethod
     def build(settings: Any, checkpoint: str | None, device: Any) -> Masker: ...
 
+    @staticmethod
+    def describe(provenance: Mapping) -> str: ...
 
-_MASKERS: dict[str, type[MaskerKind]] = {}
-
-
-def register_masker(name: str) -> Callable[[type], type]:
-    """Class decorator: make the decorated ``MaskerKind`` the masker called ``name``."""
-
-    def add(cls: type) -> type:
-        if name in _MASKERS:
-            raise ValueError(f"masker name {name!r} is taken by {_MASKERS[name].__qualname__}")
-        cls.name = name
-        _MASKERS[name] = cls
-        return cls
-
-    return add
+    @staticmethod
+    def recorded_checkpoint(provenance: Mapping) -> RecordedCheckpoint | None: ...
 
 
-def list_maskers() -> list[str]:
-    """Names of all registered maskers, sorted."""
-    return sorted(_MASKERS)
+# The maskers by name (``precompute.registry``): the one place a masker kind is chosen.
+MASKERS: Registry[type[MaskerKind]] = Registry("masker")
 
-
-def masker_kind(name: str) -> type[MaskerKind]:
-    """The registered kind called ``name``; SettingError listing the valid names otherwise."""
-    if name not in _MASKERS:
-        raise SettingError(f"unknown masker {name!r}; valid names: {', '.join(list_maskers())}")
-    return _MASKERS[name]
+register_masker = MASKERS.register  # class decorator: ``@register_masker("sam")``
+list_maskers = MASKERS.names  # the registered names, sorted
+masker_kind = MASKERS.get  # the kind called ``name``; SettingError naming the valid ones
 
 
 def make_settings(name: str, settings: dict[str, Any]):
@@ -116,9 +122,31 @@ def build_masker(name: str, checkpoint: str | None, settings: dict[str, Any], de
     return kind.build(parsed, check_checkpoint(name, checkpoint), device)
 
 
+def describe_masker(provenance: Mapping) -> str:
+    """One line on what made a store's masks beyond their kind and settings (for ``sam``:
+    the SAM architecture, checkpoint and its sha256); "" where the kind has nothing to add
+    or this samaug does not know it (a store from another version may name one)."""
+    kind = provenance.get("kind")
+    return MASKERS.get(kind).describe(provenance) if kind in MASKERS else ""
+
+
+def recorded_checkpoint(provenance: Mapping) -> RecordedCheckpoint | None:
+    """The checkpoint a masker's provenance records; None for a kind that takes none, or a
+    kind this samaug does not know."""
+    kind = provenance.get("kind")
+    return MASKERS.get(kind).recorded_checkpoint(provenance) if kind in MASKERS else None
+
+
+def portable_provenance(provenance: Mapping) -> dict:
+    """``provenance`` less where its checkpoint lay (``checkpoint``, a path on the machine
+    that made the masks): what another machine's masker must match (the sha256 counts)."""
+    return {key: value for key, value in provenance.items() if key != "checkpoint"}
+
+
 @register_masker("sam")
 class _SamKind:
-    """SAM's automatic mask generator (precompute/masker_sam.py)."""
+    """SAM's automatic mask generator (precompute/maskers/sam.py); its identity is
+    ``sam_loader.checkpoint_info``'s: checkpoint, checkpoint_sha256, architecture, config."""
 
     needs_checkpoint = True
     uses_device = True
@@ -141,10 +169,21 @@ class _SamKind:
 
         return SamMasker.from_checkpoint(checkpoint, settings, device or "cpu")
 
+    @staticmethod
+    def describe(provenance: Mapping) -> str:
+        return (
+            f"SAM {provenance.get('architecture')} checkpoint {provenance.get('checkpoint')} "
+            f"(sha256 {provenance.get('checkpoint_sha256')})"
+        )
+
+    @staticmethod
+    def recorded_checkpoint(provenance: Mapping) -> RecordedCheckpoint:
+        return RecordedCheckpoint(provenance.get("checkpoint"), provenance.get("checkpoint_sha256"))
+
 
 @register_masker("superpixel")
 class _SuperpixelKind:
-    """Multi-scale scikit-image superpixels (precompute/masker_superpixel.py)."""
+    """Multi-scale scikit-image superpixels (precompute/maskers/superpixel.py)."""
 
     needs_checkpoint = False
     uses_device = False
@@ -164,3 +203,11 @@ class _SuperpixelKind:
         from precompute.maskers.superpixel import SuperpixelMasker
 
         return SuperpixelMasker(settings)
+
+    @staticmethod
+    def describe(provenance: Mapping) -> str:
+        return ""
+
+    @staticmethod
+    def recorded_checkpoint(provenance: Mapping) -> None:
+        return None

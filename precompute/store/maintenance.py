@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from precompute import store as store_module
+from precompute.maskers import describe_masker
 from precompute.priors import compute_priors
 from precompute.readers import get_reader
 from precompute.store import (
@@ -57,11 +58,9 @@ def info_lines(location: str, storage_options: dict | None = None) -> list[str]:
             f"  {split:<12} {complete.get(split, 0)} of {planned.get(split, '?')} complete"
         )
     lines.append(f"masker     {masker['kind']}")
-    if masker["kind"] == "sam":
-        lines.append(
-            f"  checkpoint {masker.get('checkpoint')}  ({masker.get('architecture')}, "
-            f"sha256 {str(masker.get('checkpoint_sha256', ''))[:16]}...)"
-        )
+    described = describe_masker(masker)
+    if described:
+        lines.append(f"  {described}")
     for key, value in masker.get("settings", {}).items():
         lines.append(f"  {key:<28} {value}")
     counts, damaged = [], 0

@@ -14,6 +14,7 @@ from typing import Any
 import zarr
 
 from precompute.files import atomic_write_json
+from precompute.maskers import portable_provenance
 from precompute.store.consolidated import consolidate
 from precompute.store.layout import Layout, layout_of, metadata_problem
 from precompute.store.links import refuse_links
@@ -42,7 +43,7 @@ def signature(attrs: Mapping) -> dict:
     path (its sha256 counts), the prior definitions and the schema version.
     """
     dataset = attrs.get("dataset", {})
-    masker = {k: v for k, v in attrs.get("masker", {}).items() if k != "checkpoint"}
+    masker = portable_provenance(attrs.get("masker", {}))
     return {
         "schema_version": attrs.get("schema_version"),
         "dataset": {"name": dataset.get("name"), "reader_options": dataset.get("reader_options")},

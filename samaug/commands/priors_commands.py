@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from precompute.maskers import MaskerName
+from precompute.readers import DATASETS
 from precompute.types import SamaugError
 from samaug.commands.bars import Bars
 from samaug.commands.options import (
@@ -22,6 +23,10 @@ from samaug.commands.options import (
 # What `samaug weights` fetches unnamed: the paper's SAM (ViT-H, as the released
 # SAMAug_barebone.py loads) and Swin-UNet's ImageNet Swin-T.
 DEFAULT_WEIGHTS = ("vit_h", "swin_t")
+
+DATASET_HELP = "Which dataset, in its original layout: " + "; ".join(
+    f"{name}: {dataset.help}" for name, dataset in DATASETS.items()
+)
 
 
 def _show_progress(bars: Bars):
@@ -38,7 +43,7 @@ def _show_progress(bars: Bars):
 
 
 def priors(
-    dataset: Annotated[str, typer.Argument(help="Reader: glas, monuseg, kvasir, polyp, folder.")],
+    dataset: Annotated[str, typer.Argument(help=DATASET_HELP)],
     data_root: Annotated[Path, typer.Option(help="The dataset in its original layout.")],
     store: Annotated[
         str,

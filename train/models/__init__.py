@@ -5,6 +5,7 @@ Importing this package registers every model; build one with
 """
 
 from train.models.factory import (
+    MODELS,
     check_model_name,
     check_model_options,
     create_model,
@@ -17,6 +18,7 @@ from train.models.factory import (
 from . import pnet, pranet, swin_unet, unet  # noqa: F401  (imported to register the models)
 
 __all__ = [
+    "MODELS",
     "check_model_name",
     "check_model_options",
     "create_model",

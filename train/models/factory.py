@@ -12,50 +12,26 @@ keyword arguments are the class's own, read from its constructor's signature
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 from torch import nn
 
 from precompute import checks
+from precompute.registry import Registry
 from precompute.types import SettingError
 
-M = TypeVar("M", bound=type[nn.Module])
+# The models by name (``precompute.registry``): the one switch between models.
+MODELS: Registry[type[nn.Module]] = Registry("model")
 
-_MODELS: dict[str, type[nn.Module]] = {}
-
-
-def register_model(name: str) -> Callable[[M], M]:
-    """Class decorator: make ``create_model(name, ...)`` build the decorated class."""
-
-    def add(cls: M) -> M:
-        if name in _MODELS:
-            raise ValueError(
-                f"model name {name!r} is taken by {_MODELS[name].__qualname__}; "
-                f"pick another name for {cls.__qualname__}"
-            )
-        _MODELS[name] = cls
-        return cls
-
-    return add
-
-
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    return sorted(_MODELS)
-
-
-def check_model_name(name: str) -> str:
-    """``name`` if a model is registered under it, else SettingError listing the names."""
-    if name not in _MODELS:
-        raise SettingError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    return name
+register_model = MODELS.register  # class decorator: ``@register_model("unet")``
+list_models = MODELS.names  # the registered names, sorted
+check_model_name = MODELS.check  # ``name`` if registered, else SettingError naming the valid ones
 
 
 def model_options(name: str) -> dict[str, object]:
     """The options ``create_model(name, ...)`` takes, with their defaults: the keyword
     parameters of the class's constructor other than ``in_channels`` and ``num_classes``."""
-    parameters = inspect.signature(_MODELS[check_model_name(name)]).parameters.values()
+    parameters = inspect.signature(MODELS.get(name)).parameters.values()
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {
         p.name: p.default
@@ -104,7 +80,7 @@ def create_model(name: str, *, in_channels: int = 3, num_classes: int, **kwargs)
     """
     check_model_options(name, kwargs)
     try:
-        return _MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+        return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, **kwargs)
     except (ValueError, ZeroDivisionError, RuntimeError) as err:  # a value the model can't use
         raise SettingError(f"model {name} cannot be built with options {kwargs}: {err}") from err
 

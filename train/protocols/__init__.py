@@ -74,7 +74,6 @@ for _protocol in (
 ):
     PROTOCOLS.add(_protocol.name, _protocol)
 
-DATASET_PROTOCOLS = {"kvasir": "polyp", "polyp": "polyp"}
 DEFAULT_PROTOCOL = "patches"
 
 
@@ -84,8 +83,11 @@ def get_protocol(name: str) -> Protocol:
 
 
 def protocol_for_dataset(dataset: str) -> str:
-    """The protocol a dataset reader's stores train under by default."""
-    return DATASET_PROTOCOLS.get(dataset, DEFAULT_PROTOCOL)
+    """The protocol a dataset reader's stores train under by default: its entry's in the
+    table of datasets (``precompute.readers.DATASETS``), else DEFAULT_PROTOCOL."""
+    from precompute.readers import DATASETS
+
+    return DATASETS.get(dataset).protocol if dataset in DATASETS else DEFAULT_PROTOCOL
 
 
 __all__ = [

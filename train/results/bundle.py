@@ -31,6 +31,7 @@ from safetensors.torch import save as save_safetensors
 
 from precompute import __version__
 from precompute.files import atomic_file
+from precompute.maskers import describe_masker, recorded_checkpoint
 from precompute.types import SamaugError, SettingError
 from train.training.checkpoint import load_checkpoint, read_json
 
@@ -137,6 +138,7 @@ def bundle_readme(about: dict, provenance: dict, metrics: dict) -> str:
     config = about["config"]
     dataset = provenance.get("dataset", {})
     masker = provenance.get("masker", {})
+    described = describe_masker(masker)
     identity = about.get("identity") or {}
     train_ids, val_ids = identity.get("train_ids", []), identity.get("val_ids", [])
     best = about.get("best_val_dice")
@@ -155,12 +157,7 @@ def bundle_readme(about: dict, provenance: dict, metrics: dict) -> str:
         f"split {config['train_split']!r}: {len(train_ids)} training and {len(val_ids)} "
         "validation images",
         f"- store: {provenance.get('location')} (schema {provenance.get('schema_version')})",
-        f"- masker: {masker.get('kind')}"
-        + (
-            f", SAM {masker.get('architecture')} checkpoint sha256 {masker['checkpoint_sha256']}"
-            if "checkpoint_sha256" in masker
-            else ""
-        ),
+        f"- masker: {masker.get('kind')}" + (f", {described}" if described else ""),
         f"- masker settings: {json.dumps(masker.get('settings', {}), sort_keys=True)}",
         f"- fusion {config['fusion']} (seg scale {config['seg_scale']}), patch "
         f"{config['patch_size']}, epochs {config['epochs']}",
@@ -169,7 +166,7 @@ def bundle_readme(about: dict, provenance: dict, metrics: dict) -> str:
         "",
         "```bash",
         "samaug predict model.zip --images DIR --out PREDICTIONS"
-        + (" --checkpoint SAM_CHECKPOINT.pth" if "checkpoint_sha256" in masker else ""),
+        + (" --checkpoint SAM_CHECKPOINT.pth" if recorded_checkpoint(masker) else ""),
         "samaug eval model.zip --store STORE",
         "```",
         "",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from precompute.maskers import masker_kind, masker_provenance
+from precompute.maskers import masker_provenance, portable_provenance, recorded_checkpoint
 from precompute.store import PRIOR_DEFINITIONS, signature
 from precompute.types import SettingError
 from train.training.config import differences
@@ -67,28 +67,25 @@ def masker_for(state: dict, checkpoint: str | Path | None = None) -> MaskerChoic
     """
     recorded = state["store"]["masker"]
     kind, settings = recorded["kind"], dict(recorded["settings"])
+    made_with = recorded_checkpoint(recorded)  # None for a masker without one
     path = None
-    if masker_kind(kind).needs_checkpoint:
-        path = str(checkpoint) if checkpoint is not None else recorded.get("checkpoint")
+    if made_with is not None:
+        path = str(checkpoint) if checkpoint is not None else made_with.path
         if checkpoint is None and not (path and Path(path).is_file()):
             raise SettingError(
                 f"the model's priors were made with the {kind} checkpoint recorded as {path} "
-                f"(sha256 {recorded.get('checkpoint_sha256')}), which is not on this machine; "
+                f"(sha256 {made_with.sha256}), which is not on this machine; "
                 "give its path with --checkpoint"
             )
     now = masker_provenance(kind, path, settings)
-    want, have = recorded.get("checkpoint_sha256"), now.get("checkpoint_sha256")
-    if want != have:
+    here = recorded_checkpoint(now)
+    if made_with is not None and here is not None and made_with.sha256 != here.sha256:
         raise SettingError(
-            f"--checkpoint {path} has sha256 {have}, but the model was trained on priors from "
-            f"the checkpoint with sha256 {want} (recorded as {recorded.get('checkpoint')}); "
-            "give that checkpoint: other weights make other priors"
+            f"--checkpoint {path} has sha256 {here.sha256}, but the model was trained on "
+            f"priors from the checkpoint with sha256 {made_with.sha256} (recorded as "
+            f"{made_with.path}); give that checkpoint: other weights make other priors"
         )
-    found = differences(
-        {k: v for k, v in recorded.items() if k != "checkpoint"},
-        {k: v for k, v in now.items() if k != "checkpoint"},
-        prefix="masker.",
-    )
+    found = differences(portable_provenance(recorded), portable_provenance(now), prefix="masker.")
     found += differences(_recorded(state)["priors"], PRIOR_DEFINITIONS, prefix="priors.")
     if found:
         raise SettingError(

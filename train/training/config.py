@@ -131,7 +131,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # The registries import torch; imported here so that the command line can build a
         # config (and refuse a bad one) without paying for torch at start-up.
-        from train.fusion import list_fusions
+        from train.fusion import FUSIONS
         from train.models import check_model_name, check_model_options
         from train.tasks import get_task
 
@@ -144,7 +144,7 @@ class TrainConfig:
         check_model_options(self.model, self.model_kwargs)
         get_mode(self.mode)
         checks.choice("--joint-update", self.joint_update, JOINT_UPDATES)
-        checks.choice("--fusion", self.fusion, list_fusions())
+        FUSIONS.check(self.fusion)
         checks.number("--seg-scale", self.seg_scale)
         if self.recipe is not None:
             get_recipe(self.recipe)
