@@ -32,7 +32,7 @@ from tests.support.tiny_sam import build_tiny_sam, save_tiny_sam
 
 
 def tiny_config(**overrides) -> dict:
-    """What infer_sam_config should say about build_tiny_sam(**kwargs)."""
+    """What infer_sam_config should say about build_tiny_sam(**overrides), written out."""
     config = {
         "encoder_embed_dim": 32,
         "encoder_depth": 2,
@@ -66,42 +66,28 @@ def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "expected"),
+    "overrides",
     [
-        ({}, tiny_config()),
-        (
-            # Three blocks, two global, a window (5) that does not divide the 16x16 grid.
-            dict(
-                embed_dim=48,
-                depth=3,
-                num_heads=3,
-                global_attn_indexes=(0, 2),
-                img_size=256,
-                window_size=5,
-                prompt_dim=64,
-                decoder_mlp_dim=96,
-            ),
-            tiny_config(
-                encoder_embed_dim=48,
-                encoder_depth=3,
-                encoder_num_heads=3,
-                encoder_global_attn_indexes=[0, 2],
-                img_size=256,
-                window_size=5,
-                prompt_embed_dim=64,
-                decoder_mlp_dim=96,
-            ),
+        {},
+        # Three blocks, two global, a window (5) that does not divide the 16x16 grid.
+        dict(
+            encoder_embed_dim=48,
+            encoder_depth=3,
+            encoder_num_heads=3,
+            encoder_global_attn_indexes=[0, 2],
+            img_size=256,
+            window_size=5,
+            prompt_embed_dim=64,
+            decoder_mlp_dim=96,
         ),
-        (
-            dict(patch_size=8, global_attn_indexes=(0,), num_heads=4),
-            tiny_config(patch_size=8, encoder_global_attn_indexes=[0], encoder_num_heads=4),
-        ),
+        dict(patch_size=8, encoder_global_attn_indexes=[0], encoder_num_heads=4),
     ],
 )
-def test_infer_config_of_tiny_sams(kwargs, expected):
+def test_infer_config_of_tiny_sams(overrides):
     with torch.device("meta"):
-        model = build_tiny_sam(**kwargs)
+        model = build_tiny_sam(**overrides)
     state = model.state_dict()
+    expected = tiny_config(**overrides)
     assert infer_sam_config(state) == expected
     assert architecture_name(expected) == "custom"
     # Wrapped and DataParallel-prefixed state dicts are read alike.

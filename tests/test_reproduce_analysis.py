@@ -263,7 +263,7 @@ def test_table_cells_are_numpys_mean_and_std_over_seeds(monuseg):
 def test_an_infinite_value_has_no_spread_and_no_warning():
     import warnings
 
-    from samaug.reproduce.tables import Cell
+    from samaug.reproduce.paper_table import Cell
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -102,14 +102,7 @@ def sliding_window_probs(
     Returns ``(B, num_classes, H, W)`` float32 probabilities in [0, 1] on ``x.device``;
     for a one-channel sigmoid model, ``(B, 1, H, W)`` foreground probability.
     """
-    if x.ndim != 4:
-        raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"unknown activation {activation!r}; valid: 'softmax', 'sigmoid'")
+    _check_arguments(x, overlap, batch_size, activation)
     wh, ww = _pair(window, "window")
     b, _, h, w = x.shape
     param = next(model.parameters(), None)
@@ -150,3 +143,14 @@ def sliding_window_probs(
     finally:
         model.train(was_training)
     return (acc / norm)[:, :, :h, :w].to(x.device)
+
+
+def _check_arguments(x: Tensor, overlap: float, batch_size: int, activation: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"unknown activation {activation!r}; valid: 'softmax', 'sigmoid'")

@@ -231,21 +231,7 @@ class SamMasker:
         masks it keeps, in the reference's order."""
         model, predictor, s = self.model, self.predictor, self.settings
         start = time.perf_counter()
-        # predict_torch without its upscaling, on the very same inputs.
-        transformed = predictor.transform.apply_coords(points, predictor.original_size)
-        in_points = torch.as_tensor(transformed, device=self.device)
-        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=self.device)
-        sparse, dense = model.prompt_encoder(
-            points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None
-        )
-        low_res, iou_preds = model.mask_decoder(
-            image_embeddings=predictor.features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-        self._sync()
+        low_res, iou_preds = self._decode(points)
         after_decoder = time.perf_counter()
         timings["decoder"] += after_decoder - start
 
@@ -310,6 +296,26 @@ class SamMasker:
             points=torch.as_tensor(points)[(index // per_point).cpu()],
             area=area,
         )
+
+    def _decode(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict_torch`` without its upscaling, on the very same inputs: the low-res
+        mask logits (B, 3, h, w) and predicted IoUs (B, 3) of a batch of point prompts."""
+        model, predictor = self.model, self.predictor
+        transformed = predictor.transform.apply_coords(points, predictor.original_size)
+        in_points = torch.as_tensor(transformed, device=self.device)
+        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=self.device)
+        sparse, dense = model.prompt_encoder(
+            points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None
+        )
+        low_res, iou_preds = model.mask_decoder(
+            image_embeddings=predictor.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        self._sync()
+        return low_res, iou_preds
 
     @staticmethod
     def _to_maskset(

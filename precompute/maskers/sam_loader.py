@@ -142,6 +142,11 @@ def infer_sam_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     Raises SamaugError naming the first key that is missing or has an unexpected shape.
     """
     sd = _unwrap(state_dict)
+    return {**_encoder_config(sd), **_decoder_config(sd)}
+
+
+def _encoder_config(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """The image encoder's part of ``infer_sam_config``."""
     embed_dim, _, patch, patch_w = _shape(sd, _ENC + "patch_embed.proj.weight")
     if patch != patch_w:
         raise SamaugError(f"not a SAM state dict: non-square patches {patch}x{patch_w}")
@@ -149,8 +154,7 @@ def infer_sam_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     if depth == 0:
         raise SamaugError("not a SAM state dict: it has no key 'image_encoder.blocks.0.*'")
     use_abs_pos = _ENC + "pos_embed" in sd
-    use_rel_pos = _ENC + "blocks.0.attn.rel_pos_h" in sd
-    if not use_rel_pos:
+    if _ENC + "blocks.0.attn.rel_pos_h" not in sd:
         raise SamaugError(
             "SAM state dict without relative position tables "
             "('image_encoder.blocks.0.attn.rel_pos_h'): the encoder's heads and windows "
@@ -176,7 +180,6 @@ def infer_sam_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             "rel-pos size: its image size cannot be inferred"
         )
     global_size = 2 * grid - 1
-    global_idx = [i for i, s in enumerate(rel_sizes) if s == global_size]
     window_sizes = {(s + 1) // 2 for s in rel_sizes if s != global_size}
     if len(window_sizes) > 1:
         raise SamaugError(f"SAM state dict with several window sizes {sorted(window_sizes)}")
@@ -187,6 +190,23 @@ def infer_sam_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             f"SAM state dict with encoder MLP width {mlp_dim} that segment_anything cannot "
             f"build from embed_dim {embed_dim} and a ratio"
         )
+    return {
+        "encoder_embed_dim": embed_dim,
+        "encoder_depth": depth,
+        "encoder_num_heads": embed_dim // head_dims[0],
+        "encoder_global_attn_indexes": [i for i, s in enumerate(rel_sizes) if s == global_size],
+        "img_size": grid * patch,
+        "patch_size": patch,
+        "window_size": window_sizes.pop() if window_sizes else 0,
+        "mlp_ratio": mlp_ratio,
+        "qkv_bias": _ENC + "blocks.0.attn.qkv.bias" in sd,
+        "use_rel_pos": True,
+        "use_abs_pos": use_abs_pos,
+    }
+
+
+def _decoder_config(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """The prompt encoder's and mask decoder's part of ``infer_sam_config``."""
     prompt_dim = _shape(sd, _ENC + "neck.0.weight")[0]
     decoder_dim = _shape(sd, _DEC + "iou_token.weight")[1]
     no_mask_dim = _shape(sd, _PROMPT + "no_mask_embed.weight")[1]
@@ -201,18 +221,7 @@ def infer_sam_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             f"SAM state dict with decoder cross-attention width {cross_dim} that does not "
             f"divide the decoder width {decoder_dim}"
         )
-    config = {
-        "encoder_embed_dim": embed_dim,
-        "encoder_depth": depth,
-        "encoder_num_heads": embed_dim // head_dims[0],
-        "encoder_global_attn_indexes": global_idx,
-        "img_size": grid * patch,
-        "patch_size": patch,
-        "window_size": window_sizes.pop() if window_sizes else 0,
-        "mlp_ratio": mlp_ratio,
-        "qkv_bias": _ENC + "blocks.0.attn.qkv.bias" in sd,
-        "use_rel_pos": use_rel_pos,
-        "use_abs_pos": use_abs_pos,
+    return {
         "prompt_embed_dim": prompt_dim,
         "mask_in_chans": _shape(sd, _PROMPT + "mask_downscaling.3.weight")[0],
         "decoder_depth": _count(sd, _DEC + "transformer.layers."),
@@ -223,7 +232,6 @@ def infer_sam_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         "iou_head_hidden_dim": _shape(sd, _DEC + "iou_prediction_head.layers.0.weight")[0],
         "num_multimask_outputs": _shape(sd, _DEC + "mask_tokens.weight")[0] - 1,
     }
-    return config
 
 
 def architecture_name(config: Mapping[str, Any]) -> str:

@@ -25,11 +25,11 @@ Typical use, once every run of a grid is trained and evaluated::
 
 from samaug.reproduce.grids import GRIDS, Grid, Metric, get_grid
 from samaug.reproduce.paper import load_paper
+from samaug.reproduce.paper_table import Table, build_table
 from samaug.reproduce.plots import write_figure
 from samaug.reproduce.render import to_csv, to_markdown, write_table
 from samaug.reproduce.runs import RunResult, load_run, load_runs
 from samaug.reproduce.stats import PairedComparison, paired_comparison
-from samaug.reproduce.tables import Table, build_table
 
 __all__ = [
     "GRIDS",

@@ -31,10 +31,10 @@ from precompute.devices import check_device
 from precompute.store import open_store
 from precompute.types import SettingError
 from samaug.reproduce.grids import Grid, get_grid
+from samaug.reproduce.paper_table import build_table
 from samaug.reproduce.plots import write_figure
 from samaug.reproduce.render import write_table
 from samaug.reproduce.runs import load_runs
-from samaug.reproduce.tables import build_table
 from train.choices import DEFAULT_CERTAINTY
 from train.models.backbones import BACKBONES
 from train.results.evaluation import evaluate_run

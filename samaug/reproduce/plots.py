@@ -21,7 +21,7 @@ import numpy as np
 
 from precompute.files import atomic_save
 from samaug.reproduce.grids import MODEL_LABELS
-from samaug.reproduce.tables import Table
+from samaug.reproduce.paper_table import Table
 
 FIGURE_WIDTH = 8.0  # inches
 FIGURE_DPI = 100

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from precompute.files import atomic_write_text
 from samaug.reproduce.grids import MODEL_LABELS, Metric
+from samaug.reproduce.paper_table import Table, TableRow
 from samaug.reproduce.stats import PairedComparison
-from samaug.reproduce.tables import Table, TableRow
 
 NONE = "—"
 UNIT_WORDS = {"%": "in percent", "px": "in pixels"}

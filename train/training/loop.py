@@ -35,52 +35,22 @@ import torch.distributed as dist
 from precompute import checks
 from precompute.store import StoreAccess
 from precompute.types import SettingError
-from train.data.datasets import WholeImageDataset
-from train.data.loader import make_loader
 from train.inference.predictor import Predictor
 from train.modes import get_mode
-from train.protocols import get_protocol
-from train.strategies import foreground_probability
-from train.tasks import get_task
+from train.training.config import TrainConfig
 from train.training.optim import Trainer, build_trainer
 from train.training.run_log import Progress
 from train.training.run_setup import (
     Processes,
+    RunData,
+    prepare_data,
     provenance,
-    split_ids,
     start_processes,
     validation_note,
 )
+from train.training.validation import Validation, validate_epoch
 
 from . import checkpoint, watch
-
-
-@torch.no_grad()
-def validate(
-    predictor: Predictor,
-    dataset: WholeImageDataset,
-    augmented: bool,
-    progress: Progress | None = None,
-    on_image: Callable[[dict, torch.Tensor], None] | None = None,
-) -> float:
-    """Mean foreground Dice (probability >= 0.5 against ``label > 0``) over whole validation
-    images, predicted from their raw or augmented input as the run's protocol tests, in
-    [0, 1]; an image with neither scores 1. progress("validation", images done, images) is
-    called after each image, and on_image(item, probabilities (1, K, H, W)) with each
-    image's prediction."""
-    scores = []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        probs = predictor.probabilities(item, augmented)
-        foreground = foreground_probability(probs)[0] >= 0.5
-        truth = item["label"].to(foreground.device) > 0
-        total = foreground.sum() + truth.sum()
-        scores.append(1.0 if total == 0 else float(2 * (foreground & truth).sum() / total))
-        if on_image is not None:
-            on_image(item, probs)
-        if progress is not None:
-            progress("validation", index + 1, len(dataset))
-    return float(np.mean(scores))
 
 
 def seed_batch(seed: int, rank: int, epoch: int, index: int) -> None:
@@ -169,24 +139,18 @@ def train(
     progress: Progress | None = None,
     access: StoreAccess | None = None,
 ) -> dict:
-    """Train one model as ``config`` (a ``TrainConfig``) says; returns the run's summary
-    (also metrics.json's "train"): epochs (complete), steps (optimizer steps), best_epoch
-    (0-based, as log.csv), best_val_dice (None without validation images), validation (a
-    sentence), train_images, val_images, world_size, pretrained (what the model's pretrained
-    weights loaded, or None).
+    """Train one model as ``config`` (a ``TrainConfig``, resolved against the store's
+    dataset first) says; returns the run's summary (metrics.json's "train"): epochs
+    (complete), steps (optimizer steps), best_epoch (0-based), best_val_dice (None without
+    validation images), validation (a sentence), train_images, val_images, world_size,
+    pretrained (what the model's pretrained weights loaded, or None).
 
-    ``config`` is resolved against the store's dataset (``TrainConfig.resolve``) before
-    anything is trained; the run directory records the resolved settings. A run directory
-    with a ``last.pt`` of the same settings resumes where it ended: after its last epoch, or
-    within an epoch at the batch it had reached (``save_every``), exactly as if it had not
-    stopped. stop_after: end after this many epochs of this call; stop_after_batches: after
-    this many batches of this call, saving ``last.pt`` there (time-limited jobs); the next
-    call resumes. progress(what, done, total): the steps of each epoch and the validation
-    images, as they go (``train.training.run_log.Progress``). TensorBoard events, and
-    ``progress.png`` at the end, are written as ``train.training.watch`` says.
-    access: how the store ``config.store`` is reached (fsspec options, cache; default: as a
-    bare path or URL). With a cache, from the second epoch on nothing is read over the
-    network.
+    A run directory with a ``last.pt`` of the same settings resumes where it ended, within
+    an epoch too (``save_every``), exactly as if it had not stopped. stop_after: end after
+    this many epochs of this call; stop_after_batches: after this many batches, saving
+    ``last.pt`` there (the next call resumes). progress(what, done, total): the steps of
+    each epoch and the validation images (``train.training.run_log.Progress``). access: how
+    ``config.store`` is reached (fsspec options, cache; default: as a bare path or URL).
     """
     for name, value in (("stop_after", stop_after), ("stop_after_batches", stop_after_batches)):
         if value is not None:
@@ -199,35 +163,12 @@ def train(
         raise SettingError(f"--out {out} is a file; give a directory for the run")
 
     # ---- data
-    access = access or StoreAccess(config.store)
-    if access.location != config.store:
-        raise ValueError(f"access is for {access.location}, the config's store {config.store}")
-    store = access.open()
-    config = config.resolve(store.attrs["dataset"]["name"])
-    protocol, task = get_protocol(config.protocol), get_task(config.task)
-    train_ids, val_ids = split_ids(store, config)
-    dataset = protocol.training_data(config, task, store, train_ids)
-    loader = make_loader(
-        dataset,
-        config.batch_size,
-        config.workers,
-        shuffle=True,
-        rank=procs.rank,
-        world_size=procs.world,
-    )
+    data = prepare_data(config, access or StoreAccess(config.store), procs)
+    config, task, loader = data.config, data.task, data.loader
 
     # ---- model, optimizer, schedule
-    trainer = build_trainer(config, task, protocol, len(loader), procs)
-    about = {  # what every checkpoint of the run says about it, besides its states
-        "format": checkpoint.FORMAT,
-        "config": config.to_dict(),
-        "task": task.name,
-        "in_channels": trainer.in_channels,
-        "num_outputs": task.num_outputs,
-        "identity": checkpoint.store_identity(store, train_ids, val_ids),
-        "store": provenance(store),
-        "pretrained": trainer.pretrained,
-    }
+    trainer = build_trainer(config, task, data.protocol, len(loader), procs)
+    about = _about(config, task, trainer, data)
 
     # ---- resume, or start
     saved = checkpoint.resume(
@@ -236,47 +177,22 @@ def train(
     if saved is None and procs.master:
         checkpoint.start(out, config)
     run = RunState() if saved is None else RunState.resumed(saved, procs.rank)
-    validation = validation_note(config, train_ids, val_ids)
+    validation = validation_note(config, data.train_ids, data.val_ids)
     if procs.master:
-        _announce(log, trainer, out, run, saved is not None, len(loader), val_ids, validation)
+        _announce(log, trainer, out, run, saved is not None, len(loader), data.val_ids, validation)
     logger = watch.start_logger(out, procs.master, None if saved is None else run.step)
-    validating = _Validation(
+    validating = Validation(
         Predictor.of_run(trainer.model, config, task),
-        store.access if val_ids and procs.master else None,
-        val_ids,
+        data.store.access if data.val_ids and procs.master else None,
+        data.val_ids,
         get_mode(config.mode).needs_priors,
         progress if procs.master else None,
     )
 
     # ---- loop
     end = config.epochs if stop_after is None else min(config.epochs, run.epoch + stop_after)
-    budget = _Budget(stop_after_batches)
-    completed = run.epoch
-    for epoch in range(run.epoch, end):
-        started = time.perf_counter()
-        losses = _train_epoch(
-            trainer, loader, config, epoch, run, procs, budget, out, about, validating.progress
-        )
-        if losses is None:  # stopped within the epoch, its position saved
-            break
-        train_loss = _mean_over_processes(float(np.mean(losses)), procs)
-        if procs.master:
-            val_dice, shown = _validate_epoch(trainer, config, epoch, run, validating, logger)
-            seconds = time.perf_counter() - started
-            lr = trainer.optimization.scheduler.get_last_lr()[0]
-            run.end_epoch(epoch, train_loss, val_dice, lr, seconds, validating.store is not None)
-            snapshot = run.snapshot(about, trainer.parts, epoch, 0, [])
-            checkpoint.save_epoch(out, snapshot, run.best_epoch == epoch)
-            watch.log_epoch(logger, run.step, train_loss, lr, val_dice)
-            if val_dice is not None:
-                shown.write(run.step)
-            val = "" if val_dice is None else f"  val dice {val_dice:.4f}"
-            log(f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}{val}  {seconds:.1f}s")
-        if procs.world > 1:
-            dist.barrier()
-        completed = epoch + 1
-        if budget.spent:
-            break
+    session = _Session(config, trainer, data, procs, out, about, validating, logger, log)
+    completed = _run_epochs(session, run, _Budget(stop_after_batches), end)
 
     watch.finish(logger, out, procs.master and completed == config.epochs)
     summary = {
@@ -285,8 +201,8 @@ def train(
         "best_epoch": run.best_epoch,
         "best_val_dice": run.best,
         "validation": validation,
-        "train_images": len(train_ids),
-        "val_images": len(val_ids),
+        "train_images": len(data.train_ids),
+        "val_images": len(data.val_ids),
         "world_size": procs.world,
         "pretrained": trainer.pretrained,
     }
@@ -312,19 +228,6 @@ class _Budget:
         return self.spent
 
 
-@dataclass(frozen=True)
-class _Validation:
-    """What validating a run needs: its predictor, the store (None: no validation, or not
-    the master process) and its validation images, the input it validates and the progress.
-    Each validation opens the store anew, so a store that became unreachable is noticed."""
-
-    predictor: Predictor
-    store: StoreAccess | None
-    ids: list[str]
-    augmented: bool
-    progress: Progress | None
-
-
 def _announce(log, trainer: Trainer, out, run, resumed, batches, val_ids, validation) -> None:
     if trainer.pretrained is not None:
         log(trainer.pretrained)
@@ -335,25 +238,83 @@ def _announce(log, trainer: Trainer, out, run, resumed, batches, val_ids, valida
         log(f"{validation}: best.pt is the last epoch")
 
 
+@dataclass(frozen=True)
+class _Session:
+    """What the epochs of one training call share."""
+
+    config: TrainConfig
+    trainer: Trainer
+    data: RunData
+    procs: Processes
+    out: Path
+    about: dict  # what every checkpoint says of the run, besides its states
+    validating: Validation
+    logger: watch.RunLogger
+    log: Callable[[str], None]
+
+
+def _about(config: TrainConfig, task, trainer: Trainer, data: RunData) -> dict:
+    """What every checkpoint of the run says about it, besides its states."""
+    return {
+        "format": checkpoint.FORMAT,
+        "config": config.to_dict(),
+        "task": task.name,
+        "in_channels": trainer.in_channels,
+        "num_outputs": task.num_outputs,
+        "identity": checkpoint.store_identity(data.store, data.train_ids, data.val_ids),
+        "store": provenance(data.store),
+        "pretrained": trainer.pretrained,
+    }
+
+
+def _run_epochs(session: _Session, run: RunState, budget: _Budget, end: int) -> int:
+    """Train epochs ``run.epoch`` to ``end`` (fewer if the budget runs out); the epochs
+    completed. The master process validates, saves and logs each epoch."""
+    config, trainer, procs = session.config, session.trainer, session.procs
+    completed = run.epoch
+    for epoch in range(run.epoch, end):
+        started = time.perf_counter()
+        losses = _train_epoch(session, epoch, run, budget)
+        if losses is None:  # stopped within the epoch, its position saved
+            break
+        train_loss = _mean_over_processes(float(np.mean(losses)), procs)
+        if procs.master:
+            val_dice, shown = validate_epoch(
+                trainer, config, epoch, run.epoch, session.validating, session.logger
+            )
+            seconds = time.perf_counter() - started
+            lr = trainer.optimization.scheduler.get_last_lr()[0]
+            validates = session.validating.store is not None
+            run.end_epoch(epoch, train_loss, val_dice, lr, seconds, validates)
+            snapshot = run.snapshot(session.about, trainer.parts, epoch, 0, [])
+            checkpoint.save_epoch(session.out, snapshot, run.best_epoch == epoch)
+            watch.log_epoch(session.logger, run.step, train_loss, lr, val_dice)
+            shown.write(run.step)
+            val = "" if val_dice is None else f"  val dice {val_dice:.4f}"
+            session.log(
+                f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}{val}  {seconds:.1f}s"
+            )
+        if procs.world > 1:
+            dist.barrier()
+        completed = epoch + 1
+        if budget.spent:
+            break
+    return completed
+
+
 def _train_epoch(
-    trainer: Trainer,
-    loader,
-    config,
-    epoch: int,
-    run: RunState,
-    procs: Processes,
-    budget: _Budget,
-    out: Path,
-    about: dict,
-    progress: Progress | None,
+    session: _Session, epoch: int, run: RunState, budget: _Budget
 ) -> list[float] | None:
     """The optimizer steps of one epoch (from batch ``run.skip`` on); their losses, or None
     when the budget ran out within the epoch (``last.pt`` then holds the position)."""
+    config, trainer, procs = session.config, session.trainer, session.procs
+    loader = session.data.loader
     loader.dataset.set_epoch(epoch)
     trainer.net.train()
     losses, run.epoch_losses = run.epoch_losses, []
     loader.sampler.skip, first, run.skip = run.skip * config.batch_size, run.skip, 0
     what = f"epoch {epoch + 1}/{config.epochs}"
+    progress = session.validating.progress
     for index, batch in enumerate(watch.steps(loader, progress, what, first), start=first):
         seed_batch(config.seed, procs.rank, epoch, index)
         losses += trainer.train_batch(batch)
@@ -368,9 +329,8 @@ def _train_epoch(
                 position = [[]] * procs.world
                 dist.all_gather_object(position, losses)
             if procs.master:
-                checkpoint.save_position(
-                    out, run.snapshot(about, trainer.parts, epoch - 1, done, position)
-                )
+                snapshot = run.snapshot(session.about, trainer.parts, epoch - 1, done, position)
+                checkpoint.save_position(session.out, snapshot)
             if stopped:
                 return None
     return losses
@@ -382,23 +342,6 @@ def _mean_over_processes(value: float, procs: Processes) -> float:
     mean = torch.tensor([value], device=procs.device)
     dist.all_reduce(mean)
     return float(mean.item()) / procs.world
-
-
-def _validate_epoch(trainer, config, epoch, run, validating, logger):
-    """The epoch's validation Dice when it validates (else None), and the images shown."""
-    shown = watch.Shown(logger, epoch, run.epoch, config.epochs)
-    last_epoch = epoch + 1 == config.epochs
-    if validating.store is None or not ((epoch + 1) % config.val_every == 0 or last_epoch):
-        return None, shown
-    trainer.model.eval()
-    dice = validate(
-        validating.predictor,
-        WholeImageDataset(validating.store, validating.ids),
-        validating.augmented,
-        validating.progress,
-        shown.keep,
-    )
-    return dice, shown
 
 
 def main(argv: list[str] | None = None) -> None:

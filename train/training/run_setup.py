@@ -11,9 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 
 from precompute.devices import resolve_device
+from precompute.store import SamaugStore, StoreAccess
 from precompute.types import SettingError
+from train.data.loader import make_loader
+from train.protocols import Protocol, get_protocol
+from train.tasks import Task, get_task
 from train.training.config import TrainConfig
 
 
@@ -95,3 +100,38 @@ def provenance(store) -> dict:
         "priors": attrs["priors"],
         "schema_version": attrs["schema_version"],
     }
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's data: the store, the config resolved against its dataset, the protocol and
+    task, the training and validation images, and the loader of the training data."""
+
+    store: SamaugStore
+    config: TrainConfig
+    protocol: Protocol
+    task: Task
+    train_ids: list[str]
+    val_ids: list[str]
+    loader: DataLoader
+
+
+def prepare_data(config: TrainConfig, access: StoreAccess, procs: Processes) -> RunData:
+    """Open the store (``access`` must reach ``config.store``), resolve the config against
+    its dataset, split its images and build the protocol's training data and its loader
+    (this process's share of it)."""
+    if access.location != config.store:
+        raise ValueError(f"access is for {access.location}, the config's store {config.store}")
+    store = access.open()
+    config = config.resolve(store.attrs["dataset"]["name"])
+    protocol, task = get_protocol(config.protocol), get_task(config.task)
+    train_ids, val_ids = split_ids(store, config)
+    loader = make_loader(
+        protocol.training_data(config, task, store, train_ids),
+        config.batch_size,
+        config.workers,
+        shuffle=True,
+        rank=procs.rank,
+        world_size=procs.world,
+    )
+    return RunData(store, config, protocol, task, train_ids, val_ids, loader)
