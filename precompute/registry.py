@@ -62,6 +62,9 @@ class Registry(Generic[T]):
         self.get(name)
         return name
 
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

@@ -133,7 +133,9 @@ def test_grids_use_the_trainers_modes_strategies_models_and_metric_names():
         assert set(grid.models) - {"pranet"} <= set(list_models())
     assert GRIDS["monuseg"].main_metric == "aji" and GRIDS["polyp"].main_metric == "mean_dice"
     assert not GRIDS["glas"].metric("object_hausdorff").higher_is_better
-    with pytest.raises(SettingError, match="monuseg, glas, polyp"):
+    with pytest.raises(
+        SettingError, match="TABLE .kvasir.: no such paper table; valid: glas, monuseg, polyp"
+    ):
         get_grid("kvasir")
 
 
