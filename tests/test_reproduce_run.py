@@ -128,7 +128,9 @@ def test_reproduce_runs_the_grid_writes_the_table_and_resumes(glas_store, tmp_pa
 
 
 def test_reproduce_checks_everything_before_the_first_run(glas_store, tmp_path):
-    with pytest.raises(SettingError, match="TABLE 'kvasir': no such paper table; valid: glas, monuseg, polyp"):
+    with pytest.raises(
+        SettingError, match="TABLE 'kvasir': no such paper table; valid: glas, monuseg, polyp"
+    ):
         settings(glas_store, tmp_path, table="kvasir")
     with pytest.raises(SettingError, match="--seeds must be at least 1"):
         settings(glas_store, tmp_path, seeds=0)
