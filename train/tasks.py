@@ -49,7 +49,7 @@ class Task:
     needs_context: whether a pixel's target depends on its neighbours' labels (then a
       patch's target is computed on a label window with a margin).
     num_outputs: logit channels of the model; activation: "softmax" over them, or
-      "sigmoid" for a single foreground channel (``train.inference.predicting`` conventions).
+      "sigmoid" for a single foreground channel (``train.strategies`` conventions).
     loss: (logits (B, K, H, W), target (B, H, W) int64) -> scalar tensor.
     prediction: (probs (K, H, W) float32 numpy in [0, 1], min_size) -> the map a prediction
       is scored by and saved as: for ``prediction_kind`` "labels" an (H, W) int32 instance

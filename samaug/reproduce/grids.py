@@ -17,7 +17,7 @@ polyp      pranet                                         the five PraNet test s
 Rows, per model: the baseline, a ``raw``-trained model tested on raw images
 (``raw``/``raw``), then the ``joint``-trained model (the paper's combined loss on raw and
 augmented inputs) under each test-time strategy: ``raw``, ``samaug``, ``ensemble``,
-``select`` (``train.inference.predicting``). A ``raw``-trained model tested with priors would see an
+``select`` (``train.strategies``). A ``raw``-trained model tested with priors would see an
 input it was never trained on, so those rows are not part of the grid.
 
 Test splits are the store's split names: MoNuSeg's 14-image test set ``test``, GlaS

@@ -120,9 +120,7 @@ class Predictor:
         for dims in flips:
             batch = self.protocol.prepare(mirror(item, dims), self.size)
             x = model_input(batch, self.fusion, augmented, self.device)
-            probs = self.protocol.predict(
-                self.model, x, self.task, self.size, self.settings.overlap, image_size
-            )
+            probs = self.protocol.predict(self, x, image_size)
             probs = probs.flip(dims) if dims else probs
             total = probs if total is None else total + probs
         return total / len(flips)

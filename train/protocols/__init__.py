@@ -27,8 +27,8 @@ polyp       whole images resized to 352 x 352, ImageNet normalisation, the seg  
             Binary task only. (``polyp_protocol``)
 ==========  =====================================================================  ===========
 
-Datasets choose their protocol (``DATASET_PROTOCOLS``): the polyp stores (``kvasir``,
-``polyp``) the ``polyp`` protocol, every other the ``patches`` one.
+Datasets choose their protocol in the table of datasets (``precompute.readers.DATASETS``): the
+polyp stores (``kvasir``, ``polyp``) the ``polyp`` protocol, every other the ``patches`` one.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from precompute.types import SettingError
 from train.data.augment import AugmentSettings
@@ -21,6 +21,7 @@ from train.windows import sliding_window_probs
 
 if TYPE_CHECKING:
     from precompute.store import SamaugStore
+    from train.inference.predictor import Predictor
     from train.tasks import Task
     from train.training.config import TrainConfig
 
@@ -56,15 +57,13 @@ class PatchProtocol(Protocol):
     def prepare(self, item: dict, size: int) -> dict:
         return {key: item[key].unsqueeze(0) for key in INPUTS}
 
-    def predict(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        task: Task,
-        size: int,
-        overlap: float,
-        image_size: tuple[int, int],
-    ) -> Tensor:
+    def predict(self, predictor: Predictor, x: Tensor, image_size: tuple[int, int]) -> Tensor:
+        task = predictor.task
         return sliding_window_probs(
-            model, x, task.num_outputs, window=size, overlap=overlap, activation=task.activation
+            predictor.model,
+            x,
+            task.num_outputs,
+            window=predictor.size,
+            overlap=predictor.settings.overlap,
+            activation=task.activation,
         )

@@ -39,6 +39,7 @@ from train.protocols.protocol import Protocol
 
 if TYPE_CHECKING:
     from precompute.store import SamaugStore
+    from train.inference.predictor import Predictor
     from train.tasks import Task
     from train.training.config import TrainConfig
 
@@ -244,13 +245,5 @@ class ResizeProtocol(Protocol):
         )
         return {k: v.unsqueeze(0) for k, v in prepared.items()}
 
-    def predict(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        task: Task,
-        size: int,
-        overlap: float,
-        image_size: tuple[int, int],
-    ) -> Tensor:
-        return predict_resized(model, x, image_size)
+    def predict(self, predictor: Predictor, x: Tensor, image_size: tuple[int, int]) -> Tensor:
+        return predict_resized(predictor.model, x, image_size)

@@ -8,8 +8,8 @@ elsewhere asks the protocol instead of switching on its name:
 - ``training_data(config, task, store, ids)``: the training dataset of a run;
 - ``training_sizes(config)``: the square sides a batch is rescaled to, one optimizer step
   (or two, for a joint run) at each (None: as loaded);
-- ``predict(model, inputs, task, size, overlap)``: the probabilities of one prepared
-  image, the protocol's test;
+- ``predict(predictor, x, image_size)``: the probabilities of one prepared image, the
+  protocol's test;
 - ``prepare(item, size)``: a ``WholeImageDataset`` item as the model sees it at test time.
 
 The dataclass fields are recorded with every run (``settings``, as ``protocol_settings`` in
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from precompute import checks
 from precompute.types import SettingError
@@ -30,6 +30,7 @@ from precompute.types import SettingError
 if TYPE_CHECKING:
     from precompute.store import SamaugStore
     from train.data.datasets import EpochDataset
+    from train.inference.predictor import Predictor
     from train.tasks import Task
     from train.training.config import TrainConfig
 
@@ -86,17 +87,10 @@ class Protocol:
         as the model takes it at test time, each with a batch dimension."""
         raise NotImplementedError
 
-    def predict(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        task: Task,
-        size: int,
-        overlap: float,
-        image_size: tuple[int, int],
-    ) -> Tensor:
+    def predict(self, predictor: Predictor, x: Tensor, image_size: tuple[int, int]) -> Tensor:
         """``(1, K, H, W)`` probabilities in [0, 1] of one prepared model input ``x`` (the
-        fused ``prepare`` output) of an image of ``image_size`` (H, W)."""
+        fused ``prepare`` output) of an image of ``image_size`` (H, W), by ``predictor``'s
+        model, task, size and settings."""
         raise NotImplementedError
 
 

@@ -47,7 +47,7 @@ def read_model(
 @dataclass
 class LoadedModel:
     """A model ready to predict: the network in eval mode, its config and task, the
-    checkpoint-like state it came from (``train.results.bundle.read_model``), where it was named
+    checkpoint-like state it came from (``read_model``), where it was named
     (``source``) and the file read (``path``)."""
 
     model: torch.nn.Module
@@ -63,7 +63,7 @@ def load_model(
 ) -> LoadedModel:
     """The model of a run directory (its ``checkpoint``), a bundle or a checkpoint file.
 
-    Read without unpickling code (``train.results.bundle.read_model``); a missing, damaged, unsafe
+    Read without unpickling code (``read_model``); a missing, damaged, unsafe
     or foreign file is a SamaugError naming it.
     """
     device = resolve_device(device) if isinstance(device, str) else device

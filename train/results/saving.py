@@ -49,7 +49,7 @@ def save_probs(
     """Write one image's prediction files into ``folder``; returns its predictions.json entry.
 
     item: the image's item (``image_id``; ``image`` (3, H, W) float in [0, 1] for an overlay).
-    probs: ``(1, K, H, W)`` probabilities in [0, 1] (``train.inference.predicting`` conventions).
+    probs: ``(1, K, H, W)`` probabilities in [0, 1] (``train.strategies`` conventions).
     """
     array = probs[0].detach().cpu().numpy()
     decision = task.prediction(array, settings.min_size)

@@ -73,7 +73,7 @@ class TrainConfig:
       always resolved, with the protocol's fixed settings beside (``to_dict``).
     patch_size: side of the training patches ("patches"), or of the square the whole images
       are resized to ("polyp"); also the test-time window or size.
-    scales: multi-scale training factors (a resize protocol only; ``protocols.scale_sizes``).
+    scales: multi-scale training factors (a resize protocol only; ``Protocol.training_sizes``).
     loss: "task" (the task's, ``train.tasks``) or a structure loss (binary task:
       "structure" PraNet's paper formula, "structure_released" as PraNet's MyTrain.py
       computes it, "structure_unweighted" as SAMAug's polyp script does); a model with deep
