@@ -80,10 +80,28 @@ def coded_store(tmp_path_factory):
     return path, maps
 
 
+def test_an_epoch_tiles_every_image_once_unless_told_its_length(coded_store):
+    path, _ = coded_store
+    ids = ["large", "small", "wide"]
+    ds = td.PatchDataset(path, ids, PATCH, "binary", STILL)
+    tiles = {"large": 5 * 5, "small": 1 * 1, "wide": 2 * 5}  # ceil(H / 64) * ceil(W / 64)
+    assert ds.tiles == len(ds) == sum(tiles.values()) == 36
+    drawn = [ds.image_of(i) for i in range(len(ds))]
+    assert drawn == ["large"] * 25 + ["small"] + ["wide"] * 10
+    assert [ds[i]["image_id"] for i in (0, 24, 25, 26, 35)] == ["large"] * 2 + ["small"] + [
+        "wide"
+    ] * 2
+    with pytest.raises(IndexError):
+        ds[36]
+    told = td.PatchDataset(path, ids, PATCH, "binary", STILL, samples_per_epoch=5)
+    assert len(told) == 5 and [told.image_of(i) for i in range(5)] == [*ids, *ids[:2]]
+    assert td.tile_count((256, 257), 256) == 2 and td.tile_count((1000, 1000), 224) == 25
+
+
 def test_items_shapes_dtypes_and_padding(coded_store):
     path, maps = coded_store
     ds = td.PatchDataset(path, ["small", "large"], PATCH, "binary", STILL)
-    assert len(ds) == 2
+    assert len(ds) == 1 + 5 * 5  # 64-pixel tiles of 40 x 50 and of 270 x 260
     item = ds[0]
     assert set(item) == {"image", "seg_prior", "boundary_prior", "target", "image_id", "window"}
     assert item["image_id"] == "small"

@@ -1,22 +1,27 @@
 """The method as released: the joint update, schedules counted in optimizer steps, exact
 resumption within an epoch, protocols recorded with each run, pretrained weights reported."""
 
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import timm
 import torch
 
 from precompute.types import SettingError
 from tests.support.train_helpers import checkpoint, log_rows, quiet, tiny
+from train.data.datasets import WholeImageDataset
 from train.data.loader import make_loader
 from train.fusion import FusionSettings, model_input
+from train.inference.predictor import Predictor
 from train.models import create_model
 from train.protocols import RECIPES, get_protocol
 from train.tasks import get_task
 from train.training.config import TrainConfig
 from train.training.loop import train
 from train.training.optim import lr_schedule, update_plan
+from train.training.validation import validate
 
 pytestmark = pytest.mark.glas_counts(train=6, testA=1)
 
@@ -77,6 +82,41 @@ def test_joint_takes_a_raw_step_then_an_augmented_step_per_batch(glas_store, tmp
     assert not same(trained, replay(step, [(True,), (False,)]))  # the order shows
     assert same(checkpoint(tmp_path / "mean")["model"], replay(mean, [(False, True)]))
 
+    # The compute-matched baseline: a raw run taking a joint run's two steps per batch.
+    matched = tiny(glas_store, tmp_path / "matched", **{**common, "mode": "raw"}, steps_per_batch=2)
+    assert train(matched, log=quiet)["steps"] == 2
+    assert same(checkpoint(tmp_path / "matched")["model"], replay(matched, [(False,), (False,)]))
+
+
+def test_a_joint_run_validates_every_strategy_and_keeps_the_served_one(glas_store, tmp_path):
+    common = dict(mode="joint", epochs=2, val_split="testA", samples_per_epoch=8)
+    summary = train(tiny(glas_store, tmp_path / "select", **common), log=quiet)
+    rows = log_rows(tmp_path / "select")
+    strategies = ("raw", "samaug", "ensemble", "select")
+    assert all(row[f"val_{s}"] for row in rows for s in strategies)
+    assert [row["val_dice"] for row in rows] == [row["val_select"] for row in rows]
+    select = [float(row["val_select"]) for row in rows]
+    assert summary["best_epoch"] == int(np.argmax(select))
+    assert summary["best_val_dice"] == pytest.approx(max(select), abs=1e-6)
+    # The last row's numbers are the last model's, predicted as eval predicts.
+    state = checkpoint(tmp_path / "select")
+    config = TrainConfig.from_dict(state["config"])
+    assert config.val_strategy == "select"
+    model = create_model("unet", in_channels=3, num_classes=3, **config.model_kwargs)
+    model.load_state_dict(state["model"])
+    predictor = Predictor.of_run(model.eval(), config, get_task("glands"))
+    dataset = WholeImageDataset(glas_store, "testA")
+    by_hand = validate(predictor, dataset, strategies)
+    assert by_hand == pytest.approx({s: float(rows[-1][f"val_{s}"]) for s in strategies}, abs=1e-6)
+
+    # --val-strategy picks another; a strategy the mode does not serve is refused.
+    raw = train(tiny(glas_store, tmp_path / "raw", val_strategy="raw", **common), log=quiet)
+    rows = log_rows(tmp_path / "raw")
+    assert [row["val_dice"] for row in rows] == [row["val_raw"] for row in rows]
+    assert raw["best_val_dice"] == pytest.approx(max(float(r["val_raw"]) for r in rows), abs=1e-6)
+    with pytest.raises(SettingError, match="--mode samaug serves only samaug"):
+        TrainConfig(store="s", mode="samaug", val_strategy="select")
+
 
 def test_schedules_count_optimizer_steps(glas_store, tmp_path):
     # Cosine without warm-up over the run's optimizer steps: a joint run of 2 epochs of
@@ -90,14 +130,26 @@ def test_schedules_count_optimizer_steps(glas_store, tmp_path):
     assert float(rows[0]["lr"]) == pytest.approx(expected, rel=1e-5)
     assert float(rows[1]["lr"]) == 0.0
 
-    # The released polyp schedule: x0.2 from the 21st epoch (index 20), whatever the number of
-    # optimizer steps an epoch takes (3 scales x 2 inputs = 6 a batch here).
-    polyp = TrainConfig(store="s", mode="joint", protocol="polyp", task="binary").resolve()
+    # The released SAMAug polyp schedule: x0.2 from the 21st epoch (index 20), whatever the
+    # number of optimizer steps an epoch takes (3 scales x 2 inputs = 6 a batch here).
+    polyp = TrainConfig(
+        store="s", mode="joint", protocol="polyp", task="binary", recipe="samaug_polyp"
+    ).resolve()
     plan = update_plan(polyp, get_protocol("polyp"))
     assert plan.sizes == (256, None, 448) and plan.steps_per_batch == 6
     factor = lr_schedule(polyp, steps_per_epoch=6 * 10)
     assert [factor(s) for s in (0, 20 * 60 - 1, 20 * 60, 38 * 60 + 59)] == [1, 1, 0.2, 0.2]
     assert polyp.epochs == 39 and polyp.lr == 5e-5 and polyp.optimizer == "adam"
+    assert (polyp.loss, polyp.test_maps, polyp.grad_clip) == ("structure_unweighted", "sum", 0)
+
+    # PraNet's adjust_lr (the polyp protocol's default recipe): before epoch e (from 1) the
+    # rate is multiplied by 0.1 ** (e // 50), compounding from epoch 50 on.
+    pranet = TrainConfig(store="s", mode="raw", protocol="polyp", task="binary").resolve()
+    assert (pranet.recipe, pranet.lr_schedule, pranet.epochs) == ("pranet", "compound", 19)
+    assert (pranet.loss, pranet.test_maps, pranet.grad_clip) == ("structure_released", "last", 0.5)
+    factor = lr_schedule(dataclasses.replace(pranet, epochs=60), steps_per_epoch=3)
+    by_epoch = [factor(3 * e + 2) for e in (0, 48, 49, 50, 51)]
+    assert by_epoch == pytest.approx([1, 1, 0.1, 0.1**2, 0.1**3])
 
 
 # ---------------------------------------------------------------- resuming mid-epoch
@@ -138,7 +190,8 @@ def test_a_run_stopped_mid_epoch_resumes_exactly(glas_store, tmp_path, model, op
     assert len(state["epoch_losses"]) == 4 and not (tmp_path / "cut" / "best.pt").exists()
     seen = []
     train(run, log=seen.append, stop_after_batches=2)
-    assert seen[0] == f"resuming {tmp_path / 'cut'} at epoch 1, batch 3 of 3"
+    steps = "2 epochs x 3 batches of 4 = 12 optimizer steps (2 per batch: raw, then augmented)"
+    assert seen[:2] == [steps, f"resuming {tmp_path / 'cut'} at epoch 1, batch 3 of 3"]
     state = checkpoint(tmp_path / "cut")
     assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 8)
     assert len(log_rows(tmp_path / "cut")) == 1
@@ -213,9 +266,14 @@ def test_a_polyp_store_defaults_to_the_polyp_protocol_and_a_glas_store_is_refuse
         352,
         0.0,
     )
-    assert (polyp.batch_size, polyp.weight_decay, polyp.lr_milestones) == (8, 0.0, (20,))
-    pranet = TrainConfig(store="s", recipe="pranet").resolve("kvasir")
-    assert (pranet.lr, pranet.batch_size, pranet.epochs, pranet.grad_clip) == (1e-4, 16, 19, 0.5)
+    # PraNet's own pipeline (MyTrain.py / MyTest.py) is the polyp protocol's recipe.
+    assert (polyp.recipe, polyp.batch_size, polyp.lr_milestones) == ("pranet", 16, (50,))
+    assert (polyp.lr, polyp.epochs, polyp.grad_clip, polyp.weight_decay) == (1e-4, 19, 0.5, 0)
+    hsnet = TrainConfig(store="s", recipe="samaug_polyp").resolve("kvasir")
+    assert (hsnet.lr, hsnet.batch_size, hsnet.epochs, hsnet.grad_clip) == (5e-5, 8, 39, 0.0)
+    assert (hsnet.lr_milestones, hsnet.loss) == ((20,), "structure_unweighted")
+    given = TrainConfig(store="s", recipe="pranet", loss="structure").resolve("kvasir")
+    assert given.loss == "structure"  # given, not the recipe's
     with pytest.raises(SettingError, match="--protocol polyp trains the binary task, not 'glands'"):
         train(tiny(glas_store, tmp_path / "run", protocol="polyp"), log=quiet)
     assert not (tmp_path / "run").exists()
@@ -253,7 +311,8 @@ def test_pretrained_weights_are_logged_and_recorded_and_a_missing_file_refused(
     expected = create_model(
         "swin_unet", num_classes=3, **narrow, pretrained=str(tmp_path / "swin.pth")
     ).pretrained_report.summary()
-    assert lines[0] == expected and "timm layout" in expected
+    assert lines[0] == "1 epoch x 1 batch of 4 = 1 optimizer step"  # a samaug run
+    assert lines[1] == expected and "timm layout" in expected
     assert summary["pretrained"] == expected
     assert checkpoint(tmp_path / "run")["pretrained"] == expected
     metrics = (tmp_path / "run" / "metrics.json").read_text()

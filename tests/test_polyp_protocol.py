@@ -150,6 +150,14 @@ def test_test_time_path_is_the_released_one_at_the_ground_truths_size(polyp_stor
         res = (res - res.min()) / (res.max() - res.min() + 1e-8)
         np.testing.assert_allclose(probs[0, 0].numpy(), res, atol=1e-5)
         assert probs.min() == 0 and probs.max() == pytest.approx(1, abs=1e-4)
+    # PraNet's MyTest.py scores the last map (res2) alone: the same path on that map.
+    last = Predictor(model, task, fusion, get_protocol("polyp"), 64, test_maps="last")
+    prepared = ResizedDataset(polyp_store, "Kvasir", size=64)[0]
+    with torch.no_grad():
+        res2 = model.forward_all(prepared["image"][None])[-1]
+    res = F.interpolate(res2, (80, 96), mode="bilinear").sigmoid().numpy().squeeze()
+    res = (res - res.min()) / (res.max() - res.min() + 1e-8)
+    np.testing.assert_allclose(last.probabilities(item, False)[0, 0].numpy(), res, atol=1e-5)
     # The patches protocol predicts the same image by windows, unnormalised.
     patches = Predictor(model, task, fusion, get_protocol("patches"), 64)
     windows = patches.probabilities(item, False)
@@ -206,7 +214,7 @@ def test_a_multi_scale_joint_run_takes_six_steps_a_batch(polyp_store, tmp_path):
     summary = train(config, log=lambda line: None)
     assert summary["steps"] == 6 and summary["val_images"] == 0
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert rows[1].split(",")[:3] == ["0", "6", "5e-05"]
+    assert rows[1].split(",")[:3] == ["0", "6", "0.0001"]  # the pranet recipe's rate
 
 
 def test_pranet_trains_and_tests_under_the_polyp_protocol(polyp_store, tmp_path):
@@ -230,13 +238,15 @@ def test_pranet_trains_and_tests_under_the_polyp_protocol(polyp_store, tmp_path)
     assert summary["steps"] == 2 and summary["val_images"] == 0 and summary["train_images"] == 4
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     saved = state["config"]
+    # PraNet's own pipeline: MyTrain.py's loss and rate, MyTest.py's res2 (the last map).
     assert (saved["protocol"], saved["recipe"], saved["loss"], saved["optimizer"]) == (
         "polyp",
-        "samaug_polyp",
-        "structure",
+        "pranet",
+        "structure_released",
         "adam",
     )
-    assert saved["lr"] == 5e-5 and saved["epochs"] == 1 and saved["scales"] == (1.0,)
+    assert saved["lr"] == 1e-4 and saved["epochs"] == 1 and saved["scales"] == (1.0,)
+    assert saved["test_maps"] == "last" and saved["grad_clip"] == 0.5
     assert saved["protocol_settings"]["normalize"] == "imagenet"
     results = evaluate_run(tmp_path / "run", device="cpu")
     assert set(results) == {"Kvasir", "CVC-300"}

@@ -42,7 +42,11 @@ def test_short_training_learns(glas_store, tmp_path):
     summary = train(config, log=lambda line: None)
     assert summary["best_val_dice"] > 0.8
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert rows[0] == "epoch,step,lr,train_loss,val_dice,seconds" and len(rows) == 26
+    header = "epoch,step,lr,train_loss,val_dice,val_raw,val_samaug,val_ensemble,val_select,seconds"
+    assert rows[0] == header and len(rows) == 26
+    # A samaug run serves (and validates) the samaug strategy only.
+    cells = [row.split(",") for row in rows[1:]]
+    assert all(c[4] == c[6] and c[5] == c[7] == c[8] == "" for c in cells)
     first, last = float(rows[1].split(",")[3]), float(rows[-1].split(",")[3])
     assert last < first / 2
     state = checkpoint(tmp_path / "run", "best.pt")

@@ -18,10 +18,12 @@ Tta = Literal["none", "flip"]
 ProbabilityFormat = Literal["npz", "tif"]  # train.results.prediction_files.PROB_FORMATS
 JointUpdate = Literal["step", "mean"]
 Optimizer = Literal["adamw", "adam"]
-LrSchedule = Literal["cosine", "multistep"]
+LrSchedule = Literal["cosine", "multistep", "compound"]
 # The losses a run can train with (``train.losses.make_loss``): "task" is the task's own
 # (``train.tasks``); the structure losses are binary (one sigmoid channel).
 Loss = Literal["task", "structure", "structure_released", "structure_unweighted"]
+# How a deep-supervised model's maps make its test prediction (``TrainConfig.test_maps``).
+TestMaps = Literal["sum", "last"]
 
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 CERTAINTIES: tuple[str, ...] = get_args(Certainty)
@@ -31,5 +33,6 @@ JOINT_UPDATES: tuple[str, ...] = get_args(JointUpdate)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 LOSSES: tuple[str, ...] = get_args(Loss)
+TEST_MAPS: tuple[str, ...] = get_args(TestMaps)
 # The released SAMAug test code's rule: mean |p - 0.5| after per-image min-max normalisation.
 DEFAULT_CERTAINTY = "margin_minmax"

@@ -52,6 +52,12 @@ def prior_float(prior: np.ndarray) -> np.ndarray:
     return np.asarray(prior, np.float32)[None]
 
 
+def tile_count(shape: tuple[int, int], size: int) -> int:
+    """Squares of side ``size`` that tile an image of ``shape`` (H, W): ceil(H/size) *
+    ceil(W/size)."""
+    return math.ceil(shape[0] / size) * math.ceil(shape[1] / size)
+
+
 # --------------------------------------------------------------------------- datasets
 
 StoreLike = SamaugStore | StoreAccess | str | Path  # an opened store, how to reach one, or where
@@ -163,8 +169,11 @@ class PatchDataset(EpochDataset):
       patch_size: side of the square patches (smaller images are padded, see module doc).
       task: a name from ``train.tasks.list_tasks()`` (``task_for_dataset``): its target.
       augment: ``AugmentSettings``; ``AugmentSettings(enabled=False)`` for none.
-      samples_per_epoch: items per epoch (default: one per image); item ``i`` is a patch of
-        image ``ids[i % len(ids)]``.
+      samples_per_epoch: items per epoch. Default: as many as tile every image once with
+        ``patch_size`` squares (the sum over images of ceil(H / P) * ceil(W / P)), item ``i``
+        a patch of the image whose tile ``i`` is (images in ID order, each drawn in
+        proportion to its area), so an epoch covers the data about once. Given: that many
+        items, item ``i`` a patch of image ``ids[i % len(ids)]``.
       seed: non-negative; with the epoch and the index it fixes every random choice.
       boundary_width: width in pixels of the instance boundary class.
 
@@ -195,11 +204,24 @@ class PatchDataset(EpochDataset):
         self.patch_size = int(patch_size)
         self.augment = augment
         self.boundary_width = int(boundary_width)
+        # The first tile of each image, and the tiles of all: an epoch's default length.
+        tiles = [tile_count(self.shape(i), self.patch_size) for i in self.ids]
+        self._first_tile = np.cumsum([0, *tiles[:-1]])
+        self.tiles = int(sum(tiles))
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch or self.tiles
+
+    def image_of(self, index: int) -> str:
+        """The image item ``index`` of an epoch is a patch of (``samples_per_epoch``)."""
+        if self.samples_per_epoch:
+            return self.ids[index % len(self.ids)]
+        return self.ids[int(np.searchsorted(self._first_tile, index, side="right")) - 1]
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         epoch, index = self.position(index)
         rng = np.random.default_rng((self.seed, epoch, index))
-        return self._patch(self.ids[index % len(self.ids)], rng)
+        return self._patch(self.image_of(index), rng)
 
     def _target(self, image_id: str, window: tuple[int, int, int, int]) -> np.ndarray:
         """The target of ``window``, computed on the label with a margin around it."""

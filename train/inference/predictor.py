@@ -51,6 +51,17 @@ def mirror(item: dict, dims: tuple[int, ...]) -> dict:
     return {**item, **{key: item[key].flip(dims) for key in INPUTS}}
 
 
+class LastMap(nn.Module):
+    """A deep-supervised model whose output is its last map alone (PraNet's ``res2``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_all(x)[-1]
+
+
 @dataclass(frozen=True)
 class Strategies:
     """The strategies' ``(1, K, H, W)`` maps of one image, by name, and, where both inputs
@@ -83,7 +94,9 @@ class Predictor:
 
     model: ``(B, C, h, w)`` float -> ``(B, K, h, w)`` logits, in eval mode on its device.
     size: the test window side (patches protocol) or the resize side (polyp protocol): the
-      run's ``patch_size``.
+      run's ``patch_size``. test_maps: a deep-supervised model's test logits are its maps'
+      sum (its ``forward``, "sum") or its last map alone ("last"); ``net`` is the network
+      the protocols run.
     """
 
     model: nn.Module
@@ -92,11 +105,15 @@ class Predictor:
     protocol: Protocol
     size: int
     settings: PredictSettings = PredictSettings()
+    test_maps: str = "sum"
     device: torch.device = field(init=False)
+    net: nn.Module = field(init=False)
 
     def __post_init__(self) -> None:
         param = next(self.model.parameters(), None)
         object.__setattr__(self, "device", param.device if param is not None else "cpu")
+        last = self.test_maps == "last" and getattr(self.model, "deep_supervision", False)
+        object.__setattr__(self, "net", LastMap(self.model) if last else self.model)
 
     @classmethod
     def of_run(
@@ -106,7 +123,8 @@ class Predictor:
         its fusion, protocol and patch size."""
         fusion = FusionSettings(config.fusion, config.seg_scale)
         protocol = get_protocol(config.protocol)
-        return cls(model, task, fusion, protocol, config.patch_size, settings)
+        maps = config.test_maps or "sum"
+        return cls(model, task, fusion, protocol, config.patch_size, settings, maps)
 
     @torch.no_grad()
     def probabilities(self, item: dict, augmented: bool) -> Tensor:

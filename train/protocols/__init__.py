@@ -68,7 +68,7 @@ for _protocol in (
         patch_size=352,
         scales=(0.75, 1.0, 1.25),
         loss="structure",
-        recipe="samaug_polyp",
+        recipe="pranet",
         val_fraction=0.0,
     ),
 ):

@@ -60,7 +60,7 @@ class PatchProtocol(Protocol):
     def predict(self, predictor: Predictor, x: Tensor, image_size: tuple[int, int]) -> Tensor:
         task = predictor.task
         return sliding_window_probs(
-            predictor.model,
+            predictor.net,
             x,
             task.num_outputs,
             window=predictor.size,

@@ -246,4 +246,4 @@ class ResizeProtocol(Protocol):
         return {k: v.unsqueeze(0) for k, v in prepared.items()}
 
     def predict(self, predictor: Predictor, x: Tensor, image_size: tuple[int, int]) -> Tensor:
-        return predict_resized(predictor.model, x, image_size)
+        return predict_resized(predictor.net, x, image_size)

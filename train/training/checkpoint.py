@@ -52,7 +52,20 @@ from precompute.store import signature
 from precompute.types import SamaugError, SettingError
 from train.training.config import TrainConfig, differences
 
-LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_dice", "seconds")
+# val_dice: the Dice of the strategy validation follows (``val_strategy``), which picks
+# best.pt; val_<strategy>: each strategy the mode serves (empty for the others).
+LOG_FIELDS = (
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "val_dice",
+    "val_raw",
+    "val_samaug",
+    "val_ensemble",
+    "val_select",
+    "seconds",
+)
 FORMAT = "samaug-checkpoint/1"
 REQUIRED = ("format", "model", "epoch", "config", "task", "in_channels", "num_outputs")
 RUN_FILES = ("config.json", "log.csv", "last.pt", "best.pt", "metrics.json", "progress.png")
@@ -119,7 +132,7 @@ def write_log(path: str | Path, rows: list[dict]) -> None:
         writer = csv.writer(f)
         writer.writerow(LOG_FIELDS)
         for row in rows:
-            writer.writerow(["" if row[k] is None else row[k] for k in LOG_FIELDS])
+            writer.writerow(["" if row.get(k) is None else row[k] for k in LOG_FIELDS])
 
 
 def update_metrics(run_dir: str | Path, values: Mapping[str, Any]) -> None:

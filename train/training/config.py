@@ -11,7 +11,7 @@ from precompute import checks
 from precompute.devices import check_device
 from precompute.files import atomic_write_json
 from precompute.types import SamaugError, SettingError
-from train.choices import JOINT_UPDATES, LOSSES, LR_SCHEDULES, OPTIMIZERS
+from train.choices import JOINT_UPDATES, LOSSES, LR_SCHEDULES, OPTIMIZERS, TEST_MAPS
 from train.modes import get_mode
 from train.protocols import (
     DEFAULT_PROTOCOL,
@@ -33,6 +33,7 @@ INCIDENTAL = ("store", "out", "workers", "device", "save_every")
 # Fields a protocol or a recipe fills where a config leaves them None (``resolve``).
 PROTOCOL_FIELDS = ("patch_size", "scales", "loss", "recipe", "val_fraction")
 RECIPE_FIELDS = (
+    "test_maps",
     "optimizer",
     "lr",
     "weight_decay",
@@ -61,16 +62,25 @@ class TrainConfig:
       batch, and at every training scale, one optimizer step on the loss of the raw input,
       then one on the loss of the augmented input) or "mean" (one step on the mean of the
       two losses: half the optimizer steps of "step"). Ignored by the other modes.
+    steps_per_batch: every batch's optimizer steps are taken this many times. 2 with
+      ``--mode raw`` gives a raw run the optimizer steps of a joint run (two per batch, the
+      same batches and schedule): the compute-matched baseline.
+    val_strategy: the test-time strategy validation scores and ``best.pt`` follows; None:
+      the one the mode serves by default (``train.modes``: select for joint runs).
+    test_maps: how a deep-supervised model's maps make its test prediction: "sum" (the
+      released SAMAug polyp script) or "last" (PraNet's MyTest.py scores ``res2``, the last
+      map); None: the recipe's.
     fusion / seg_scale: how priors enter the model (train/fusion.py).
     protocol: "patches" or "polyp" (``train.protocols``); None: the dataset's (polyp stores:
       "polyp", others "patches").
     recipe: the optimiser and schedule preset (``train.protocols.RECIPES``); None: the
       protocol's.
     Every other field left None is filled from the protocol (``patch_size``, ``scales``,
-      ``loss``, ``val_fraction``) or the recipe (``optimizer``, ``lr``, ``weight_decay``,
-      ``batch_size``, ``epochs``, ``lr_schedule``, ``warmup_epochs``, ``lr_milestones``,
-      ``lr_gamma``, ``grad_clip``) when the run starts (``resolve``): what a run saves is
-      always resolved, with the protocol's fixed settings beside (``to_dict``).
+      ``loss``, ``val_fraction``) or the recipe (``test_maps``, ``optimizer``, ``lr``,
+      ``weight_decay``, ``batch_size``, ``epochs``, ``lr_schedule``, ``warmup_epochs``,
+      ``lr_milestones``, ``lr_gamma``, ``grad_clip``; and ``loss`` where the recipe has its
+      own) when the run starts (``resolve``), ``val_strategy`` from the mode: what a run
+      saves is always resolved, with the protocol's fixed settings beside (``to_dict``).
     patch_size: side of the training patches ("patches"), or of the square the whole images
       are resized to ("polyp"); also the test-time window or size.
     scales: multi-scale training factors (a resize protocol only; ``Protocol.training_sizes``).
@@ -83,7 +93,8 @@ class TrainConfig:
     grad_clip: clamp every gradient element to [-grad_clip, grad_clip] (0: off).
     train_split / val_split: splits of the store; with val_split None, ``val_fraction`` of
       the training images (a fixed, seeded choice) is held out for validation.
-    samples_per_epoch: training items per epoch (default: one per training image).
+    samples_per_epoch: training items per epoch (default: the protocol's: as many patches as
+      tile the training images once, or one per image for whole-image protocols).
     save_every: also save ``last.pt`` every this many batches within an epoch (0: at the end
       of each epoch only), so a job killed mid-epoch resumes from there, exactly.
     task: a name of ``train.tasks`` (what is learnt and scored); None: the dataset's.
@@ -102,6 +113,9 @@ class TrainConfig:
     protocol: str | None = None
     recipe: str | None = None
     joint_update: str = "step"
+    steps_per_batch: int = 1
+    val_strategy: str | None = None
+    test_maps: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     patch_size: int | None = None
@@ -142,8 +156,13 @@ class TrainConfig:
         if not isinstance(self.model_kwargs, dict):
             raise SettingError(f"model_kwargs must be a dict, not {self.model_kwargs!r}")
         check_model_options(self.model, self.model_kwargs)
-        get_mode(self.mode)
+        mode = get_mode(self.mode)
         checks.choice("--joint-update", self.joint_update, JOINT_UPDATES)
+        checks.integer("--steps-per-batch", self.steps_per_batch, minimum=1, maximum=8)
+        if self.val_strategy is not None:
+            mode.strategy(self.val_strategy)
+        if self.test_maps is not None:
+            checks.choice("--test-maps", self.test_maps, TEST_MAPS)
         FUSIONS.check(self.fusion)
         checks.number("--seg-scale", self.seg_scale)
         if self.recipe is not None:
@@ -243,7 +262,10 @@ class TrainConfig:
         filled |= {
             name: getattr(recipe, name) for name in RECIPE_FIELDS if getattr(self, name) is None
         }
+        if self.loss is None and recipe.loss is not None:
+            filled["loss"] = recipe.loss  # the recipe's pipeline trains with its own loss
         filled["recipe"] = recipe.name
+        filled["val_strategy"] = get_mode(self.mode).strategy(self.val_strategy)
         return replace(self, protocol=protocol.name, task=task, **filled)
 
     def check_files(self) -> None:
@@ -271,11 +293,17 @@ class TrainConfig:
         """A config from its ``to_dict`` (keys it does not know are left out).
 
         A config saved before protocols existed is read as what it was trained with: the
-        patches protocol, with the mean joint update."""
+        patches protocol, with the mean joint update; one saved before ``test_maps`` and
+        ``val_strategy`` existed, as tested with the maps' sum and validated on the input
+        its mode trains on last (samaug, or raw for a raw run)."""
         if not isinstance(values, dict):
             raise SettingError(f"a training config is a JSON object, not {type(values).__name__}")
         if "protocol" not in values:
             values = {**values, "protocol": DEFAULT_PROTOCOL, "joint_update": "mean"}
+        if "recipe" in values and "test_maps" not in values:  # resolved before test_maps
+            # existed: tested with the maps' sum, validated on the input it trained on last.
+            last = "raw" if values.get("mode") == "raw" else "samaug"
+            values = {**values, "test_maps": "sum", "val_strategy": last}
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -14,7 +14,9 @@ the training and validation images are set up by ``train.training.run_setup``.
 Run directory (``train.training.checkpoint``: what each file holds, the order they are
 written in, and how an interrupted run resumes, within an epoch too): ``config.json``,
 ``log.csv`` (one row per epoch: epoch, step (optimizer steps so far), lr, train_loss (the
-mean over the epoch's optimizer steps), val_dice (empty where not validated), seconds),
+mean over the epoch's optimizer steps), val_dice (the foreground Dice of the strategy that
+picks best.pt, ``val_strategy``; empty where not validated), val_raw / val_samaug /
+val_ensemble / val_select (each strategy the mode serves), seconds),
 ``last.pt`` and ``best.pt`` (self-describing checkpoints), ``metrics.json``,
 ``tensorboard/`` and ``progress.png`` (``train.training.watch``). SAM is never imported
 here: everything comes from the store.
@@ -96,13 +98,15 @@ class RunState:
         self,
         epoch: int,
         train_loss: float,
+        by_strategy: dict[str, float],
         val_dice: float | None,
         lr: float,
         seconds: float,
         validates: bool,
     ) -> None:
-        """Keep the epoch's row of ``log.csv`` and, if it is the best so far, its Dice.
-        Without validation images every epoch is the best so far: the last one is kept."""
+        """Keep the epoch's row of ``log.csv`` (``val_dice``, the validation strategy's, and
+        each strategy's Dice) and, if it is the best so far, its Dice. Without validation
+        images every epoch is the best so far: the last one is kept."""
         if not validates or (val_dice is not None and (self.best is None or val_dice > self.best)):
             self.best_epoch, self.best = epoch, val_dice
         row = {
@@ -111,6 +115,7 @@ class RunState:
             "lr": f"{lr:.6g}",
             "train_loss": f"{train_loss:.6f}",
             "val_dice": None if val_dice is None else f"{val_dice:.6f}",
+            **{f"val_{name}": f"{dice:.6f}" for name, dice in by_strategy.items()},
             "seconds": f"{seconds:.2f}",
         }
         self.history = [*self.history, row]
@@ -179,13 +184,13 @@ def train(
     run = RunState() if saved is None else RunState.resumed(saved, procs.rank)
     validation = validation_note(config, data.train_ids, data.val_ids)
     if procs.master:
-        _announce(log, trainer, out, run, saved is not None, len(loader), data.val_ids, validation)
+        _announce(log, trainer, config, out, run, saved is not None, len(loader), validation)
     logger = watch.start_logger(out, procs.master, None if saved is None else run.step)
     validating = Validation(
         Predictor.of_run(trainer.model, config, task),
         data.store.access if data.val_ids and procs.master else None,
         data.val_ids,
-        get_mode(config.mode).needs_priors,
+        _validation_strategies(config),
         progress if procs.master else None,
     )
 
@@ -228,14 +233,46 @@ class _Budget:
         return self.spent
 
 
-def _announce(log, trainer: Trainer, out, run, resumed, batches, val_ids, validation) -> None:
+def _validation_strategies(config: TrainConfig) -> tuple[str, ...]:
+    """The strategies a run validates: the one that picks best.pt (``val_strategy``) first,
+    then every other its mode serves (each input is predicted once for all of them)."""
+    served = get_mode(config.mode).serves
+    return (config.val_strategy, *(s for s in served if s != config.val_strategy))
+
+
+def _announce(log, trainer: Trainer, config, out, run, resumed, batches, validation) -> None:
+    """The lines a run starts with: its length in optimizer steps, its pretrained weights,
+    where it resumes, and that best.pt is the last epoch where nothing validates."""
+    per_batch = trainer.plan.steps_per_batch
+    how = "" if per_batch == 1 else f" ({per_batch} per batch: {_steps_in_words(trainer.plan)})"
+    log(
+        f"{_count(config.epochs, 'epoch')} x {_count(batches, 'batch')} of "
+        f"{config.batch_size} = {_count(config.epochs * batches * per_batch, 'optimizer step')}"
+        f"{how}"
+    )
     if trainer.pretrained is not None:
         log(trainer.pretrained)
     if resumed:
         within = f", batch {run.skip + 1} of {batches}" if run.skip else ""
         log(f"resuming {out} at epoch {run.epoch + 1}{within}")
-    if not val_ids:
+    if validation.startswith("no validation"):
         log(f"{validation}: best.pt is the last epoch")
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}{'es' if thing == 'batch' else 's'}"
+
+
+def _steps_in_words(plan) -> str:
+    """The optimizer steps of one batch, in order, e.g. "raw, then augmented" or "at sizes
+    256, as loaded, 448: raw, then augmented"."""
+    inputs = ", then ".join(
+        " and ".join("augmented" if a else "raw" for a in step) for step in plan.inputs
+    )
+    if plan.sizes == (None,):
+        return inputs
+    sizes = ", ".join("as loaded" if size is None else str(size) for size in plan.sizes)
+    return f"at sizes {sizes}: {inputs}"
 
 
 @dataclass(frozen=True)
@@ -279,13 +316,14 @@ def _run_epochs(session: _Session, run: RunState, budget: _Budget, end: int) -> 
             break
         train_loss = _mean_over_processes(float(np.mean(losses)), procs)
         if procs.master:
-            val_dice, shown = validate_epoch(
+            by_strategy, shown = validate_epoch(
                 trainer, config, epoch, run.epoch, session.validating, session.logger
             )
+            val_dice = by_strategy.get(config.val_strategy)
             seconds = time.perf_counter() - started
             lr = trainer.optimization.scheduler.get_last_lr()[0]
             validates = session.validating.store is not None
-            run.end_epoch(epoch, train_loss, val_dice, lr, seconds, validates)
+            run.end_epoch(epoch, train_loss, by_strategy, val_dice, lr, seconds, validates)
             snapshot = run.snapshot(session.about, trainer.parts, epoch, 0, [])
             checkpoint.save_epoch(session.out, snapshot, run.best_epoch == epoch)
             watch.log_epoch(session.logger, run.step, train_loss, lr, val_dice)

@@ -22,7 +22,9 @@ schedule is a function of the optimizer step (``LambdaLR`` stepped after each of
 step of the run; "multistep" multiplies by ``lr_gamma`` from the first step of each epoch in
 ``lr_milestones`` (0-based epoch indices: the released ``MultiStepLR(milestones=[20])``,
 stepped after each of the epochs numbered from 1, lowers the rate from its 21st epoch,
-index 20).
+index 20); "compound" is PraNet's ``adjust_lr``: before epoch ``e`` (numbered from 1) the
+rate is multiplied by ``lr_gamma ** (e // lr_milestones[0])``, so the factor of epoch ``e`` is
+``lr_gamma ** sum(k // lr_milestones[0] for k in 1..e)``.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class UpdatePlan:
 
 def update_plan(config: TrainConfig, protocol: Protocol) -> UpdatePlan:
     """The plan of a resolved config (``TrainConfig.resolve``) under its ``protocol``: the
-    protocol's training sizes, the mode's inputs per step (``train.modes``)."""
-    inputs = get_mode(config.mode).step_inputs(config.joint_update)
+    protocol's training sizes, the mode's inputs per step (``train.modes``), all taken
+    ``steps_per_batch`` times."""
+    inputs = get_mode(config.mode).step_inputs(config.joint_update) * config.steps_per_batch
     return UpdatePlan(tuple(protocol.training_sizes(config)), inputs)
 
 
@@ -86,6 +89,9 @@ def lr_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], fl
         warmup = max(1, min(config.warmup_epochs * steps_per_epoch, total // 2))
         return lambda step: lr_factor(step, warmup, total)
     milestones, gamma = tuple(config.lr_milestones), config.lr_gamma
+    if config.lr_schedule == "compound":  # PraNet's adjust_lr, at every epoch from the first
+        every = milestones[0] if milestones else total + 1
+        return lambda step: gamma ** sum(e // every for e in range(1, step // steps_per_epoch + 2))
     return lambda step: gamma ** sum(step // steps_per_epoch >= m for m in milestones)
 
 
