@@ -213,26 +213,21 @@ def eval_command(
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
     from precompute.store import StoreAccess
     from precompute.types import SettingError
+    from train.inference.predictor import PredictSettings
     from train.results.evaluation import prepare_evaluation, score_run
+    from train.results.saving import FileSettings
     from train.results.tables import comparison_rows, format_table, write_csv
 
     if table is not None and (table.is_dir() or not table.parent.is_dir()):
         raise SettingError(f"--table {table}: give a CSV file in an existing folder")
+    settings = PredictSettings(tta=tta, certainty=certainty)
+    files = FileSettings(min_size, save_probabilities, probability_format, overlay)
+    access = StoreAccess(store, storage_options(storage_option), cache)
     folders = _prediction_folders(runs, save_predictions)
     # Every run is checked and loaded before any is scored.
     jobs = [
         prepare_evaluation(
-            run,
-            StoreAccess(store, storage_options(storage_option), cache),
-            split,
-            certainty,
-            device=device,
-            min_size=min_size,
-            tta=tta,
-            save_predictions=folder,
-            save_probabilities=save_probabilities,
-            probability_format=probability_format,
-            overlay=overlay,
+            run, access, split, settings, files, device=device, save_predictions=folder
         )
         for run, folder in zip(runs, folders, strict=True)
     ]

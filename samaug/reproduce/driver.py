@@ -36,6 +36,7 @@ from samaug.reproduce.plots import write_figure
 from samaug.reproduce.render import write_table
 from samaug.reproduce.runs import load_runs
 from train.choices import DEFAULT_CERTAINTY
+from train.inference.predictor import PredictSettings
 from train.models.backbones import BACKBONES
 from train.results.evaluation import evaluate_run
 from train.strategies import check_certainty
@@ -223,7 +224,10 @@ def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print) -
         if _evaluated_record(Path(config.out)) != record:
             log(f"{name}: evaluating on {', '.join(splits)}")
             evaluate_run(
-                config.out, splits=splits, certainty=settings.certainty, device=settings.device
+                config.out,
+                splits=splits,
+                settings=PredictSettings(certainty=settings.certainty),
+                device=settings.device,
             )
             update_metrics(config.out, {"reproduce": record})
             evaluated += 1
