@@ -93,6 +93,20 @@ def store_access(location: str | None, pairs: list[str] | None, cache: Path | No
     return StoreAccess(location, storage_options(pairs), cache)
 
 
+def given_store(
+    location: str | None, pairs: list[str] | None, cache: Path | None
+) -> StoreAccess | None:
+    """``store_access`` of a command where ``--store`` is one source of two (predict's other
+    is --images, score's --labels): None without ``--store``, and then ``--storage-option``
+    or ``--cache`` is a SettingError (they say how a store is read)."""
+    if location is not None:
+        return store_access(location, pairs, cache)
+    for name, given in (("--storage-option", pairs), ("--cache", cache)):
+        if given:
+            raise SettingError(f"{name} is for reading a --store; give --store or leave out {name}")
+    return None
+
+
 def check_table(table: Path | None) -> None:
     """``--table``: a CSV file to write in an existing folder (SettingError otherwise)."""
     if table is not None and (table.is_dir() or not table.parent.is_dir()):

@@ -9,9 +9,12 @@ import typer
 
 from samaug.commands.options import (
     DEFAULT_DEVICE,
+    CacheOption,
     CertaintyOption,
     DeviceOption,
+    StorageOption,
     parse_pairs,
+    store_access,
 )
 from train.choices import DEFAULT_CERTAINTY
 
@@ -47,13 +50,15 @@ def reproduce_command(
         typer.Option(help="A training setting KEY=VALUE for every run, e.g. batch_size=16."),
     ] = None,
     certainty: CertaintyOption = DEFAULT_CERTAINTY,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Train every run of a paper table (resumable), evaluate it, write the table and figure."""
     from samaug.reproduce.driver import ReproduceSettings, reproduce
 
     settings = ReproduceSettings(
         table=table,
-        store=store,
+        store=store_access(store, storage_option, cache),
         out=str(out or Path("reproduce") / table),
         seeds=seeds,
         epochs=epochs,

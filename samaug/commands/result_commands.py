@@ -13,15 +13,18 @@ import typer
 from samaug.commands.bars import Bars
 from samaug.commands.options import (
     DEFAULT_DEVICE,
+    CacheOption,
     CertaintyOption,
     DeviceOption,
     MinSizeOption,
     OverlayOption,
     ProbabilityFormatOption,
     SaveProbabilitiesOption,
+    StorageOption,
     TableOption,
     TtaOption,
     check_table,
+    given_store,
     verbose,
 )
 from train.choices import (
@@ -74,6 +77,8 @@ def predict_command(
     model_checkpoint: Annotated[
         str, typer.Option(help="Which checkpoint of a run directory.")
     ] = "best.pt",
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Segment new images with a trained model (priors computed with its own masker)."""
     from train.inference.predictor import PredictSettings
@@ -84,7 +89,7 @@ def predict_command(
         model=str(model),
         out=str(out),
         images=None if images is None else str(images),
-        store=store,
+        store=given_store(store, storage_option, cache),
         splits=tuple(split or ()),
         strategy=strategy,
         model_checkpoint=model_checkpoint,
@@ -134,13 +139,16 @@ def score_command(
         Path | None, typer.Option(help="Folder for scores.json (default: the predictions').")
     ] = None,
     table: TableOption = None,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Score a folder of predictions with the metrics of `samaug eval`."""
     from train.results.scoring import SCORES, prepare_scoring, score_folder, score_rows
     from train.results.tables import format_table, write_csv
 
     check_table(table)
-    job = prepare_scoring(predictions, store, split, labels, task, out)
+    access = given_store(store, storage_option, cache)
+    job = prepare_scoring(predictions, access, split, labels, task, out)
     with Bars() as bars:
         results = score_folder(job, progress=bars)
     rows = score_rows(job, results)
