@@ -33,3 +33,9 @@ LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 LOSSES: tuple[str, ...] = get_args(Loss)
 # The released SAMAug test code's rule: mean |p - 0.5| after per-image min-max normalisation.
 DEFAULT_CERTAINTY = "margin_minmax"
+# The prediction settings' other defaults (``PredictSettings``, ``FileSettings``, and the
+# command line's options): no test-time augmentation, float16 probabilities, and instance
+# objects of fewer pixels than this removed.
+DEFAULT_TTA = "none"
+DEFAULT_PROBABILITY_FORMAT = "npz"
+DEFAULT_MIN_SIZE = 10
