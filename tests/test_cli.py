@@ -1,4 +1,5 @@
-"""Every command of the command line answers a bad option with one ``error:`` line and exit 1.
+"""Every command of the command line answers a bad option with one ``error:`` line and exit 1,
+and an option several commands share reads the same in each.
 
 The commands are found by walking the typer app, so a command added later is covered too.
 In-process calls of ``samaug.cli.main`` (the console entry point) check every command; a
@@ -14,9 +15,9 @@ from samaug.cli import app, main
 from tests.support.cli import SAMAUG
 
 
-def command_paths() -> list[tuple[str, ...]]:
-    """Every leaf command as the words that call it, e.g. ("store", "verify")."""
-    paths = []
+def leaf_commands() -> dict[tuple[str, ...], object]:
+    """Every leaf command by the words that call it, e.g. ("store", "verify")."""
+    found = {}
 
     def walk(command, path: tuple[str, ...]) -> None:
         sub = getattr(command, "commands", None)
@@ -24,16 +25,47 @@ def command_paths() -> list[tuple[str, ...]]:
             for name, child in sub.items():
                 walk(child, (*path, name))
         else:
-            paths.append(path)
+            found[path] = command
 
     walk(typer.main.get_command(app), ())
-    return sorted(paths)
+    return dict(sorted(found.items()))
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    return list(leaf_commands())
+
+
+# Options declared once in samaug.commands.options and taken by several commands.
+SHARED = (
+    "--storage-option",
+    "--cache",
+    "--device",
+    "--certainty",
+    "--tta",
+    "--min-size",
+    "--save-probabilities",
+    "--probability-format",
+    "--overlay",
+    "--table",
+)
+
+
+def options_of(command) -> dict[str, object]:
+    """A command's options by their first name (``--tta``), as typer's click holds them."""
+    return {p.opts[0]: p for p in command.params if p.opts[0].startswith("--")}
 
 
 def test_the_walk_finds_every_command_group():
     names = {" ".join(p) for p in command_paths()}
     assert {"priors", "train", "eval", "show", "demo", "weights"} <= names
     assert {"store info", "store verify", "store strip", "store attach"} <= names
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_a_shared_option_has_one_help_and_one_default_in_every_command(name):
+    takes = [options_of(c)[name] for c in leaf_commands().values() if name in options_of(c)]
+    assert len(takes) >= 2
+    assert len({(o.help, o.default, tuple(o.secondary_opts), o.multiple) for o in takes}) == 1
 
 
 @pytest.mark.parametrize("path", command_paths(), ids=" ".join)

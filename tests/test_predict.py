@@ -96,10 +96,9 @@ def test_predict_computes_the_priors_with_the_recorded_masker_and_scores_as_eval
         run_dir,
         device="cpu",
         splits=["testA"],
-        tta="flip",
+        settings=PredictSettings(tta="flip"),
+        files=PROBABILITIES,
         save_predictions=tmp_path / "evaluated",
-        save_probabilities=True,
-        probability_format="tif",
     )
     assert json.loads((run_dir / "metrics.json").read_text())["test_settings"]["tta"] == "flip"
     scored = score_folder(prepare_scoring(tmp_path / "predicted", str(store), ["testA"]))

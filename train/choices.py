@@ -36,3 +36,9 @@ LOSSES: tuple[str, ...] = get_args(Loss)
 TEST_MAPS: tuple[str, ...] = get_args(TestMaps)
 # The released SAMAug test code's rule: mean |p - 0.5| after per-image min-max normalisation.
 DEFAULT_CERTAINTY = "margin_minmax"
+# The prediction settings' other defaults (``PredictSettings``, ``FileSettings``, and the
+# command line's options): no test-time augmentation, float16 probabilities, and instance
+# objects of fewer pixels than this removed.
+DEFAULT_TTA = "none"
+DEFAULT_PROBABILITY_FORMAT = "npz"
+DEFAULT_MIN_SIZE = 10

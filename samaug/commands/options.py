@@ -1,16 +1,26 @@
-"""Parsing of the command line's free-form options (``--masker-option KEY=VALUE`` ...)."""
+"""The command line's shared options, each declared once (type, help, default), and the
+parsing of its free-form ones (``--masker-option KEY=VALUE`` ...).
+
+A command takes a shared option as ``name: XOption = DEFAULT_X``, the default being the
+library's (``train.choices``; the device's is ``DEFAULT_DEVICE``). Typer reads the option's
+name from the parameter's, so every command names the parameter as the others do.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from precompute.types import SettingError
+from train.choices import Certainty, ProbabilityFormat, Tta
 
-# Options shared by the commands that read a store from a URL.
+if TYPE_CHECKING:
+    from precompute.store import StoreAccess
+
+# How every command that reads a store reaches a store URL (``store_access``).
 StorageOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -27,8 +37,35 @@ CacheOption = Annotated[
 ]
 # The device of every command that runs a model.
 DeviceOption = Annotated[
-    str, typer.Option(help="auto (CUDA where torch sees a GPU, else the CPU), cpu, cuda or cuda:K.")
+    str,
+    typer.Option(
+        help="auto (CUDA where torch sees a GPU, else the CPU), cpu, cuda, cuda:K or mps."
+    ),
 ]
+DEFAULT_DEVICE = "auto"
+# How a model predicts (eval, predict; reproduce's select) and what is written per image.
+CertaintyOption = Annotated[
+    Certainty,
+    typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
+]
+TtaOption = Annotated[
+    Tta, typer.Option(help="Test-time augmentation: none, or flip (mean over mirrorings).")
+]
+MinSizeOption = Annotated[
+    int, typer.Option(help="Remove predicted objects of fewer pixels (glands, nuclei).")
+]
+SaveProbabilitiesOption = Annotated[
+    bool,
+    typer.Option(help="Also write the foreground probability (eval: with --save-predictions)."),
+]
+ProbabilityFormatOption = Annotated[
+    ProbabilityFormat, typer.Option(help="npz (float16) or tif (float32).")
+]
+OverlayOption = Annotated[
+    bool, typer.Option(help="Also write contours over the image (eval: with --save-predictions).")
+]
+# The CSV copy of a printed table (eval, score): checked by ``check_table``.
+TableOption = Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")]
 
 _STATE = {"verbose": False}
 
@@ -46,6 +83,34 @@ def storage_options(pairs: list[str] | None) -> dict | None:
     """``--storage-option KEY=VALUE`` values as fsspec storage options (None when none):
     credentials and client settings for a store URL, never saved anywhere."""
     return parse_pairs(pairs, "--storage-option") or None
+
+
+def store_access(location: str | None, pairs: list[str] | None, cache: Path | None) -> StoreAccess:
+    """How a command reaches its store: ``--store`` (None: the store the command takes by
+    default, e.g. a run's training store), its ``--storage-option`` pairs and ``--cache``."""
+    from precompute.store import StoreAccess
+
+    return StoreAccess(location, storage_options(pairs), cache)
+
+
+def given_store(
+    location: str | None, pairs: list[str] | None, cache: Path | None
+) -> StoreAccess | None:
+    """``store_access`` of a command where ``--store`` is one source of two (predict's other
+    is --images, score's --labels): None without ``--store``, and then ``--storage-option``
+    or ``--cache`` is a SettingError (they say how a store is read)."""
+    if location is not None:
+        return store_access(location, pairs, cache)
+    for name, given in (("--storage-option", pairs), ("--cache", cache)):
+        if given:
+            raise SettingError(f"{name} is for reading a --store; give --store or leave out {name}")
+    return None
+
+
+def check_table(table: Path | None) -> None:
+    """``--table``: a CSV file to write in an existing folder (SettingError otherwise)."""
+    if table is not None and (table.is_dir() or not table.parent.is_dir()):
+        raise SettingError(f"--table {table}: give a CSV file in an existing folder")
 
 
 def parse_pairs(values: list[str] | None, what: str) -> dict[str, object]:

@@ -13,6 +13,7 @@ from precompute.readers import DATASETS
 from precompute.types import SamaugError
 from samaug.commands.bars import Bars
 from samaug.commands.options import (
+    DEFAULT_DEVICE,
     DeviceOption,
     StorageOption,
     parse_pairs,
@@ -80,7 +81,7 @@ def priors(
     scheduler_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for --scheduler and its first worker.")
     ] = 30.0,
-    device: DeviceOption = "auto",
+    device: DeviceOption = DEFAULT_DEVICE,
     threads: Annotated[
         int | None, typer.Option(help="Torch threads per worker (default: cores / workers).")
     ] = None,

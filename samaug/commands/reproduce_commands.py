@@ -7,8 +7,16 @@ from typing import Annotated
 
 import typer
 
-from samaug.commands.options import DeviceOption, parse_pairs
-from train.choices import Certainty
+from samaug.commands.options import (
+    DEFAULT_DEVICE,
+    CacheOption,
+    CertaintyOption,
+    DeviceOption,
+    StorageOption,
+    parse_pairs,
+    store_access,
+)
+from train.choices import DEFAULT_CERTAINTY
 
 
 def reproduce_command(
@@ -25,7 +33,7 @@ def reproduce_command(
         int | None,
         typer.Option(help="Training items per epoch of every run (default: all images)."),
     ] = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = DEFAULT_DEVICE,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     weights_dir: Annotated[
         Path, typer.Option(help="Where the ImageNet backbones are (make weights).")
@@ -41,17 +49,16 @@ def reproduce_command(
         list[str] | None,
         typer.Option(help="A training setting KEY=VALUE for every run, e.g. batch_size=16."),
     ] = None,
-    certainty: Annotated[
-        Certainty,
-        typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
-    ] = "margin_minmax",
+    certainty: CertaintyOption = DEFAULT_CERTAINTY,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Train every run of a paper table (resumable), evaluate it, write the table and figure."""
     from samaug.reproduce.driver import ReproduceSettings, reproduce
 
     settings = ReproduceSettings(
         table=table,
-        store=store,
+        store=store_access(store, storage_option, cache),
         out=str(out or Path("reproduce") / table),
         seeds=seeds,
         epochs=epochs,

@@ -11,8 +11,29 @@ from typing import Annotated
 import typer
 
 from samaug.commands.bars import Bars
-from samaug.commands.options import DeviceOption, verbose
-from train.choices import DEFAULT_CERTAINTY, Certainty, ProbabilityFormat, Strategy, Tta
+from samaug.commands.options import (
+    DEFAULT_DEVICE,
+    CacheOption,
+    CertaintyOption,
+    DeviceOption,
+    MinSizeOption,
+    OverlayOption,
+    ProbabilityFormatOption,
+    SaveProbabilitiesOption,
+    StorageOption,
+    TableOption,
+    TtaOption,
+    check_table,
+    given_store,
+    verbose,
+)
+from train.choices import (
+    DEFAULT_CERTAINTY,
+    DEFAULT_MIN_SIZE,
+    DEFAULT_PROBABILITY_FORMAT,
+    DEFAULT_TTA,
+    Strategy,
+)
 
 
 def predict_command(
@@ -46,27 +67,18 @@ def predict_command(
     scheduler: Annotated[
         str | None, typer.Option(help="Address of a running Dask scheduler.")
     ] = None,
-    device: DeviceOption = "auto",
-    tta: Annotated[
-        Tta, typer.Option(help="Test-time augmentation: none, or flip (mean over mirrorings).")
-    ] = "none",
-    save_probabilities: Annotated[
-        bool, typer.Option(help="Also write the foreground probability.")
-    ] = False,
-    probability_format: Annotated[
-        ProbabilityFormat, typer.Option(help="npz (float16) or tif (float32).")
-    ] = "npz",
-    overlay: Annotated[bool, typer.Option(help="Also write contours over the image.")] = False,
-    certainty: Annotated[
-        Certainty,
-        typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
-    ] = DEFAULT_CERTAINTY,
-    min_size: Annotated[
-        int, typer.Option(help="Remove predicted objects of fewer pixels (instance tasks).")
-    ] = 10,
+    device: DeviceOption = DEFAULT_DEVICE,
+    tta: TtaOption = DEFAULT_TTA,
+    save_probabilities: SaveProbabilitiesOption = False,
+    probability_format: ProbabilityFormatOption = DEFAULT_PROBABILITY_FORMAT,
+    overlay: OverlayOption = False,
+    certainty: CertaintyOption = DEFAULT_CERTAINTY,
+    min_size: MinSizeOption = DEFAULT_MIN_SIZE,
     model_checkpoint: Annotated[
         str, typer.Option(help="Which checkpoint of a run directory.")
     ] = "best.pt",
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Segment new images with a trained model (priors computed with its own masker)."""
     from train.inference.predictor import PredictSettings
@@ -77,7 +89,7 @@ def predict_command(
         model=str(model),
         out=str(out),
         images=None if images is None else str(images),
-        store=store,
+        store=given_store(store, storage_option, cache),
         splits=tuple(split or ()),
         strategy=strategy,
         model_checkpoint=model_checkpoint,
@@ -126,16 +138,17 @@ def score_command(
     out: Annotated[
         Path | None, typer.Option(help="Folder for scores.json (default: the predictions').")
     ] = None,
-    table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
+    table: TableOption = None,
+    cache: CacheOption = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Score a folder of predictions with the metrics of `samaug eval`."""
-    from precompute.types import SettingError
     from train.results.scoring import SCORES, prepare_scoring, score_folder, score_rows
     from train.results.tables import format_table, write_csv
 
-    if table is not None and (table.is_dir() or not table.parent.is_dir()):
-        raise SettingError(f"--table {table}: give a CSV file in an existing folder")
-    job = prepare_scoring(predictions, store, split, labels, task, out)
+    check_table(table)
+    access = given_store(store, storage_option, cache)
+    job = prepare_scoring(predictions, access, split, labels, task, out)
     with Bars() as bars:
         results = score_folder(job, progress=bars)
     rows = score_rows(job, results)

@@ -14,22 +14,32 @@ import typer
 
 from samaug.commands.bars import Bars
 from samaug.commands.options import (
+    DEFAULT_DEVICE,
     CacheOption,
+    CertaintyOption,
     DeviceOption,
+    MinSizeOption,
+    OverlayOption,
+    ProbabilityFormatOption,
+    SaveProbabilitiesOption,
     StorageOption,
+    TableOption,
+    TtaOption,
+    check_table,
     parse_numbers,
     parse_pairs,
-    storage_options,
+    store_access,
 )
 from train.choices import (
-    Certainty,
+    DEFAULT_CERTAINTY,
+    DEFAULT_MIN_SIZE,
+    DEFAULT_PROBABILITY_FORMAT,
+    DEFAULT_TTA,
     JointUpdate,
     Loss,
     LrSchedule,
     Mode,
     Optimizer,
-    ProbabilityFormat,
-    Tta,
 )
 
 
@@ -104,7 +114,7 @@ def train_command(
         str | None,
         typer.Option(help="glands, nuclei or binary (default: the dataset's; train.tasks)."),
     ] = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = DEFAULT_DEVICE,
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model argument KEY=VALUE, e.g. base_channels=16.")
@@ -113,7 +123,6 @@ def train_command(
     storage_option: StorageOption = None,
 ) -> None:
     """Train a segmentation model on images and priors streamed from a store."""
-    from precompute.store import StoreAccess
     from train.training.config import TrainConfig
     from train.training.loop import train
 
@@ -154,7 +163,7 @@ def train_command(
         model_kwargs=parse_pairs(model_option, "--model-option"),
     )
     config.check_files()
-    access = StoreAccess(store, storage_options(storage_option), cache)
+    access = store_access(store, storage_option, cache)
     if out is None:
         dataset = access.open().attrs["dataset"]["name"]
         out = Path("runs") / dataset / f"{model}-{mode}-{seed}"
@@ -180,59 +189,38 @@ def eval_command(
     split: Annotated[
         list[str] | None, typer.Option(help="Splits (default: all not trained or validated on).")
     ] = None,
-    certainty: Annotated[
-        Certainty,
-        typer.Option(help="select by margin_minmax (the released code's), margin or entropy."),
-    ] = "margin_minmax",
-    device: DeviceOption = "auto",
-    min_size: Annotated[
-        int, typer.Option(help="Remove predicted objects of fewer pixels (glas, monuseg).")
-    ] = 10,
-    tta: Annotated[
-        Tta, typer.Option(help="Test-time augmentation: none, or flip (mean over mirrorings).")
-    ] = "none",
+    certainty: CertaintyOption = DEFAULT_CERTAINTY,
+    device: DeviceOption = DEFAULT_DEVICE,
+    min_size: MinSizeOption = DEFAULT_MIN_SIZE,
+    tta: TtaOption = DEFAULT_TTA,
     save_predictions: Annotated[
         Path | None,
         typer.Option(
             help="Write every prediction here: SPLIT/STRATEGY/<id>.png (RUN/... for several runs)."
         ),
     ] = None,
-    save_probabilities: Annotated[
-        bool, typer.Option(help="With --save-predictions: the foreground probability too.")
-    ] = False,
-    probability_format: Annotated[
-        ProbabilityFormat, typer.Option(help="npz (float16) or tif (float32).")
-    ] = "npz",
-    overlay: Annotated[
-        bool, typer.Option(help="With --save-predictions: contours over the image too.")
-    ] = False,
-    table: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
+    save_probabilities: SaveProbabilitiesOption = False,
+    probability_format: ProbabilityFormatOption = DEFAULT_PROBABILITY_FORMAT,
+    overlay: OverlayOption = False,
+    table: TableOption = None,
     cache: CacheOption = None,
     storage_option: StorageOption = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
-    from precompute.store import StoreAccess
-    from precompute.types import SettingError
+    from train.inference.predictor import PredictSettings
     from train.results.evaluation import prepare_evaluation, score_run
+    from train.results.saving import FileSettings
     from train.results.tables import comparison_rows, format_table, write_csv
 
-    if table is not None and (table.is_dir() or not table.parent.is_dir()):
-        raise SettingError(f"--table {table}: give a CSV file in an existing folder")
+    check_table(table)
+    settings = PredictSettings(tta=tta, certainty=certainty)
+    files = FileSettings(min_size, save_probabilities, probability_format, overlay)
+    access = store_access(store, storage_option, cache)
     folders = _prediction_folders(runs, save_predictions)
     # Every run is checked and loaded before any is scored.
     jobs = [
         prepare_evaluation(
-            run,
-            StoreAccess(store, storage_options(storage_option), cache),
-            split,
-            certainty,
-            device=device,
-            min_size=min_size,
-            tta=tta,
-            save_predictions=folder,
-            save_probabilities=save_probabilities,
-            probability_format=probability_format,
-            overlay=overlay,
+            run, access, split, settings, files, device=device, save_predictions=folder
         )
         for run, folder in zip(runs, folders, strict=True)
     ]
@@ -278,10 +266,9 @@ def show_command(
     storage_option: StorageOption = None,
 ) -> None:
     """Save the image, its seg prior, boundary prior and augmented input side by side."""
-    from precompute.store import StoreAccess
     from train.results.show import show
 
-    typer.echo(show(StoreAccess(store, storage_options(storage_option), cache), image_id, out))
+    typer.echo(show(store_access(store, storage_option, cache), image_id, out))
 
 
 def demo_command(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from precompute import checks
 from precompute.devices import check_device
-from precompute.store import open_store
+from precompute.store import SamaugStore, StoreAccess, access_of
 from precompute.types import SettingError
 from samaug.reproduce.grids import Grid, get_grid
 from samaug.reproduce.paper_table import build_table
@@ -36,6 +36,7 @@ from samaug.reproduce.plots import write_figure
 from samaug.reproduce.render import write_table
 from samaug.reproduce.runs import load_runs
 from train.choices import DEFAULT_CERTAINTY
+from train.inference.predictor import PredictSettings
 from train.models.backbones import BACKBONES
 from train.results.evaluation import evaluate_run
 from train.strategies import check_certainty
@@ -70,7 +71,8 @@ OWN_FIELDS = (
 class ReproduceSettings:
     """What ``reproduce`` runs (module doc).
 
-    table: a grid name (monuseg, glas, polyp). store: its store (path or URL).
+    table: a grid name (monuseg, glas, polyp). store: its store and how it is reached (a
+      ``StoreAccess``: fsspec options, cache; a bare location is made one).
     out: the folder of the runs (``runs/``) and the table files. seeds: seeds 0..seeds-1.
     epochs: every run's epochs (None: its recipe's). budget: every run's training items per
       epoch (None: one per training image). device, workers: as ``samaug train``'s.
@@ -83,7 +85,7 @@ class ReproduceSettings:
     """
 
     table: str
-    store: str
+    store: StoreAccess | str
     out: str = "reproduce"
     seeds: int = 3
     epochs: int | None = None
@@ -98,6 +100,7 @@ class ReproduceSettings:
     n_boot: int = 10000
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "store", access_of(self.store))
         grid = get_grid(self.table)
         checks.integer("--seeds", self.seeds, minimum=1)
         if self.epochs is not None:
@@ -165,7 +168,7 @@ def plan_runs(settings: ReproduceSettings) -> list[TrainConfig]:
             for seed in range(settings.seeds):
                 config = TrainConfig(
                     **settings.train_options,
-                    store=settings.store,
+                    store=settings.store.location,
                     model=model,
                     mode=mode,
                     out=str(settings.run_dir(model, mode, seed)),
@@ -181,22 +184,21 @@ def plan_runs(settings: ReproduceSettings) -> list[TrainConfig]:
     return configs
 
 
-def test_splits_of(settings: ReproduceSettings) -> list[str]:
-    """The grid's test splits the store holds; SettingError for a store of another dataset
-    or one with none of them."""
+def test_splits_of(settings: ReproduceSettings, store: SamaugStore) -> list[str]:
+    """The grid's test splits the store (opened from ``settings.store``) holds; SettingError
+    for a store of another dataset or one with none of them."""
     grid = settings.grid
-    store = open_store(settings.store)
     dataset = store.attrs["dataset"]["name"]
     if dataset != grid.dataset:
         raise SettingError(
-            f"{settings.store} is a {dataset!r} store; the {grid.name} table trains on a "
+            f"{store.location} is a {dataset!r} store; the {grid.name} table trains on a "
             f"{grid.dataset!r} store (samaug priors {grid.dataset} ...)"
         )
     splits = [s for s in grid.splits if s in store.splits()]
     if not splits:
         held = ", ".join(store.splits()) or "none"
         raise SettingError(
-            f"{settings.store} holds none of the {grid.name} test splits "
+            f"{store.location} holds none of the {grid.name} test splits "
             f"({', '.join(grid.splits)}); its splits: {held}"
         )
     return splits
@@ -206,13 +208,17 @@ def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print) -
     """Train and evaluate every run of the grid that is not done yet, then write the table,
     its CSV and the figure (module doc). Returns {"runs": [run directories], "trained": n,
     "evaluated": n, "markdown": path, "csv": path, "figure": path}."""
-    splits = test_splits_of(settings)
+    store = settings.store.open()
+    splits = test_splits_of(settings, store)
     configs = plan_runs(settings)
+    # Every run reads the store opened here: a URL's root metadata is not fetched again.
+    access = store.access
+    predict = PredictSettings(certainty=settings.certainty)
     trained = evaluated = 0
     for number, config in enumerate(configs, start=1):
         name = f"[{number}/{len(configs)}] {Path(config.out).name}"
         before = _finished_steps(Path(config.out))
-        summary = train(config, log=lambda line, name=name: log(f"{name}: {line}"))
+        summary = train(config, log=lambda line, name=name: log(f"{name}: {line}"), access=access)
         trained += summary["steps"] != before
         record = {
             "steps": summary["steps"],
@@ -222,9 +228,7 @@ def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print) -
         }
         if _evaluated_record(Path(config.out)) != record:
             log(f"{name}: evaluating on {', '.join(splits)}")
-            evaluate_run(
-                config.out, splits=splits, certainty=settings.certainty, device=settings.device
-            )
+            evaluate_run(config.out, access, splits, predict, device=settings.device)
             update_metrics(config.out, {"reproduce": record})
             evaluated += 1
         else:

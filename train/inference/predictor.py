@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from precompute import checks
 from precompute.types import SettingError
-from train.choices import DEFAULT_CERTAINTY, STRATEGIES, TTAS
+from train.choices import DEFAULT_CERTAINTY, DEFAULT_TTA, STRATEGIES, TTAS
 from train.fusion import FusionSettings, model_input
 from train.protocols import Protocol, get_protocol
 from train.strategies import check_certainty, inputs_for, strategy_maps
@@ -78,7 +78,7 @@ class PredictSettings:
     compares (``train.strategies.image_certainty``). Checked on construction."""
 
     overlap: float = 0.5
-    tta: str = "none"
+    tta: str = DEFAULT_TTA
     certainty: str = DEFAULT_CERTAINTY
 
     def __post_init__(self) -> None:

@@ -41,7 +41,7 @@ import torch
 
 from precompute.store import SamaugStore, StoreAccess, access_of, is_url
 from precompute.types import SettingError
-from train.choices import DEFAULT_CERTAINTY, STRATEGIES
+from train.choices import STRATEGIES
 from train.data.datasets import WholeImageDataset
 from train.inference.predictor import Predictor, PredictSettings
 from train.modes import get_mode
@@ -80,33 +80,29 @@ def prepare_evaluation(
     run_dir: str | Path,
     store: StoreAccess | str | None = None,
     splits: list[str] | None = None,
-    certainty: str = DEFAULT_CERTAINTY,
-    overlap: float = 0.5,
+    settings: PredictSettings | None = None,
+    files: FileSettings | None = None,
     device: str = "auto",
-    min_size: int = 10,
     checkpoint: str = "best.pt",
-    tta: str = "none",
     save_predictions: str | Path | None = None,
-    save_probabilities: bool = False,
-    probability_format: str = "npz",
-    overlay: bool = False,
 ) -> Evaluation:
     """Check every setting and load the run and its store; no image is read yet.
 
     run_dir: a run directory, a model bundle or a checkpoint file (``load_model``).
     store: the store to evaluate on and how it is reached (``StoreAccess``; a location or
-    none: the run's training store). save_predictions: a folder to write every image's prediction
-    files to, one subfolder per split and strategy (``train.results.prediction_files``
-    layout), with the probability map (in ``probability_format``) and the overlay as asked.
+    none: the run's training store). settings: how the model predicts (overlap, tta,
+    certainty; default ``PredictSettings()``). files: the minimum size of the objects
+    scored, and what is written per image (default ``FileSettings()``) with
+    save_predictions: a folder to write every image's prediction files to, one subfolder
+    per split and strategy (``train.results.prediction_files`` layout).
 
-    SettingError / SamaugError for: an unknown certainty or tta, min_size < 0, overlap
-    outside [0, 1), a device torch does not have, a missing or unreadable checkpoint, a
-    store missing or made with priors other than the model's, a split the store lacks (the
-    message lists the store's), no split left to test on, or a prediction folder holding
-    files samaug did not write.
+    SettingError / SamaugError for: a device torch does not have, a missing or unreadable
+    checkpoint, a store missing or made with priors other than the model's, a split the
+    store lacks (the message lists the store's), no split left to test on, or a prediction
+    folder holding files samaug did not write (``settings`` and ``files`` check themselves
+    on construction).
     """
-    settings = PredictSettings(overlap, tta, certainty)
-    files = FileSettings(min_size, save_probabilities, probability_format, overlay)
+    settings, files = settings or PredictSettings(), files or FileSettings()
     loaded = load_model(run_dir, checkpoint, device)
     config = loaded.config
     predictor = Predictor.of_run(loaded.model, config, loaded.task, settings)

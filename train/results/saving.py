@@ -18,6 +18,7 @@ from torch import Tensor
 
 from precompute import __version__, checks
 from precompute.types import SettingError
+from train.choices import DEFAULT_MIN_SIZE, DEFAULT_PROBABILITY_FORMAT
 from train.postprocess import binary_from_probs
 from train.results.prediction_files import PROB_FORMATS, write_prediction
 from train.strategies import foreground_probability
@@ -30,9 +31,9 @@ class FileSettings:
     probability, as ``probability_format`` "npz" float16 or "tif" float32), ``overlay``
     (contours over the image); ``min_size``: instance objects of fewer pixels are removed."""
 
-    min_size: int = 10
+    min_size: int = DEFAULT_MIN_SIZE
     probabilities: bool = False
-    probability_format: str = "npz"
+    probability_format: str = DEFAULT_PROBABILITY_FORMAT
     overlay: bool = False
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from precompute.files import atomic_write_json
 from precompute.listing import by_stem, image_files
-from precompute.store import SamaugStore, open_store
+from precompute.store import SamaugStore, StoreAccess, access_of
 from precompute.types import InputError, SamaugError, SettingError
 from train.results.prediction_files import INDEX_NAME, read_index
 from train.results.prediction_reader import check_shape, match_predictions, read_prediction
@@ -53,7 +53,7 @@ class Scoring:
 
 def prepare_scoring(
     predictions: str | Path,
-    store: str | None = None,
+    store: StoreAccess | str | None = None,
     splits: list[str] | None = None,
     labels: str | Path | None = None,
     task: str | None = None,
@@ -61,11 +61,11 @@ def prepare_scoring(
 ) -> Scoring:
     """Check the settings, list the ground truth and match the predictions; nothing is read.
 
-    predictions: the folder of prediction files. store (with splits; default the splits
-    predictions.json records as predicted, else all) or labels: the ground truth, exactly
-    one. task: a name of ``train.tasks``; default the one predictions.json records, else
-    the store's dataset's. out: where scores.json and scores_per_image.csv go (default:
-    the predictions folder).
+    predictions: the folder of prediction files. store (a location or a ``StoreAccess``:
+    fsspec options, cache; with splits, default the splits predictions.json records as
+    predicted, else all) or labels: the ground truth, exactly one. task: a name of
+    ``train.tasks``; default the one predictions.json records, else the store's dataset's.
+    out: where scores.json and scores_per_image.csv go (default: the predictions folder).
     """
     predictions = Path(predictions)
     if not predictions.is_dir():
@@ -74,7 +74,7 @@ def prepare_scoring(
         raise SettingError("give the ground truth: --store STORE or --labels DIR (one of them)")
     if splits and store is None:
         raise SettingError("--split picks splits of a --store; --labels has none")
-    opened = open_store(store) if store is not None else None
+    opened = access_of(store).open() if store is not None else None
     made_by = _made_by(predictions)
     chosen = get_task(task) if task is not None else _recorded_task(predictions, made_by, opened)
     label_files: dict[str, Path] = {}

@@ -36,7 +36,7 @@ from precompute.devices import check_device
 from precompute.pipeline import PriorsConfig, RunSummary
 from precompute.pipeline import run as run_priors
 from precompute.readers import get_reader
-from precompute.store import StoreAccess, Target, access_of, open_store
+from precompute.store import SamaugStore, StoreAccess, Target, access_of, open_store
 from precompute.store.schema import sha256_of
 from precompute.types import ImageRef, SamaugError, SettingError
 from train.choices import STRATEGIES
@@ -116,6 +116,8 @@ class Prediction:
     out: Path
     masker: MaskerChoice | None  # None: no priors to compute (a store, or the raw strategy)
     ids: list[str]  # a store's images to predict (empty for a folder)
+    # The store predicted from, opened once (a URL's root metadata is read once per run).
+    store: SamaugStore | None = None
     # Images of the folder whose priors a kept masker store holds but whose file cannot be
     # read now: (image ID, reason); failures, not predicted from the store's old copy.
     unreadable: list[tuple[str, str]] = field(default_factory=list)
@@ -141,7 +143,7 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
     predictor = Predictor.of_run(loaded.model, loaded.config, loaded.task, config.settings)
     strategy = get_mode(loaded.config.mode).strategy(config.strategy)
     priors = strategy != "raw"  # a raw input never reads them
-    masker, ids, unreadable = None, [], []
+    masker, ids, unreadable, store = None, [], [], None
     if config.images is not None:
         images = Path(config.images)
         if not images.is_dir():
@@ -160,7 +162,7 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
         if not ids:
             raise SettingError(f"{store.location}: no complete images to predict")
     out = prepare_folder(config.out)
-    return Prediction(config, loaded, predictor, strategy, out, masker, ids, unreadable)
+    return Prediction(config, loaded, predictor, strategy, out, masker, ids, store, unreadable)
 
 
 @torch.no_grad()
@@ -188,7 +190,7 @@ def run_prediction(job: Prediction, progress: Progress | None = None) -> Predict
             refs = get_reader("folder", config.images).refs()
             items = _folder_items(config.images, refs, failures)
         else:
-            items = _store_items(access_of(config.store), job.ids)
+            items = _store_items(job.store, job.ids)
         entries = _predict_items(job, items, progress)
     settings = {
         **asdict(config.settings),
@@ -196,7 +198,7 @@ def run_prediction(job: Prediction, progress: Progress | None = None) -> Predict
         **asdict(config.files),
         "input": {"images": config.images}
         if config.images is not None
-        else {"store": access_of(config.store).location, "splits": list(config.splits)},
+        else {"store": job.store.location, "splits": list(config.splits)},
         "masker_store": config.masker_store,
     }
     info = made_by(config.model, loaded.path, loaded.state, loaded.task, job.strategy, settings)
@@ -280,10 +282,10 @@ def _priors_progress(progress: Progress):
     return on_progress
 
 
-def _store_items(access: StoreAccess, ids: list[str]) -> tuple[int, Iterator[dict]]:
+def _store_items(store: SamaugStore | StoreAccess, ids: list[str]) -> tuple[int, Iterator[dict]]:
     if not ids:
         return 0, iter(())
-    dataset = WholeImageDataset(access, ids)
+    dataset = WholeImageDataset(store, ids)
     return len(dataset), (dataset[i] for i in range(len(dataset)))
 
 
