@@ -12,6 +12,7 @@ from train.models.factory import (
     list_models,
     model_options,
     parameter_count,
+    preferred_patch_size,
     register_model,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "list_models",
     "model_options",
     "parameter_count",
+    "preferred_patch_size",
     "register_model",
 ]
