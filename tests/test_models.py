@@ -23,6 +23,7 @@ SMALL = {
     "pnet": {"base_channels": 8},
     "swin_unet": {"base_channels": 12, "num_heads": (1, 1, 2, 2)},
     "pranet": {"base_channels": 8},
+    "hsnet": {"base_channels": 8},
 }
 # Parameter counts of the default configurations (in_channels=3, num_classes=3), in millions:
 # the U-Net paper's ~31M and Swin-Unet's reported 27.17M.
@@ -31,6 +32,7 @@ DEFAULT_PARAMS_M = {
     "attention_unet": (31.0, 33.0),
     "pnet": (0.4, 0.6),
     "swin_unet": (26.9, 27.4),
+    "hsnet": (29.2, 29.3),  # the released HSNet, less the hb0 block it never calls: 29.26M
 }
 
 
@@ -125,8 +127,8 @@ def test_a_value_the_model_cannot_use_is_a_setting_error():
 
 def test_each_name_maps_to_a_distinct_class():
     names = list_models()
-    assert {"unet", "attention_unet", "pnet", "swin_unet", "pranet"} <= set(names)
-    assert "pranet" in DEEP_SUPERVISED
+    assert {"unet", "attention_unet", "pnet", "swin_unet", "pranet", "hsnet"} <= set(names)
+    assert {"pranet", "hsnet"} <= set(DEEP_SUPERVISED)
     classes = {type(small_model(name, 3, 2)) for name in names}
     assert len(classes) == len(names)
 

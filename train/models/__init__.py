@@ -16,7 +16,7 @@ from train.models.factory import (
     register_model,
 )
 
-from . import pnet, pranet, swin_unet, unet  # noqa: F401  (imported to register the models)
+from . import hsnet, pnet, pranet, swin_unet, unet  # noqa: F401  (imported to register the models)
 
 __all__ = [
     "MODELS",

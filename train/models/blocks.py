@@ -3,7 +3,7 @@
 All tensors are float ``(B, C, H, W)``. ``pad_to_multiple``/``crop_padding`` let a network
 with an overall stride accept any input size: pad up to the next multiple of the stride,
 run, and crop the output back to the input's frame. ``DeepSupervised`` is the base of the
-networks with several output maps (PraNet), ``upsample_maps`` brings such maps to the
+networks with several output maps (PraNet, HSNet), ``upsample_maps`` brings such maps to the
 input's frame.
 """
 
@@ -65,7 +65,7 @@ def upsample_maps(
     maps: list[torch.Tensor], scales: tuple[int, ...], pad: Padding
 ) -> list[torch.Tensor]:
     """Each ``(B, K, h, w)`` map of a padded input bilinearly upsampled by its factor in
-    ``scales`` (align_corners False, as the released PraNet does), then cropped back
+    ``scales`` (align_corners False, as the released PraNet and HSNet do), then cropped back
     to the unpadded frame (``crop_padding``)."""
     return [
         crop_padding(F.interpolate(m, scale_factor=s, mode="bilinear"), pad)

@@ -5,7 +5,7 @@
 ``{"model": ...}`` or ``{"state_dict": ...}`` wrapper (how released checkpoints often hold a
 state dict) is opened. ``widen_first_conv`` adapts an RGB network's first convolution to
 another number of input channels. Each model's own loader maps the keys; a backbone whose
-file, once renamed, uses its own state-dict keys (PraNet's Res2Net) is then
+file, once renamed, uses its own state-dict keys (PraNet's Res2Net, HSNet's PVTv2) is then
 filled by ``apply_backbone_weights``, which reports what it did (``BackboneReport``).
 """
 
