@@ -15,7 +15,8 @@ WEIGHTS_DIR ?= checkpoints
 #   make weights SAM_MODELS=vit_b && make priors SAM_CHECKPOINT=checkpoints/sam_vit_b_01ec64.pth
 SAM_CHECKPOINT ?= $(WEIGHTS_DIR)/sam_vit_h_4b8939.pth
 SAM_MODELS ?= vit_h
-# ImageNet backbones `make weights` fetches too (swin_t: Swin-UNet's Swin-T); empty for none.
+# ImageNet backbones `make weights` fetches too (swin_t: Swin-UNet's Swin-T; pvt_v2_b2: HSNet's
+# PVTv2-B2); empty for none.
 BACKBONE_WEIGHTS ?= swin_t
 MASKER ?= sam
 WORKERS ?=

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from precompute.types import SettingError
 from train.models import (
+    MODELS,
     check_model_options,
     create_model,
     list_models,
@@ -22,6 +23,7 @@ SMALL = {
     "pnet": {"base_channels": 8},
     "swin_unet": {"base_channels": 12, "num_heads": (1, 1, 2, 2)},
     "pranet": {"base_channels": 8},
+    "hsnet": {"base_channels": 8},
 }
 # Parameter counts of the default configurations (in_channels=3, num_classes=3), in millions:
 # the U-Net paper's ~31M and Swin-Unet's reported 27.17M.
@@ -30,7 +32,12 @@ DEFAULT_PARAMS_M = {
     "attention_unet": (31.0, 33.0),
     "pnet": (0.4, 0.6),
     "swin_unet": (26.9, 27.4),
+    "hsnet": (29.2, 29.3),  # the released HSNet, less the hb0 block it never calls: 29.26M
 }
+
+
+# The models that train on several maps (``forward_all``) and predict with their sum.
+DEEP_SUPERVISED = [n for n in list_models() if getattr(MODELS.get(n), "deep_supervision", False)]
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +64,27 @@ def test_forward_backward_any_size(name, shape, num_classes):
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{name}: parameter {pname} is never used"
         assert torch.isfinite(p.grad).all(), f"{name}: gradient of {pname} is not finite"
+
+
+@pytest.mark.parametrize("shape, num_classes", [((1, 3, 64, 96), 1), ((2, 5, 65, 47), 2)])
+@pytest.mark.parametrize("name", DEEP_SUPERVISED)
+def test_deep_supervised_maps_are_at_the_input_size_and_forward_is_their_sum(
+    name, shape, num_classes
+):
+    model = small_model(name, shape[1], num_classes).eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        maps = model.forward_all(x)
+        summed = model(x)
+    assert len(maps) == 4
+    for m in maps:
+        assert m.shape == (shape[0], num_classes, *shape[2:])
+        assert torch.isfinite(m).all()
+    torch.testing.assert_close(summed, maps[0] + maps[1] + maps[2] + maps[3])
+    # Each map has its own head (PraNet: each reverse-attention branch its own residual).
+    for i in range(4):
+        for j in range(i):
+            assert not torch.allclose(maps[i], maps[j])
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -99,7 +127,8 @@ def test_a_value_the_model_cannot_use_is_a_setting_error():
 
 def test_each_name_maps_to_a_distinct_class():
     names = list_models()
-    assert {"unet", "attention_unet", "pnet", "swin_unet"} <= set(names)
+    assert {"unet", "attention_unet", "pnet", "swin_unet", "pranet", "hsnet"} <= set(names)
+    assert {"pranet", "hsnet"} <= set(DEEP_SUPERVISED)
     classes = {type(small_model(name, 3, 2)) for name in names}
     assert len(classes) == len(names)
 

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from precompute.types import SettingError
+from tests.support.widened import assert_priors_start_ignored
 from train.losses import boundary_weights, structure_loss
 from train.models import create_model, list_models
-from train.models.pranet import PraNet
 from train.models.pranet_backbone import build_backbone, load_backbone_weights
 
 SMALL = {"base_channels": 8}
@@ -25,25 +25,6 @@ def _seed():
 
 
 # ---- the network ----
-
-
-@pytest.mark.parametrize("shape, num_classes", [((1, 3, 64, 64), 1), ((2, 5, 65, 47), 2)])
-def test_four_maps_at_the_input_size_and_forward_is_their_sum(shape, num_classes):
-    model = create_model("pranet", in_channels=shape[1], num_classes=num_classes, **SMALL).eval()
-    assert isinstance(model, PraNet) and model.deep_supervision is True
-    x = torch.randn(shape)
-    with torch.no_grad():
-        maps = model.forward_all(x)
-        summed = model(x)
-    assert len(maps) == 4
-    for m in maps:
-        assert m.shape == (shape[0], num_classes, *shape[2:])
-        assert torch.isfinite(m).all()
-    torch.testing.assert_close(summed, maps[0] + maps[1] + maps[2] + maps[3])
-    # Each reverse-attention branch adds its own residual: no two maps coincide.
-    for i in range(4):
-        for j in range(i):
-            assert not torch.allclose(maps[i], maps[j])
 
 
 def test_deep_supervised_structure_loss_trains_every_parameter():
@@ -327,15 +308,8 @@ def test_five_channel_model_starts_from_three_channel_weights(timm_weights):
     report = load_backbone_weights(five, path)
     assert report.adapted == ("conv1.0.weight",) and "conv1.0.weight" in report.loaded
     assert report.skipped == report.missing == ()
-    stem = five.state_dict()["conv1.0.weight"]
-    assert stem.shape == (32, 5, 3, 3)
-    assert torch.equal(stem[:, :3], state["conv1.0.weight"])
-    assert torch.equal(stem[:, 3:], torch.zeros(32, 2, 3, 3))
-    # The prior channels start out ignored: the network computes what the 3-channel one does.
-    x, priors = torch.randn(1, 3, 64, 64), torch.randn(1, 2, 64, 64)
-    with torch.no_grad():
-        for a, b in zip(five(torch.cat([x, priors], dim=1)), three(x), strict=True):
-            torch.testing.assert_close(a, b)
+    assert state["conv1.0.weight"].shape == (32, 3, 3, 3)
+    assert_priors_start_ignored(three, five, "conv1.0.weight", state["conv1.0.weight"])
 
 
 def test_partial_file_reports_missing_and_skipped(timm_weights, tmp_path):

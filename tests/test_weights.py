@@ -43,7 +43,8 @@ def test_weights_command_fetches_sam_and_backbones_and_checks_them(tmp_path, cap
         return lines[0]
 
     line = error_line("weights", "vit_q", "--dir", str(tmp_path))
-    assert line == "error: unknown weights vit_q; choose from vit_b, vit_l, vit_h, swin_t"
+    choices = "vit_b, vit_l, vit_h, swin_t, pvt_v2_b2"
+    assert line == f"error: unknown weights vit_q; choose from {choices}"
     served = tmp_path / "mirror"
     served.mkdir()
     for name in ("sam_vit_h_4b8939.pth", BACKBONES["swin_t"].filename):

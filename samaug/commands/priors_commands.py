@@ -193,7 +193,7 @@ def weights(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="SAM: vit_b, vit_l, vit_h; backbones: swin_t (default: vit_h swin_t, the paper's)."
+            help="SAM: vit_b, vit_l, vit_h; backbones: swin_t, pvt_v2_b2 (default: vit_h swin_t)."
         ),
     ] = None,
     directory: Annotated[Path, typer.Option("--dir", help="Where to put them.")] = Path(

@@ -69,7 +69,7 @@ def train_command(
     batch_size: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
     patch_size: Annotated[
         int | None,
-        typer.Option(help="Patch side, or the resized side under polyp (256 / 352)."),
+        typer.Option(help="Patch side, or resized side under polyp (256 / 352; swin_unet 224)."),
     ] = None,
     scales: Annotated[
         str | None, typer.Option(help="Multi-scale factors (polyp), e.g. 0.75,1,1.25.")

@@ -12,10 +12,11 @@ from train.models.factory import (
     list_models,
     model_options,
     parameter_count,
+    preferred_patch_size,
     register_model,
 )
 
-from . import pnet, pranet, swin_unet, unet  # noqa: F401  (imported to register the models)
+from . import hsnet, pnet, pranet, swin_unet, unet  # noqa: F401  (imported to register the models)
 
 __all__ = [
     "MODELS",
@@ -25,5 +26,6 @@ __all__ = [
     "list_models",
     "model_options",
     "parameter_count",
+    "preferred_patch_size",
     "register_model",
 ]

@@ -3,7 +3,8 @@
 Downloaded like SAM's checkpoints (``precompute.downloads.fetch``: written beside the
 destination, kept only if the sha256 matches). A model uses one through its ``pretrained``
 option, e.g. ``--model swin_unet --model-option
-pretrained=checkpoints/swin_tiny_patch4_window7_224.pth``.
+pretrained=checkpoints/swin_tiny_patch4_window7_224.pth`` or ``--model hsnet --model-option
+pretrained=checkpoints/pvt_v2_b2.pth``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ BACKBONES = {
         ),
         sha256="9f71c168d837d1b99dd1dc29e14990a7a9e8bdc5f673d46b04fe36fe15590ad3",
         model="swin_unet",
+    ),
+    # PVTv2-B2, ImageNet-1k (Wang et al. 2022), the file HSNet loads (``pvt_v2_b2.pth``; the
+    # PVT README lists it as 97M). The PVT authors publish no checksum for their release
+    # assets; this sha256 is the Git LFS object id of the same file (102 MB) in two
+    # independent Hugging Face repositories, huihuixu/lgrnet_ckpts (pvt_v2_b2.pth) and
+    # fofr/comfyui (BiRefNet/pvt_v2_b2.pth), and what independent projects that downloaded
+    # the official weights record for them (same hash). timm's own copy, in its layout
+    # (https://huggingface.co/timm/pvt_v2_b2.in1k, commit 250d713, model.safetensors, sha256
+    # 0bff520d64b91bdbb35f2b5bff2b62d35a9d9c6d6a5056e683f1e7ce556d0e5e), loads as well.
+    "pvt_v2_b2": Backbone(
+        filename="pvt_v2_b2.pth",
+        url="https://github.com/whai362/PVT/releases/download/v2/pvt_v2_b2.pth",
+        sha256="80711cd1b37ffba12bec6c7a2a7c54efe2315ed635e6d2055fd51c3e909ede4d",
+        model="hsnet",
     ),
 }
 

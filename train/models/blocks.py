@@ -2,7 +2,9 @@
 
 All tensors are float ``(B, C, H, W)``. ``pad_to_multiple``/``crop_padding`` let a network
 with an overall stride accept any input size: pad up to the next multiple of the stride,
-run, and crop the output back to the input's frame.
+run, and crop the output back to the input's frame. ``DeepSupervised`` is the base of the
+networks with several output maps (PraNet, HSNet), ``upsample_maps`` brings such maps to the
+input's frame.
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ def crop_padding(x: torch.Tensor, pad: Padding) -> torch.Tensor:
     left, right, top, bottom = pad
     h, w = x.shape[-2:]
     return x[..., top : h - bottom, left : w - right]
+
+
+class DeepSupervised(nn.Module):
+    """Base of a deep-supervised network, whose subclass defines ``forward_all(x)``: its maps,
+    each ``(B, num_classes, H, W)`` logits for a ``(B, in_channels, H, W)`` input.
+
+    ``forward`` returns their sum (what PraNet's and SAMAug's polyp test scripts score);
+    ``deep_supervision`` tells the trainer to train on the loss summed over the maps.
+    """
+
+    deep_supervision = True
+
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.forward_all(x)).sum(dim=0)
+
+
+def upsample_maps(
+    maps: list[torch.Tensor], scales: tuple[int, ...], pad: Padding
+) -> list[torch.Tensor]:
+    """Each ``(B, K, h, w)`` map of a padded input bilinearly upsampled by its factor in
+    ``scales`` (align_corners False, as the released PraNet and HSNet do), then cropped back
+    to the unpadded frame (``crop_padding``)."""
+    return [
+        crop_padding(F.interpolate(m, scale_factor=s, mode="bilinear"), pad)
+        for m, s in zip(maps, scales, strict=True)
+    ]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Sequential:

@@ -6,7 +6,8 @@ keyword arguments are the class's own, read from its constructor's signature
 (``model_options``): ``base_channels``, the width, for every model, then ``depth``,
 ``dropout``, ``window_size``, ... Every registered class takes ``in_channels`` and
 ``num_classes`` and maps a ``(B, in_channels, H, W)`` float tensor to
-``(B, num_classes, H, W)`` raw logits for any H, W.
+``(B, num_classes, H, W)`` raw logits for any H, W. A class may say which input side it is
+built for with a ``default_patch_size`` attribute (``preferred_patch_size``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ def model_options(name: str) -> dict[str, object]:
         for p in parameters
         if p.kind in kinds and p.name not in ("in_channels", "num_classes")
     }
+
+
+def preferred_patch_size(name: str) -> int | None:
+    """The input side model ``name`` is built for, its class's ``default_patch_size`` (e.g.
+    Swin-UNet's 224, where its windows tile every stage), or None if it takes any size well.
+    ``TrainConfig.resolve`` takes it as the patch (or resize) side when none is given."""
+    return getattr(MODELS.get(name), "default_patch_size", None)
 
 
 def check_model_options(name: str, options: Mapping[str, object]) -> None:

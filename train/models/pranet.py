@@ -30,15 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from precompute.checks import integer
-from train.models.blocks import crop_padding, pad_to_multiple
+from train.models.blocks import DeepSupervised, pad_to_multiple, upsample_maps
 from train.models.factory import register_model
-from train.models.pranet_backbone import (
-    PretrainedReport,
-    apply_weights,
-    build_backbone,
-    read_weights,
-)
+from train.models.pranet_backbone import apply_weights, build_backbone, read_weights
 from train.models.pranet_blocks import PartialDecoder, ReceptiveField, ReverseAttention
+from train.models.weight_files import BackboneReport
 
 # The released branches: (width, kernel, ReLU convolutions, kernel of the last convolution),
 # for the layer-4, layer-3 and layer-2 features.
@@ -48,7 +44,7 @@ OUTPUT_SCALES = (8, 32, 16, 8)
 
 
 @register_model("pranet")
-class PraNet(nn.Module):
+class PraNet(DeepSupervised):
     """PraNet: ``(B, in_channels, H, W)`` float -> ``(B, num_classes, H, W)`` logits, any H, W.
 
     ``forward`` returns the sum of the four deep-supervision maps (what the SAMAug polyp test
@@ -67,7 +63,6 @@ class PraNet(nn.Module):
         What was loaded is in ``pretrained_report``. None: random initialisation.
     """
 
-    deep_supervision = True
     stride = 32
 
     def __init__(
@@ -93,7 +88,7 @@ class PraNet(nn.Module):
             ReverseAttention(channels, *branch, num_classes=num_classes)
             for channels, branch in zip((c32, c16, c8), REVERSE_BRANCHES, strict=True)
         )
-        self.pretrained_report: PretrainedReport | None = (
+        self.pretrained_report: BackboneReport | None = (
             None if weights is None else apply_weights(self.backbone, weights, pretrained)
         )
 
@@ -112,10 +107,4 @@ class PraNet(nn.Module):
                 coarse = F.interpolate(coarse, scale_factor=2, mode="bilinear")
             coarse = branch(features, coarse)
             maps.append(coarse)
-        return [
-            crop_padding(F.interpolate(m, scale_factor=s, mode="bilinear"), pad)
-            for m, s in zip(maps, OUTPUT_SCALES, strict=True)
-        ]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack(self.forward_all(x)).sum(dim=0)
+        return upsample_maps(maps, OUTPUT_SCALES, pad)

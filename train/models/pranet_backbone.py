@@ -20,20 +20,16 @@ authors' module names; so one key scheme reads both, from a torch file (``torch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from precompute.types import SettingError
-
 from . import weight_files
+from .weight_files import BackboneReport
 
 TIMM_NAME = "res2net50d"
 CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
-# BatchNorm's step counter: no learned value, and a file may lack it.
-_COUNTER = "num_batches_tracked"
 _EXPECTED = (
     "a Res2Net-50 v1b 26w4s ImageNet state dict (keys 'conv1.0.weight', "
     "'layer1.0.convs.0.weight', 'layer1.0.bns.0.weight', ..., optionally 'fc.*'), as in "
@@ -67,35 +63,6 @@ def build_backbone(in_channels: int) -> nn.Module:
     )
 
 
-@dataclass(frozen=True)
-class PretrainedReport:
-    """What ``load_backbone_weights`` did with a weight file; key names are the file's.
-
-    loaded: tensors copied into the backbone (``adapted`` among them).
-    adapted: tensors copied into a wider first convolution (more input channels than the
-      file's 3), the extra input channels' weights set to zero.
-    skipped: tensors of the file whose shape does not fit the backbone; not loaded.
-    missing: backbone tensors the file lacks; they keep their random initialisation.
-    ignored: tensors of the file the backbone has no use for (the ImageNet classifier).
-    BatchNorm's ``num_batches_tracked`` counters are left out of every list.
-    """
-
-    path: str
-    loaded: tuple[str, ...]
-    adapted: tuple[str, ...]
-    skipped: tuple[str, ...]
-    missing: tuple[str, ...]
-    ignored: tuple[str, ...]
-
-    def summary(self) -> str:
-        """One line for a log: the file and the four counts."""
-        return (
-            f"{self.path}: {len(self.loaded)} backbone tensors loaded ({len(self.adapted)} "
-            f"widened to more input channels), {len(self.skipped)} skipped (shape), "
-            f"{len(self.missing)} missing, {len(self.ignored)} ignored (classifier)"
-        )
-
-
 def check_weights_file(path: str | Path) -> Path:
     """The path of an existing file, or SettingError naming it (run before building anything)."""
     return weight_files.check_weights_file(path, _EXPECTED)
@@ -106,7 +73,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return weight_files.read_tensors(path, _EXPECTED)
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> PretrainedReport:
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> BackboneReport:
     """Copy a Res2Net-50 v1b 26w4s ImageNet weight file into ``build_backbone``'s module:
     ``read_weights`` then ``apply_weights``."""
     return apply_weights(backbone, read_weights(path), path)
@@ -114,8 +81,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> PretrainedRe
 
 def apply_weights(
     backbone: nn.Module, weights: Mapping[str, torch.Tensor], path: str | Path
-) -> PretrainedReport:
-    """Copy the tensors ``weights`` read from the file ``path`` into ``build_backbone``'s module.
+) -> BackboneReport:
+    """Copy the tensors ``weights`` read from the file ``path`` into ``build_backbone``'s module
+    (``weight_files.apply_backbone_weights``).
 
     The file must use the backbone's key names (see the module docstring) and hold at least
     one of its tensors; a file with other keys is refused with SettingError (it is another
@@ -124,41 +92,12 @@ def apply_weights(
     prior channels), the file's weights fill the first channels and the rest are zero, so the
     network starts out computing exactly what the pretrained one computes on the image.
     """
-    weights = {k: v for k, v in weights.items() if not k.endswith(_COUNTER)}
-    own = {k: v for k, v in backbone.state_dict().items() if not k.endswith(_COUNTER)}
-    foreign = sorted(k for k in weights if k not in own and k not in CLASSIFIER_KEYS)
-    if foreign or not own.keys() & weights.keys():
-        if foreign:
-            shown = ", ".join(repr(k) for k in foreign[:3])
-            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-            problem = f"has {len(foreign)} keys that it does not have ({shown}{more})"
-        else:
-            problem = "holds none of its tensors"
-        raise SettingError(
-            f"pretrained weight file {path} is not a Res2Net-50 v1b 26w4s state dict: it "
-            f"{problem}; give {_EXPECTED}"
-        )
-    to_load: dict[str, torch.Tensor] = {}
-    adapted, skipped = [], []
-    for key, value in weights.items():
-        if key not in own:
-            continue
-        target = own[key].shape
-        if value.shape != target:
-            first = key == "conv1.0.weight"
-            value = weight_files.widen_first_conv(value, target)[0] if first else None
-            if value is None:
-                skipped.append(key)
-                continue
-            adapted.append(key)
-        to_load[key] = value
-    result = backbone.load_state_dict(to_load, strict=False)
-    assert not result.unexpected_keys, result.unexpected_keys  # only own keys were given
-    return PretrainedReport(
-        path=str(path),
-        loaded=tuple(to_load),
-        adapted=tuple(adapted),
-        skipped=tuple(skipped),
-        missing=tuple(k for k in own if k not in weights),
-        ignored=tuple(k for k in weights if k in CLASSIFIER_KEYS),
+    return weight_files.apply_backbone_weights(
+        backbone,
+        weights,
+        path,
+        network="Res2Net-50 v1b 26w4s",
+        expected=_EXPECTED,
+        first_conv="conv1.0.weight",
+        ignored=CLASSIFIER_KEYS,
     )

@@ -10,7 +10,18 @@ and a linear layer back to the level's width, Swin blocks; finally LayerNorm, a 
 expanding back to the input resolution and a 1x1 projection to the classes. Defaults match
 the paper's Swin-T configuration (drop path 0.2 as in its released config).
 
-Input sizes: the released code fixes the input at 224x224. Here any H, W works:
+Skip connections, as in the released code (``SwinTransformerSys.forward_features``): the
+skip of a level is that level's input, the patch embedding (level 0) or the patch merging
+output, taken before the level's Swin blocks. ``skip_source="output"`` takes instead the
+output of the level's encoder blocks, as the paper's Fig. 1 draws it; the default is the
+released one.
+
+Input sizes: the released code fixes the input at 224x224, where a 7x7 window tiles every
+stage (56, 28, 14 and 7 tokens a side) and the bottleneck is one window without a shift.
+That is the size ``default_patch_size`` asks the trainer for (``TrainConfig.resolve`` uses
+it when no ``--patch-size`` is given), and at 224x224 this module computes the released
+network: README, "Paper, released code and our choices", records the comparison, and
+tests/test_swin_pretrained.py pins its outputs. Any other H, W works too:
 
 - the input is padded (reflect) to a multiple of ``patch_size * 2**(stages - 1)`` (32), which
   makes every patch merging see even sizes, and the logits are cropped back;
@@ -19,11 +30,6 @@ Input sizes: the released code fixes the input at 224x224. Here any H, W works:
   keys in every window, shifted or not, so the valid tokens never attend to them;
 - along an axis no longer than one window nothing is shifted (the Swin rule for maps that fit
   in one window, applied per axis).
-
-For 224x224 inputs this is exactly the paper's network. One deliberate difference from the
-released code: the skip connection of a level takes the output of that level's encoder Swin
-blocks (as drawn in the paper's Fig. 1); the released code takes the level's input (the
-patch embedding or merging output), before the blocks.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from train.models.swin_pretrained import load_swin_imagenet
 # Added to the attention logits of excluded pairs (Swin's value): exp(-100) vanishes next to
 # any real logit, yet a fully masked row stays finite (no NaN) where -inf would not.
 MASK_VALUE = -100.0
+# What a skip connection carries (``SwinUNet``'s ``skip_source``): the released code's first.
+SKIP_SOURCES = ("input", "output")
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -241,10 +249,17 @@ class SwinUNet(nn.Module):
         attention weights.
       drop_path_rate: stochastic depth, rising linearly to this over the encoder's blocks; a
         decoder level uses the rates of its encoder level.
+      skip_source: what a level's skip connection carries: "input" (the released code: the
+        level's patch embedding or merging output) or "output" (the paper's figure: the output
+        of the level's encoder blocks).
       pretrained: path of ImageNet Swin-T weights (Microsoft's, timm's or torchvision's) to
         initialise the encoder and the mirrored decoder blocks from, as the released code does
         (``swin_pretrained.load_swin_imagenet``); what it did is in ``self.pretrained_report``.
     """
+
+    # The released input side, 224 = 4 * 7 * 2**3: a 7x7 window tiles every stage. The
+    # trainer's patch (or resize) side when no --patch-size is given (TrainConfig.resolve).
+    default_patch_size = 224
 
     def __init__(
         self,
@@ -259,11 +274,15 @@ class SwinUNet(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.2,
+        skip_source: str = "input",
         pretrained: str | None = None,
     ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {depths} and num_heads {num_heads} differ in length")
+        if skip_source not in SKIP_SOURCES:
+            raise ValueError(f"skip_source {skip_source!r} is none of {', '.join(SKIP_SOURCES)}")
+        self.skip_source = skip_source
         n = len(depths)
         self.stride = patch_size * 2 ** (n - 1)
         dims = [base_channels * 2**i for i in range(n)]
@@ -305,8 +324,9 @@ class SwinUNet(nn.Module):
         x = self.pos_drop(self.embed_norm(self.patch_embed(x).permute(0, 2, 3, 1)))
         skips = []
         for stage, merge in zip(self.encoder[:-1], self.merges, strict=True):
-            skips.append(stage(x))
-            x = merge(skips[-1])
+            out = stage(x)
+            skips.append(x if self.skip_source == "input" else out)
+            x = merge(out)
         x = self.norm(self.encoder[-1](x))
         for expand, fuse, stage in zip(self.expands, self.skip_fuse, self.decoder, strict=True):
             x = stage(fuse(torch.cat([expand(x), skips.pop()], dim=-1)))
