@@ -10,7 +10,7 @@ import scipy.stats
 
 from precompute.types import SamaugError
 from samaug.reproduce import paired_comparison
-from samaug.reproduce.stats import average_over_seeds
+from samaug.reproduce.stats import MIN_IMAGES, average_over_seeds
 
 
 def by_image(values) -> dict[str, float]:
@@ -33,8 +33,8 @@ def test_wilcoxon_statistic_and_p_equal_scipys_on_the_same_numbers():
 
 
 def test_bootstrap_interval_equals_a_direct_loop():
-    base = by_image([0.50, 0.61, 0.47, 0.70, 0.55, 0.58, 0.66])
-    other = by_image([0.52, 0.60, 0.55, 0.71, 0.61, 0.57, 0.70])
+    base = by_image([0.50, 0.61, 0.47, 0.70, 0.55, 0.58, 0.66, 0.49, 0.63, 0.52, 0.57])
+    other = by_image([0.52, 0.60, 0.55, 0.71, 0.61, 0.57, 0.70, 0.53, 0.62, 0.58, 0.60])
     d = np.array([other[k] - base[k] for k in sorted(base)])
     for n_boot, seed in ((300, 0), (2500, 7)):  # 2500: more than one chunk of resamples
         rng = np.random.default_rng(seed)
@@ -64,21 +64,25 @@ def test_a_known_effect_excludes_zero_and_no_effect_includes_it():
 
 
 def test_too_few_images_all_zero_differences_and_non_finite_scores():
-    one = paired_comparison({"a": 0.5}, {"a": 0.7}, True)
-    assert one.n == 1 and math.isnan(one.p_value) and math.isnan(one.statistic)
-    assert "too few" in one.note and one.ci_low == one.ci_high == pytest.approx(0.2)
+    # Below MIN_IMAGES (10) paired images: the mean difference, but no test and no interval.
+    assert MIN_IMAGES == 10
+    nine = paired_comparison(by_image(np.zeros(9)), by_image(np.arange(1, 10) / 10), True)
+    assert nine.n == 9 and nine.mean_difference == pytest.approx(0.5)
+    assert math.isnan(nine.p_value) and math.isnan(nine.statistic) and math.isnan(nine.ci_low)
+    assert nine.note == "9 paired image(s), below 10: no test or interval"
+    ten = paired_comparison(by_image(np.zeros(10)), by_image(np.arange(1, 11) / 10), True)
+    assert ten.p_value < 0.01 and ten.ci_low > 0 and ten.note == ""
     empty = paired_comparison({}, {}, True)
     assert empty.n == 0 and math.isnan(empty.p_value) and math.isnan(empty.ci_low)
-    same = paired_comparison({"a": 0.5, "b": 0.6, "c": 0.4}, {"a": 0.5, "b": 0.6, "c": 0.4}, True)
+    zeros = np.linspace(0.3, 0.7, 12)
+    same = paired_comparison(by_image(zeros), by_image(zeros), True)
     assert math.isnan(same.p_value) and "zero" in same.note
     assert same.ci_low == same.ci_high == 0.0
-    hausdorff = paired_comparison(
-        {"a": 3.0, "b": math.inf, "c": 5.0, "d": 4.0},
-        {"a": 2.0, "b": 1.0, "c": 6.0, "d": 2.5},
-        False,
-    )
-    assert hausdorff.n == 3 and hausdorff.n_excluded == 1
-    assert hausdorff.mean_difference == pytest.approx((-1 + 1 - 1.5) / 3)
+    base = np.full(12, 4.0)
+    base[1] = math.inf
+    hausdorff = paired_comparison(by_image(base), by_image(np.full(12, 2.5)), False)
+    assert hausdorff.n == 11 and hausdorff.n_excluded == 1
+    assert hausdorff.mean_difference == pytest.approx(-1.5)
     with pytest.raises(SamaugError, match="different images"):
         paired_comparison({"a": 1.0, "b": 1.0}, {"a": 1.0, "c": 1.0}, True)
 

@@ -29,9 +29,12 @@ def reproduce_command(
     epochs: Annotated[
         int | None, typer.Option(help="Epochs of every run (default: its recipe's).")
     ] = None,
-    budget: Annotated[
+    samples_per_epoch: Annotated[
         int | None,
-        typer.Option(help="Training items per epoch of every run (default: all images)."),
+        typer.Option(
+            help="Training items per epoch of every run (default: the protocol's, every image "
+            "once); fewer make a smoke run, marked as such."
+        ),
     ] = None,
     device: DeviceOption = DEFAULT_DEVICE,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
@@ -43,7 +46,11 @@ def reproduce_command(
         typer.Option(help="MODEL=PATH (or MODEL=none) instead of weights-dir's file."),
     ] = None,
     model_option: Annotated[
-        list[str] | None, typer.Option(help="KEY=VALUE for every model, e.g. base_channels=16.")
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE for every model (base_channels=16), MODEL.KEY=VALUE for one "
+            "(swin_unet.embed_dim=48)."
+        ),
     ] = None,
     train_option: Annotated[
         list[str] | None,
@@ -62,7 +69,7 @@ def reproduce_command(
         out=str(out or Path("reproduce") / table),
         seeds=seeds,
         epochs=epochs,
-        budget=budget,
+        samples_per_epoch=samples_per_epoch,
         device=device,
         workers=workers,
         weights_dir=str(weights_dir),

@@ -40,6 +40,8 @@ from train.choices import (
     LrSchedule,
     Mode,
     Optimizer,
+    Strategy,
+    TestMaps,
 )
 
 
@@ -59,12 +61,30 @@ def train_command(
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option(help="patches, samaug_polyp or pranet: optimiser and schedule preset."),
+        typer.Option(
+            help="patches, pranet (PraNet's MyTrain/MyTest) or samaug_polyp (the released "
+            "HSNet script): optimiser, schedule, loss and test rule."
+        ),
     ] = None,
     joint_update: Annotated[
         JointUpdate,
         typer.Option(help="joint mode: step (raw step, then augmented step) or mean."),
     ] = "step",
+    steps_per_batch: Annotated[
+        int,
+        typer.Option(
+            help="Optimizer steps each batch takes, repeated: 2 with --mode raw matches a "
+            "joint run's steps (the compute-matched baseline)."
+        ),
+    ] = 1,
+    val_strategy: Annotated[
+        Strategy | None,
+        typer.Option(help="The strategy validation picks best.pt by (default: the mode's)."),
+    ] = None,
+    test_maps: Annotated[
+        TestMaps | None,
+        typer.Option(help="Deep-supervised models: sum or last map (default: the recipe's)."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: the recipe's.")] = None,
     patch_size: Annotated[
@@ -74,7 +94,10 @@ def train_command(
     scales: Annotated[
         str | None, typer.Option(help="Multi-scale factors (polyp), e.g. 0.75,1,1.25.")
     ] = None,
-    samples_per_epoch: Annotated[int | None, typer.Option(help="Items per epoch.")] = None,
+    samples_per_epoch: Annotated[
+        int | None,
+        typer.Option(help="Items per epoch (default: patches tiling every image once)."),
+    ] = None,
     optimizer: Annotated[
         Optimizer | None, typer.Option(help="adamw or adam (default: the recipe's).")
     ] = None,
@@ -136,6 +159,9 @@ def train_command(
         protocol=protocol,
         recipe=recipe,
         joint_update=joint_update,
+        steps_per_batch=steps_per_batch,
+        val_strategy=val_strategy,
+        test_maps=test_maps,
         epochs=epochs,
         batch_size=batch_size,
         patch_size=patch_size,

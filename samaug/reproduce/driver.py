@@ -1,18 +1,24 @@
 """``samaug reproduce TABLE``: train and evaluate a paper grid run by run, then its table.
 
-For every model of the grid (``grids.py``), every training mode (``raw`` and ``joint``) and
-every seed 0..N-1, one run directory ``OUT/runs/<model>-<mode>-<seed>`` is trained
-(``train.training.loop.train``, the dataset's protocol and recipe; ``--epochs`` and ``--budget`` cut
-them short) and evaluated on the grid's test splits (``train.results.evaluation``: raw / samaug /
-ensemble / select). Then the table (``tables.build_table``) goes to ``OUT/<table>.md`` and
-``OUT/<table>.csv`` and the per-image differences to ``OUT/<table>.png``.
+For every model of the grid (``grids.py``), every arm (``raw``, the compute-matched
+``raw_x2`` and ``joint``) and every seed 0..N-1, one run directory
+``OUT/runs/<model>-<arm>-<seed>`` is trained (``train.training.loop.train``, the dataset's
+protocol and recipe; ``--epochs`` and ``--samples-per-epoch`` cut them short: a smoke run,
+which the table marks) and evaluated on the grid's test splits
+(``train.results.evaluation``: raw / samaug / ensemble / select). Then the table
+(``paper_table.build_table``) goes to ``OUT/<table>.md`` and ``OUT/<table>.csv`` and the
+per-image differences to ``OUT/<table>.png``.
 
-Resumable run by run: a run directory resumes where it stopped (``train.training.checkpoint``), a
-finished run trains no further epoch, and a run already evaluated on what it holds now
-(the same optimizer steps and best epoch, recorded as ``metrics.json``'s "reproduce") is
-not evaluated again. Everything is checked before the first run starts: the settings, the
-store (its dataset must be the grid's, and it must hold at least one of the grid's test
-splits), each run's training config and the pretrained weights it reads.
+Resumable run by run: a run directory resumes where it stopped
+(``train.training.checkpoint``), a finished run trains no further epoch, and a run already
+evaluated on what it holds now (the same optimizer steps and best epoch, recorded as
+``metrics.json``'s "reproduce") is not evaluated again. Everything is checked before the
+first run starts: the settings, the store (its dataset must be the grid's, and it must hold
+at least one of the grid's test splits), each run's training config, every model built with
+its options (once, on the CPU, without weights) and the pretrained weights it reads.
+
+Model options: ``KEY=VALUE`` for every model of the grid, ``MODEL.KEY=VALUE`` for one
+(``swin_unet.embed_dim=48``); the latter wins.
 
 Pretrained weights: Swin-UNet starts from ImageNet Swin-T and PraNet from ImageNet
 Res2Net-50 as their papers train them, read from ``weights_dir`` (``PRETRAINED_FILES``;
@@ -30,8 +36,8 @@ from precompute import checks
 from precompute.devices import check_device
 from precompute.store import SamaugStore, StoreAccess, access_of
 from precompute.types import SettingError
-from samaug.reproduce.grids import Grid, get_grid
-from samaug.reproduce.paper_table import build_table
+from samaug.reproduce.grids import ARMS, Grid, get_grid
+from samaug.reproduce.paper_table import build_table, store_settings
 from samaug.reproduce.plots import write_figure
 from samaug.reproduce.render import write_table
 from samaug.reproduce.runs import load_runs
@@ -57,6 +63,7 @@ OWN_FIELDS = (
     "store",
     "model",
     "mode",
+    "steps_per_batch",
     "out",
     "seed",
     "epochs",
@@ -74,10 +81,11 @@ class ReproduceSettings:
     table: a grid name (monuseg, glas, polyp). store: its store and how it is reached (a
       ``StoreAccess``: fsspec options, cache; a bare location is made one).
     out: the folder of the runs (``runs/``) and the table files. seeds: seeds 0..seeds-1.
-    epochs: every run's epochs (None: its recipe's). budget: every run's training items per
-      epoch (None: one per training image). device, workers: as ``samaug train``'s.
+    epochs: every run's epochs (None: its recipe's). samples_per_epoch: every run's training
+      items per epoch (None: the protocol's). device, workers: as ``samaug train``'s.
     weights_dir: where ``PRETRAINED_FILES`` are. pretrained: {model: path or "none"},
-      overriding them. model_kwargs: extra options for every model (e.g. a small width).
+      overriding them. model_kwargs: extra options, for every model ("base_channels") or
+      one ("swin_unet.embed_dim").
     train_options: other ``TrainConfig`` fields for every run (e.g. {"batch_size": 16});
       the grid's own (store, model, mode, out, seed) and the ones above cannot be given.
     certainty: how ``select`` chooses (default the released code's). n_boot: bootstrap
@@ -89,7 +97,7 @@ class ReproduceSettings:
     out: str = "reproduce"
     seeds: int = 3
     epochs: int | None = None
-    budget: int | None = None
+    samples_per_epoch: int | None = None
     device: str = "auto"
     workers: int = 2
     weights_dir: str = "checkpoints"
@@ -105,8 +113,8 @@ class ReproduceSettings:
         checks.integer("--seeds", self.seeds, minimum=1)
         if self.epochs is not None:
             checks.integer("--epochs", self.epochs, minimum=1)
-        if self.budget is not None:
-            checks.integer("--budget", self.budget, minimum=1)
+        if self.samples_per_epoch is not None:
+            checks.integer("--samples-per-epoch", self.samples_per_epoch, minimum=1)
         checks.integer("--workers", self.workers, minimum=0)
         checks.integer("--n-boot", self.n_boot, minimum=1)
         check_device(self.device)
@@ -116,6 +124,13 @@ class ReproduceSettings:
                 raise SettingError(
                     f"--pretrained {model}=...: {model} is not a model of the {grid.name} "
                     f"table ({', '.join(grid.models)})"
+                )
+        for key in self.model_kwargs:
+            model = key.partition(".")[0] if "." in key else None
+            if model is not None and model not in grid.models:
+                raise SettingError(
+                    f"--model-option {key}: {model} is not a model of the {grid.name} table "
+                    f"({', '.join(grid.models)})"
                 )
         known = {f.name for f in fields(TrainConfig)} - set(OWN_FIELDS)
         for key in self.train_options:
@@ -131,8 +146,18 @@ class ReproduceSettings:
     def grid(self) -> Grid:
         return get_grid(self.table)
 
-    def run_dir(self, model: str, mode: str, seed: int) -> Path:
-        return Path(self.out) / "runs" / f"{model}-{mode}-{seed}"
+    def run_dir(self, model: str, arm: str, seed: int) -> Path:
+        return Path(self.out) / "runs" / f"{model}-{arm}-{seed}"
+
+    def options_for(self, model: str) -> dict:
+        """The model options of ``model``'s runs: those for every model, then its own."""
+        common = {k: v for k, v in self.model_kwargs.items() if "." not in k}
+        own = {
+            k.partition(".")[2]: v
+            for k, v in self.model_kwargs.items()
+            if k.partition(".")[0] == model and "." in k
+        }
+        return {**common, **own}
 
 
 def weights_for(settings: ReproduceSettings, model: str) -> str | None:
@@ -146,14 +171,15 @@ def weights_for(settings: ReproduceSettings, model: str) -> str | None:
 
 
 def plan_runs(settings: ReproduceSettings) -> list[TrainConfig]:
-    """Every run of the grid, in order (model, mode, seed), as checked training configs.
+    """Every run of the grid, in order (model, arm, seed), as checked training configs.
 
-    SettingError before anything runs: a setting no run can use, or a pretrained file that
-    is not there (naming it, ``make weights``, and ``--pretrained MODEL=PATH|none``)."""
+    SettingError before anything runs: a setting no run can use, a model its options cannot
+    build, or a pretrained file that is not there (naming it, ``make weights``, and
+    ``--pretrained MODEL=PATH|none``)."""
     grid = settings.grid
     configs = []
     for model in grid.models:
-        kwargs = dict(settings.model_kwargs)
+        kwargs = settings.options_for(model)
         weights = weights_for(settings, model)
         if weights is not None:
             if not Path(weights).is_file():
@@ -164,16 +190,17 @@ def plan_runs(settings: ReproduceSettings) -> list[TrainConfig]:
                     "random start"
                 )
             kwargs["pretrained"] = weights
-        for mode in grid.modes:
+        for arm in grid.arms:
             for seed in range(settings.seeds):
                 config = TrainConfig(
                     **settings.train_options,
                     store=settings.store.location,
                     model=model,
-                    mode=mode,
-                    out=str(settings.run_dir(model, mode, seed)),
+                    mode=ARMS[arm].mode,
+                    steps_per_batch=ARMS[arm].steps_per_batch,
+                    out=str(settings.run_dir(model, arm, seed)),
                     epochs=settings.epochs,
-                    samples_per_epoch=settings.budget,
+                    samples_per_epoch=settings.samples_per_epoch,
                     seed=seed,
                     workers=settings.workers,
                     device=settings.device,
@@ -181,7 +208,32 @@ def plan_runs(settings: ReproduceSettings) -> list[TrainConfig]:
                 )
                 config.check_files()
                 configs.append(config)
+        check_builds(configs[-1].resolve(grid.dataset))
     return configs
+
+
+def check_builds(config: TrainConfig) -> None:
+    """Build ``config``'s model with its options once, on the CPU (no weights read): an
+    option it cannot be built with (a width its heads do not divide) is a SettingError
+    naming the model, before the first run trains for hours."""
+    import torch
+
+    from train.fusion import FusionSettings, in_channels
+    from train.models import create_model
+    from train.tasks import get_task
+
+    options = {k: v for k, v in config.model_kwargs.items() if k != "pretrained"}
+    channels = in_channels(FusionSettings(config.fusion, config.seg_scale))
+    with torch.no_grad():
+        try:
+            create_model(
+                config.model,
+                in_channels=channels,
+                num_classes=get_task(config.task).num_outputs,
+                **options,
+            )
+        except SettingError as err:
+            raise SettingError(f"{config.model}: {err} (--model-option)") from err
 
 
 def test_splits_of(settings: ReproduceSettings, store: SamaugStore) -> list[str]:
@@ -235,7 +287,9 @@ def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print) -
             log(f"{name}: trained and evaluated already")
     grid = settings.grid
     run_dirs = [config.out for config in configs]
-    table = build_table(grid, load_runs(run_dirs, grid), n_boot=settings.n_boot)
+    table = build_table(
+        grid, load_runs(run_dirs, grid), n_boot=settings.n_boot, store=store_settings(store)
+    )
     paths = write_table(table, settings.out)
     figure = write_figure(table, Path(settings.out) / f"{grid.name}.png")
     return {

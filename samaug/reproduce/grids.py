@@ -1,10 +1,29 @@
 """The paper's three experiment grids as data: what ``samaug reproduce TABLE`` trains and shows.
 
 A grid names the dataset of the store it reads, the models (registry names of
-``train.models``), the training modes every model is trained in (``train.modes``),
-the table's rows as (training mode, test-time strategy) pairs with the baseline first, the
-test splits, the metrics of the table (their direction and how the paper prints them) and
-the *main* metric, the one the paired statistics and the figure are about.
+``train.models``), the *arms* every model is trained in (``ARMS``: a training mode of
+``train.modes`` and the optimizer steps each batch takes), the table's rows as (arm,
+test-time strategy) pairs with the baseline first, the test splits, the metrics of the table
+(their direction and how the paper prints them) and the *main* metric, the one the paired
+statistics and the figure are about.
+
+=======  ======  ===============  ===================================================
+arm      mode    steps per batch  what it is
+=======  ======  ===============  ===================================================
+raw      raw     1                the paper's baseline: the image alone, as trained by
+                                  the released code's recipe
+raw_x2   raw     2                the compute-matched baseline: the image alone, with a
+                                  joint run's optimizer steps (two per batch: the same
+                                  batches, the same schedule, twice the updates)
+joint    joint   2 (raw, then     the paper's SAMAug training (the released code)
+                 augmented)
+=======  ======  ===============  ===================================================
+
+A joint run takes two optimizer steps per batch, the released baseline one, so the paper's
+comparison (joint against ``raw``) partly measures extra updates; ``raw_x2`` is the fair
+one: the same number of updates on the same batches, only the input differs. Its two steps
+per batch (rather than twice the epochs) keep the data seen and the schedule's length the
+joint run's.
 
 =========  =============================================  ===========================  ==========
 table      models                                         test splits                  main
@@ -15,10 +34,12 @@ polyp      pranet                                         the five PraNet test s
 =========  =============================================  ===========================  ==========
 
 Rows, per model: the baseline, a ``raw``-trained model tested on raw images
-(``raw``/``raw``), then the ``joint``-trained model (the paper's combined loss on raw and
-augmented inputs) under each test-time strategy: ``raw``, ``samaug``, ``ensemble``,
-``select`` (``train.strategies``). A ``raw``-trained model tested with priors would see an
-input it was never trained on, so those rows are not part of the grid.
+(``raw``/``raw``), the compute-matched baseline (``raw_x2``/``raw``), then the
+``joint``-trained model (the paper's combined loss on raw and augmented inputs) under each
+test-time strategy: ``raw``, ``samaug``, ``ensemble``, ``select`` (``train.strategies``). A
+``raw``-trained model tested with priors would see an input it was never trained on, so
+those rows are not part of the grid. Every row is compared with the baseline (the paper's
+comparison), and the joint rows with the compute-matched baseline too (the fair one).
 
 Test splits are the store's split names: MoNuSeg's 14-image test set ``test``, GlaS
 ``testA`` and ``testB`` (the "all" group ``samaug eval`` adds for GlaS is not a column of the
@@ -44,7 +65,33 @@ from dataclasses import dataclass
 
 from precompute.registry import Registry
 
-BASELINE = ("raw", "raw")  # (training mode, test-time strategy) every other row is compared to
+
+@dataclass(frozen=True)
+class Arm:
+    """A kind of run a grid trains (module table): its name (the runs' folder names and the
+    table's "Trained" column), its training mode and the optimizer steps each batch takes."""
+
+    name: str
+    mode: str
+    steps_per_batch: int = 1
+
+
+ARMS: Registry[Arm] = Registry("arm")
+for _arm in (Arm("raw", "raw"), Arm("raw_x2", "raw", steps_per_batch=2), Arm("joint", "joint")):
+    ARMS.add(_arm.name, _arm)
+
+
+def arm_of(mode: str, steps_per_batch: int = 1) -> str:
+    """The arm a run of ``mode`` taking ``steps_per_batch`` is (a name of ``ARMS``, or
+    ``<mode>_x<steps>`` for none of them)."""
+    for name, arm in ARMS.items():
+        if (arm.mode, arm.steps_per_batch) == (mode, steps_per_batch):
+            return name
+    return f"{mode}_x{steps_per_batch}"
+
+
+BASELINE = ("raw", "raw")  # (arm, test-time strategy) every other row is compared to
+MATCHED = ("raw_x2", "raw")  # the compute-matched baseline the joint rows are compared to
 MODEL_LABELS = {
     "unet": "U-Net",
     "pnet": "P-Net",
@@ -89,7 +136,7 @@ class Grid:
     title: str
     dataset: str
     models: tuple[str, ...]
-    modes: tuple[str, ...]
+    arms: tuple[str, ...]
     rows: tuple[tuple[str, str], ...]
     splits: tuple[str, ...]
     split_axis: str
@@ -98,7 +145,7 @@ class Grid:
 
     def __post_init__(self) -> None:
         assert self.rows[0] == BASELINE, "the baseline row comes first"
-        assert {mode for mode, _ in self.rows} <= set(self.modes)
+        assert {arm for arm, _ in self.rows} <= set(self.arms) <= set(ARMS)
         assert self.split_axis in ("rows", "columns")
         assert self.main_metric in {m.name for m in self.metrics}
 
@@ -109,13 +156,25 @@ class Grid:
     def main(self) -> Metric:
         return self.metric(self.main_metric)
 
+    def references(self, row: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        """The rows ``row`` is compared with: the baseline (the paper's comparison) for every
+        other row, and the compute-matched baseline too for a joint row (the fair one)."""
+        if row == BASELINE:
+            return ()
+        fair = MATCHED in self.rows and ARMS[row[0]].mode == "joint"
+        return (BASELINE, MATCHED) if fair else (BASELINE,)
+
     @property
     def strategies(self) -> tuple[str, ...]:
         """The test-time strategies the rows use, in row order."""
         return tuple(dict.fromkeys(strategy for _, strategy in self.rows))
 
 
-JOINT_ROWS = (BASELINE, *(("joint", s) for s in ("raw", "samaug", "ensemble", "select")))
+JOINT_ROWS = (
+    BASELINE,
+    MATCHED,
+    *(("joint", s) for s in ("raw", "samaug", "ensemble", "select")),
+)
 
 GRIDS: Registry[Grid] = Registry("paper table", option="TABLE")
 for _grid in (
@@ -124,7 +183,7 @@ for _grid in (
         title="MoNuSeg (nuclei)",
         dataset="monuseg",
         models=("unet", "pnet", "attention_unet", "swin_unet"),
-        modes=("raw", "joint"),
+        arms=("raw", "raw_x2", "joint"),
         rows=JOINT_ROWS,
         splits=("test",),
         split_axis="rows",
@@ -139,7 +198,7 @@ for _grid in (
         title="GlaS (glands)",
         dataset="glas",
         models=("unet",),
-        modes=("raw", "joint"),
+        arms=("raw", "raw_x2", "joint"),
         rows=JOINT_ROWS,
         splits=("testA", "testB"),
         split_axis="columns",
@@ -161,7 +220,7 @@ for _grid in (
         title="Polyps (PraNet test sets)",
         dataset="polyp",
         models=("pranet",),
-        modes=("raw", "joint"),
+        arms=("raw", "raw_x2", "joint"),
         rows=JOINT_ROWS,
         splits=("CVC-ClinicDB", "CVC-300", "CVC-ColonDB", "ETIS-LaribPolypDB", "Kvasir"),
         split_axis="rows",

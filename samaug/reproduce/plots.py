@@ -1,13 +1,15 @@
 """One figure of a table's per-image differences: is a gain carried by most images or a few?
 
-One horizontal lane per compared row and split (every non-baseline row with runs on both
-sides), top to bottom in the table's order. Each lane shows the per-image differences of the
-main metric against the model's baseline (each image averaged over seeds first, exactly the
+One horizontal lane per compared row, reference and split (every non-baseline row with runs
+on both sides, against the baseline, and the joint rows against the compute-matched
+baseline too), top to bottom in the table's order. Each lane shows the per-image differences
+of the main metric against the reference (each image averaged over seeds first, exactly the
 numbers the statistics use), in the table's display units (percentage points for MoNuSeg and
 polyps): a box (quartiles, whiskers at 1.5 IQR, no outlier markers), every image as a dot
 jittered vertically (a fixed seed, so the figure is reproducible), and the mean as a black
 diamond. A red vertical line marks zero difference; the x label says which side is better.
-A table with no comparison yet gives a figure saying so.
+A table with no comparison yet gives a figure saying so; a table of short runs (a smoke run)
+says so in its title.
 
 The PNG is ``FIGURE_WIDTH`` inches wide and ``figure_height(lanes)`` high at ``FIGURE_DPI``
 and is written atomically. matplotlib is imported only when a figure is drawn.
@@ -44,13 +46,14 @@ def lanes(table: Table) -> list[tuple[str, np.ndarray]]:
     several = len(table.splits) > 1
     found = []
     for row in table.rows:
-        for split, comparison in row.comparisons.items():
-            if comparison.n == 0:
-                continue
-            label = f"{MODEL_LABELS.get(row.model, row.model)} {row.mode}/{row.strategy}"
-            found.append(
-                (f"{split}: {label}" if several else label, comparison.differences * main.scale)
-            )
+        for arm, by_split in row.comparisons.items():
+            for split, comparison in by_split.items():
+                if comparison.n == 0:
+                    continue
+                label = f"{MODEL_LABELS.get(row.model, row.model)} {row.arm}/{row.strategy}"
+                label += f" vs {arm}" + (" (short)" if row.short else "")
+                label = f"{split}: {label}" if several else label
+                found.append((label, comparison.differences * main.scale))
     return found
 
 
@@ -64,7 +67,10 @@ def write_figure(table: Table, out_png: str | Path) -> Path:
         figsize=(FIGURE_WIDTH, figure_height(len(drawn))), dpi=FIGURE_DPI, layout="constrained"
     )
     axes = figure.subplots()
-    axes.set_title(f"{grid.title}: per-image {main.label} difference against the baseline")
+    title = f"{grid.title}: per-image {main.label} difference against the baseline"
+    if table.short:
+        title = f"SMOKE RUN (short runs, not a reproduction)\n{title}"
+    axes.set_title(title)
     if not drawn:
         axes.text(0.5, 0.5, "no comparison yet", ha="center", va="center")
         axes.set_axis_off()
@@ -80,7 +86,7 @@ def write_figure(table: Table, out_png: str | Path) -> Path:
         axes.set_yticks(positions, [label for label, _ in drawn])
         unit = "percentage points" if main.unit == "%" else (main.unit or "fraction")
         better = "higher" if main.higher_is_better else "lower"
-        axes.set_xlabel(f"{main.label}: row − baseline, per image ({unit}; {better} is better)")
+        axes.set_xlabel(f"{main.label}: row − reference, per image ({unit}; {better} is better)")
         axes.grid(axis="x", alpha=0.3)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -2,15 +2,18 @@
 
 A run directory written by ``samaug train`` and ``samaug eval`` holds:
 
-- ``config.json``: the TrainConfig; ``model``, ``mode`` and ``seed`` are read;
+- ``config.json``: the TrainConfig; ``model``, ``mode``, ``steps_per_batch`` (the two make
+  the run's arm, ``grids.arm_of``), ``seed``, and how long it trained (``epochs``, the
+  recipe's epochs, ``samples_per_epoch``) are read;
 - ``metrics.json``: ``{"test": {split: {strategy: {metric: value}}}}`` (entries of a split
   that are not a strategy, like ``select_took_samaug``, are skipped);
 - ``test_per_image.csv``: columns ``split, image_id, strategy`` and one column per metric,
-  one row per image, split and strategy.
+  one row per image, split and strategy; ``metrics.json``'s "train" summary gives the
+  optimizer steps taken.
 
 Every problem with these files is an InputError naming the file (and the line of the CSV),
 raised while loading, before any table is built. Given a grid, ``load_run`` also checks that
-the run is one of its models and modes, that ``metrics.json`` holds every table metric for
+the run is one of its models and arms, that ``metrics.json`` holds every table metric for
 every strategy of the grid in each of the grid's splits the run was evaluated on, and that
 the CSV has the main metric's column.
 """
@@ -25,10 +28,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute.types import InputError
-from samaug.reproduce.grids import Grid
+from samaug.reproduce.grids import Grid, arm_of
 
 CONFIG, METRICS, PER_IMAGE = "config.json", "metrics.json", "test_per_image.csv"
 KEY_COLUMNS = ("split", "image_id", "strategy")
+
+
+@dataclass(frozen=True)
+class RunLength:
+    """How long a run trained: ``epochs`` of its ``recipe_epochs``, ``items_per_epoch``
+    (None: the protocol's, every image once), ``steps`` (optimizer steps; None if its
+    metrics.json does not say). ``short``: fewer epochs than the recipe, or a budget of items
+    per epoch: a smoke run, not a reproduction."""
+
+    epochs: int
+    recipe_epochs: int
+    items_per_epoch: int | None
+    steps: int | None
+
+    @property
+    def short(self) -> bool:
+        return self.epochs < self.recipe_epochs or self.items_per_epoch is not None
+
+    def describe(self) -> str:
+        items = "" if self.items_per_epoch is None else f", {self.items_per_epoch} items/epoch"
+        steps = "" if self.steps is None else f", {self.steps} optimizer steps"
+        return f"{self.epochs} of {self.recipe_epochs} epochs{items}{steps}"
 
 
 @dataclass
@@ -42,11 +67,12 @@ class RunResult:
     """
 
     model: str
-    mode: str
+    arm: str
     seed: int
     split_scores: dict[str, dict[str, dict[str, float]]]
     per_image: list[dict] = field(default_factory=list)
     run_dir: str = ""
+    length: RunLength | None = None
 
     def image_scores(self, split: str, strategy: str, metric: str) -> dict[str, float]:
         """{image_id: value} of one split, strategy and metric (empty if none was scored)."""
@@ -74,11 +100,12 @@ def load_run(run_dir: str | Path, grid: Grid | None = None) -> RunResult:
         )
     run = RunResult(
         model=str(config["model"]),
-        mode=str(config["mode"]),
+        arm=arm_of(str(config["mode"]), config.get("steps_per_batch", 1)),
         seed=seed,
         split_scores=_split_scores(metrics["test"], run_dir / METRICS),
         per_image=_read_per_image(run_dir / PER_IMAGE),
         run_dir=str(run_dir),
+        length=_length(config, metrics),
     )
     if grid is not None:
         check_run(run, grid)
@@ -94,13 +121,13 @@ def load_runs(run_dirs: Iterable[str | Path], grid: Grid | None = None) -> list[
 
 
 def check_unique(runs: Iterable[RunResult]) -> None:
-    """InputError naming both directories when two runs share model, mode and seed."""
+    """InputError naming both directories when two runs share model, arm and seed."""
     seen: dict[tuple, str] = {}
     for run in runs:
-        key = (run.model, run.mode, run.seed)
+        key = (run.model, run.arm, run.seed)
         if key in seen:
             raise InputError(
-                f"{seen[key]} and {run.run_dir} are both model {run.model}, mode {run.mode}, "
+                f"{seen[key]} and {run.run_dir} are both model {run.model}, arm {run.arm}, "
                 f"seed {run.seed}; pass one of them"
             )
         seen[key] = run.run_dir
@@ -114,9 +141,10 @@ def check_run(run: RunResult, grid: Grid) -> None:
             f"{config}: model {run.model!r} is not in the {grid.name} table "
             f"({', '.join(grid.models)})"
         )
-    if run.mode not in grid.modes:
+    if run.arm not in grid.arms:
         raise InputError(
-            f"{config}: mode {run.mode!r} is not in the {grid.name} table ({', '.join(grid.modes)})"
+            f"{config}: arm {run.arm!r} (its mode and steps per batch) is not in the "
+            f"{grid.name} table ({', '.join(grid.arms)})"
         )
     splits = [s for s in grid.splits if s in run.split_scores]
     if not splits:
@@ -124,7 +152,7 @@ def check_run(run: RunResult, grid: Grid) -> None:
             f"{Path(run.run_dir) / METRICS}: none of the {grid.name} test splits "
             f"({', '.join(grid.splits)}) was evaluated; it has {', '.join(run.split_scores)}"
         )
-    strategies = {s for mode, s in grid.rows if mode == run.mode}
+    strategies = {s for arm, s in grid.rows if arm == run.arm}
     for split in splits:
         for strategy in sorted(strategies):
             scores = run.split_scores[split].get(strategy, {})
@@ -139,6 +167,22 @@ def check_run(run: RunResult, grid: Grid) -> None:
             f"{Path(run.run_dir) / PER_IMAGE}: no {grid.main_metric!r} column, which the "
             f"{grid.name} statistics need; re-evaluate the run with samaug eval"
         )
+
+
+def _length(config: dict, metrics: dict) -> RunLength | None:
+    """How long the run trained, from its resolved config (None for a config without a
+    recipe: not a run this samaug trained)."""
+    from train.protocols import RECIPES
+
+    recipe = config.get("recipe")
+    epochs = config.get("epochs")
+    if recipe not in RECIPES or not isinstance(epochs, int):
+        return None
+    train = metrics.get("train") if isinstance(metrics.get("train"), dict) else {}
+    steps = train.get("steps") if isinstance(train.get("steps"), int) else None
+    items = config.get("samples_per_epoch")
+    items = items if isinstance(items, int) else None
+    return RunLength(epochs, RECIPES[recipe].epochs, items, steps)
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -4,6 +4,7 @@ Training items are ``train.data.datasets.PatchDataset``'s (random ``patch_size``
 windows, flips, 90-degree rotations, scale and colour jitter), the image in [0, 1] and the
 priors as stored, trained with the task's loss; a test image is predicted whole by
 overlapping ``patch_size`` windows blended with a Gaussian (``train.windows``). Every task.
+The patch side is the protocol's (256) unless the model has its own (``patch_size_for``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import Tensor
 from precompute.types import SettingError
 from train.data.augment import AugmentSettings
 from train.data.datasets import PatchDataset
+from train.models import preferred_patch_size
 from train.protocols.protocol import Protocol
 from train.windows import sliding_window_probs
 
@@ -31,6 +33,11 @@ INPUTS = ("image", "seg_prior", "boundary_prior")
 @dataclass(frozen=True)
 class PatchProtocol(Protocol):
     """Random patches for training, sliding windows for testing (module doc)."""
+
+    def patch_size_for(self, model: str) -> int:
+        """The model's own input side where it has one (Swin-UNet as released: 224, so that
+        its 7 x 7 windows fit every stage), else the protocol's."""
+        return preferred_patch_size(model) or self.patch_size
 
     def check(self, config: TrainConfig) -> None:
         super().check(config)

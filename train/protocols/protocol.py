@@ -63,6 +63,10 @@ class Protocol:
         """Every setting as plain JSON values (recorded with each run's config)."""
         return asdict(self)
 
+    def patch_size_for(self, model: str) -> int:
+        """The ``patch_size`` a run of ``model`` takes where the config gives none."""
+        return self.patch_size
+
     def check(self, config: TrainConfig) -> None:
         """SettingError for a setting of ``config`` this protocol cannot train with (only the
         fields the config sets are known; None means "the protocol's")."""

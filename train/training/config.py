@@ -82,8 +82,9 @@ class TrainConfig:
       own) when the run starts (``resolve``), ``val_strategy`` from the mode: what a run
       saves is always resolved, with the protocol's fixed settings beside (``to_dict``).
     patch_size: side of the training patches ("patches"), or of the square the whole images
-      are resized to ("polyp"); also the test-time window or size. None: the model's
-      ``default_patch_size`` if its class has one (Swin-UNet: 224), else the protocol's.
+      are resized to ("polyp"); also the test-time window or size. None: the protocol's for
+      the model (``Protocol.patch_size_for``: under the patches protocol
+      the model's own side if it has one, Swin-UNet's 224; else 256, or 352 for polyp).
     scales: multi-scale training factors (a resize protocol only; ``Protocol.training_sizes``).
     loss: "task" (the task's, ``train.tasks``) or a structure loss (binary task:
       "structure" PraNet's paper formula, "structure_released" as PraNet's MyTrain.py
@@ -250,7 +251,6 @@ class TrainConfig:
         dataset's where None and ``dataset`` is given) and every setting left None filled
         from the protocol and its recipe. SettingError for a combination the protocol cannot
         train (e.g. the polyp protocol on a glands store)."""
-        from train.models import preferred_patch_size
         from train.tasks import task_for_dataset
 
         if self.protocol is None and dataset is None:
@@ -261,8 +261,8 @@ class TrainConfig:
         filled = {
             name: getattr(protocol, name) for name in PROTOCOL_FIELDS if getattr(self, name) is None
         }
-        if self.patch_size is None:  # the model's own side (Swin-UNet: 224), else the protocol's
-            filled["patch_size"] = preferred_patch_size(self.model) or protocol.patch_size
+        if self.patch_size is None:
+            filled["patch_size"] = protocol.patch_size_for(self.model)
         filled |= {
             name: getattr(recipe, name) for name in RECIPE_FIELDS if getattr(self, name) is None
         }
