@@ -44,7 +44,7 @@ TEST_WORKERS ?= 2
 SHARED_DATA ?= $(abspath ../shared/data)
 export SAMAUG_SHARED_DATA := $(SHARED_DATA)
 
-.PHONY: setup test priors weights train eval reproduce demo bench lint clean-venv
+.PHONY: setup test priors weights train eval reproduce demo bench convergence lint clean-venv
 
 setup: $(VENV)/.installed
 
@@ -85,6 +85,13 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m samaug.bench
+
+# Does the default recipe converge? The default MoNuSeg U-Net run on the data subset, on CPU.
+CONVERGENCE_MINUTES ?= 20
+CONVERGENCE_DIR ?= convergence
+convergence: setup
+	$(BIN)/python -m samaug.bench.convergence_bench --minutes $(CONVERGENCE_MINUTES) \
+		--out $(CONVERGENCE_DIR)
 
 lint: setup
 	$(BIN)/ruff check precompute train samaug tests

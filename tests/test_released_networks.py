@@ -100,7 +100,7 @@ def test_hsnet_computes_the_released_network():
     [
         ("swin_unet", None, "patches", 224),  # the model's own: 7x7 windows tile every stage
         ("swin_unet", 256, "patches", 256),  # --patch-size wins
-        ("swin_unet", None, "polyp", 224),
+        ("swin_unet", None, "polyp", 352),  # the polyp protocol resizes every model to 352
         ("unet", None, "patches", 256),  # no preference: the protocol's
         ("pranet", None, "polyp", 352),
         ("hsnet", None, "polyp", 352),
