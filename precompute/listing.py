@@ -1,6 +1,6 @@
 """Listing a dataset's files: image IDs, their order, images paired with annotations, refs.
 
-The readers of ``precompute/datasets.py`` find files with these and turn them into sorted
+The readers of ``precompute/readers`` find files with these and turn them into sorted
 ``ImageRef``s whose IDs are valid (``precompute.types.image_id_problem``) and unique ignoring
 case.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from precompute.imageio import IMAGE_SUFFIXES
@@ -67,33 +68,52 @@ def by_stem(files: Iterable[Path]) -> dict[str, Path]:
     return out
 
 
+@dataclass(frozen=True)
+class Missing:
+    """An annotation the layout expects at ``expected`` but that is not there: the image is
+    listed without a label and with a warning naming the file (``make_refs``)."""
+
+    expected: Path
+
+
 def pair(
     images: dict[str, Path],
     labels: dict[str, Path],
     label_dir: Path,
-    required: bool,
+    expected: bool,
     label_name: str = "{stem}.*",
-) -> dict[str, tuple[Path, Path | None]]:
-    """{stem: (image, label)}. A label without an image is an error, and so is an image
-    without a label when ``required`` (the message shows ``label_dir / label_name``)."""
+) -> dict[str, tuple[Path, Path | Missing | None]]:
+    """{stem: (image, label)}. A label without an image is an error. An image without a
+    label gets ``Missing(label_dir / label_name)`` when the layout ``expected`` one (the
+    fixed datasets), else None (a folder whose masks are optional)."""
     orphans = sorted(set(labels) - set(images))
     if orphans:
         raise SamaugError(
             f"{labels[orphans[0]]} has no matching image ({len(orphans)} such annotations)"
         )
-    pairs = {}
+    pairs: dict[str, tuple[Path, Path | Missing | None]] = {}
     for stem, image in images.items():
         label = labels.get(stem)
-        if label is None and required:
-            expected = label_dir / label_name.format(stem=stem)
-            raise SamaugError(f"{image} has no annotation {expected}")
+        if label is None and expected:
+            label = Missing(label_dir / label_name.format(stem=stem))
         pairs[stem] = (image, label)
     return pairs
 
 
-def make_refs(entries: Iterable[tuple[str, str, Path, Path | None]]) -> list[ImageRef]:
+def unlabelled_warning(image: Path, missing: Missing) -> str:
+    """The warning of an image listed without its expected annotation."""
+    return (
+        f"{image} has no annotation {missing.expected}: read without a label (its priors "
+        "are computed; training and scoring leave it out, or refuse it by name)"
+    )
+
+
+def make_refs(
+    entries: Iterable[tuple[str, str, Path, Path | Missing | None]],
+) -> list[ImageRef]:
     """Refs from (name, split, image, label) entries: IDs from ``safe_id``, checked unique
-    ignoring case (the error names both files), sorted by split then natural ID order."""
+    ignoring case (the error names both files), sorted by split then natural ID order. A
+    ``Missing`` label makes an unlabelled ref with a warning naming the expected file."""
     refs: list[ImageRef] = []
     seen: dict[str, Path] = {}
     for name, split, image, label in entries:
@@ -108,5 +128,9 @@ def make_refs(entries: Iterable[tuple[str, str, Path, Path | None]]) -> list[Ima
                 "with characters outside [A-Za-z0-9._-] replaced by '_', compared ignoring "
                 "case); rename one of them"
             )
-        refs.append(ImageRef(image_id, split, str(image), None if label is None else str(label)))
+        if isinstance(label, Missing):
+            ref = ImageRef(image_id, split, str(image), None, (unlabelled_warning(image, label),))
+        else:
+            ref = ImageRef(image_id, split, str(image), None if label is None else str(label))
+        refs.append(ref)
     return sorted(refs, key=lambda r: (r.split, natural_key(r.image_id)))

@@ -71,12 +71,16 @@ class ImageRef:
     image_id: stable, unique within the dataset, safe as a zarr key.
     split: e.g. "train", "test", "testA".
     image_path / label_path: files on disk; label_path None when unannotated.
+    warnings: problems found while listing that do not stop the image (an annotation the
+      layout expects but that is missing), one line each, naming the file; ``load`` gives
+      them to the ``Record``.
     """
 
     image_id: str
     split: str
     image_path: str
     label_path: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass

@@ -145,7 +145,7 @@ def test_monuseg_rasterisation_rules_on_hand_made_polygons(tmp_path):
     np.testing.assert_array_equal(label, expected)
 
 
-def test_monuseg_bad_xml_and_missing_xml(tmp_path):
+def test_monuseg_bad_xml(tmp_path):
     folder = tmp_path / "MoNuSegTestData"
     save(folder / "t.tif", rgb(10, 12))
     (folder / "t.xml").write_text("<Annotations><Region><Vertices><Vertex X='1' ")
@@ -155,9 +155,6 @@ def test_monuseg_bad_xml_and_missing_xml(tmp_path):
     aperio_xml(folder / "t.xml", [[(1, 1), (2, "x"), (3, 1)]])
     with pytest.raises(InputError, match=r"t\.xml: Region Id=1 has a vertex"):
         reader.load(reader.refs()[0])
-    (folder / "t.xml").unlink()
-    with pytest.raises(SamaugError, match=r"t\.tif has no annotation .*t\.xml"):
-        reader.refs()
 
 
 # --------------------------------------------------------------------------- Kvasir (real)
@@ -222,10 +219,8 @@ def test_glas_ids_splits_natural_order_and_labels(tmp_path):
         }
 
 
-def test_glas_missing_or_colour_annotation(tmp_path):
+def test_glas_colour_annotation(tmp_path):
     save(tmp_path / "train_1.bmp", rgb(6, 8))
-    with pytest.raises(SamaugError, match=r"train_1\.bmp has no annotation .*train_1_anno\.bmp"):
-        get_reader("glas", tmp_path).refs()
     save(tmp_path / "train_1_anno.bmp", rgb(6, 8))
     reader = get_reader("glas", tmp_path)
     with pytest.raises(InputError, match=r"train_1_anno\.bmp: annotation is a colour image"):

@@ -22,8 +22,10 @@ do not stop the image, such as a MoNuSeg polygon left out), each naming the file
 
 Datasets (each reader's module describes its layout): ``glas`` (``glas_reader.py``),
 ``monuseg`` (``monuseg_reader.py``), ``kvasir`` and ``polyp`` (``polyp_readers.py``) and
-``folder`` (``folder_reader.py``). Images of the fixed datasets must all be annotated: a
-missing annotation is a SamaugError; a ``folder`` image may have no mask.
+``folder`` (``folder_reader.py``). Labels are optional for every reader, since priors need
+none: an image of a fixed dataset whose annotation is missing is listed without a label and
+with a warning naming the file expected (``ImageRef.warnings``); a ``folder`` image may have
+no mask, silently. Training refuses unlabelled training images by name.
 """
 
 from __future__ import annotations

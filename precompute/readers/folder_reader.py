@@ -25,6 +25,7 @@ class FolderReader(Reader):
         "a folder of images (png, jpg, jpeg, bmp, tif, tiff), with masks matched by file stem "
         "in the folder given by the masks option"
     )
+    split_options = ("split",)
 
     def __init__(self, root: str | Path, *, masks: str | None = None, split: str = "train") -> None:
         super().__init__(root)
@@ -36,7 +37,7 @@ class FolderReader(Reader):
         if not images:
             raise SamaugError(f"{self.root}: no image files; expected {self.layout}")
         masks = {} if self.masks is None else by_stem(image_files(self._folder(self.masks)))
-        pairs = pair(images, masks, self.masks or self.root, required=False)
+        pairs = pair(images, masks, self.masks or self.root, expected=False)
         return make_refs((stem, self.split, im, mask) for stem, (im, mask) in pairs.items())
 
     def _read_label(self, path: Path, shape: tuple[int, int]) -> np.ndarray:

@@ -23,11 +23,14 @@ class Reader:
     """Lists a dataset (``refs``) and decodes one image with its annotation (``load``).
 
     ``name`` is the dataset's name in ``precompute.readers.DATASETS`` (set when it is
-    registered); ``layout`` the expected layout, for error messages.
+    registered); ``layout`` the expected layout, for error messages; ``split_options`` the
+    options that only choose which split an image is in (stores made with different values
+    of them still merge, ``precompute.store.merge_stores``).
     """
 
     name: ClassVar[str] = ""
     layout: ClassVar[str] = ""
+    split_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -66,8 +69,8 @@ class Reader:
         return sorted({ref.split for ref in self.refs()})
 
     def load(self, ref: ImageRef) -> Record:
-        """Decode ``ref``: image HxWx3 uint8 RGB, label HxW int32 or None, and the reader's
-        warnings (``Record.warnings``).
+        """Decode ``ref``: image HxWx3 uint8 RGB, label HxW int32 or None, and the warnings
+        of listing and reading it (``Record.warnings``).
 
         Raises InputError naming the file for an unreadable image or annotation, one that
         claims more pixels than ``precompute.limits.max_pixels()``, or an annotation whose
@@ -77,10 +80,11 @@ class Reader:
         image = read_image(image_path)
         source = {"image": self._relative(image_path)}
         label = None
-        warnings: list[str] = []
+        warnings: list[str] = list(ref.warnings)
         if ref.label_path is not None:
             label_path = Path(ref.label_path)
-            label, warnings = self._read_annotation(label_path, image.shape[:2])
+            label, found = self._read_annotation(label_path, image.shape[:2])
+            warnings += found
             if label.shape != image.shape[:2]:
                 raise InputError(
                     f"{label_path}: annotation is {label.shape[0]}x{label.shape[1]} but image "
@@ -104,6 +108,16 @@ class Reader:
             return path.relative_to(self.root).as_posix()
         except ValueError:  # a ref built by hand, outside the root
             return str(path)
+
+    def _option_file(self, option: str, value: str | None) -> Path | None:
+        """The file an option names (relative paths from the data root), or None; SamaugError
+        if it is not a file."""
+        if value is None:
+            return None
+        path = self.root / str(value)  # an absolute path stays absolute
+        if not path.is_file():
+            raise SamaugError(f"--reader-option {option}={value}: no such file {path}")
+        return path
 
     def _folder(self, path: Path) -> Path:
         if not path.is_dir():

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from precompute import __version__
+from precompute.readers import DATASETS
 from precompute.store.copying import Built, Part, build, check_destination
 from precompute.store.location import is_url, is_zip
 from precompute.store.lock import holding
@@ -153,18 +154,26 @@ def merge_stores(
 
     The sources must share their signature (dataset, reader options, masker provenance,
     priors; not the schema version: older ones are re-encoded), else the differing settings
-    are named. An image ID in several sources is taken once, and only if its split and its
-    arrays' sha256 agree everywhere, else it is named. Each image comes from the first source
-    that holds it with its pixels (a stripped source's copy only where no other has them).
+    are named. Reader options that only choose splits (the reader's ``split_options``: a
+    kvasir store of ``split=test`` merges with one of ``split=train``) may differ: the merged
+    store keeps those all sources agree on, and its lineage each source's. An image ID in
+    several sources is taken once, and only if its split and its arrays' sha256 agree
+    everywhere, else it is named. Each image comes from the first source that holds it with
+    its pixels (a stripped source's copy only where no other has them).
     """
     if len(sources) < 2:
         raise SamaugError("merge needs at least two stores (and the destination last)")
     stores = [_open(s, storage_options) for s in sources]
     first = stores[0]
+    split_only = _split_options(first.attrs)
     for other in stores[1:]:
         neutral = {**other.attrs, "schema_version": first.attrs["schema_version"]}
         names = (_short(first.location), _short(other.location))
-        diffs = signature_differences(first.attrs, neutral, names)
+        diffs = signature_differences(
+            _without_options(first.attrs, split_only),
+            _without_options(neutral, split_only),
+            names,
+        )
         if diffs:
             raise SamaugError(
                 f"{other.location} was made with other settings than {first.location}:\n  "
@@ -195,7 +204,10 @@ def merge_stores(
         "schema_version": version,
         "created": stamp,
         "updated": stamp,
-        "dataset": {**first.attrs["dataset"], "splits": dict(sorted(splits.items()))},
+        "dataset": {
+            **_without_options(first.attrs, _differing(stores, split_only))["dataset"],
+            "splits": dict(sorted(splits.items())),
+        },
         "lineage": [
             {
                 "at": stamp,
@@ -204,6 +216,7 @@ def merge_stores(
                 "sources": [
                     {
                         **_source_entry(p.store, p.image_ids),
+                        "reader_options": p.store.attrs["dataset"].get("reader_options", {}),
                         "lineage": p.store.attrs.get("lineage", []),
                     }
                     for p in parts
@@ -215,6 +228,26 @@ def merge_stores(
     if stripped or any("images_stripped" in s.attrs for s in stores):
         attrs["images_stripped"] = stripped
     return build(path, attrs, parts, version)
+
+
+def _split_options(attrs: dict) -> tuple[str, ...]:
+    """The reader options of the store's dataset that only choose splits (none for a dataset
+    this samaug has no reader of)."""
+    name = attrs["dataset"].get("name")
+    return DATASETS.get(name).reader.split_options if name in DATASETS else ()
+
+
+def _without_options(attrs: dict, options: Iterable[str]) -> dict:
+    """``attrs`` with the dataset's reader ``options`` left out."""
+    dataset = attrs["dataset"]
+    kept = {k: v for k, v in dataset.get("reader_options", {}).items() if k not in set(options)}
+    return {**attrs, "dataset": {**dataset, "reader_options": kept}}
+
+
+def _differing(stores: list[SamaugStore], options: tuple[str, ...]) -> list[str]:
+    """Those of ``options`` whose values are not the same in every store."""
+    values = [s.attrs["dataset"].get("reader_options", {}) for s in stores]
+    return [k for k in options if len({repr(v.get(k)) for v in values}) > 1]
 
 
 def _short(location: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from precompute import store as store_module
 from precompute.maskers import describe_masker
 from precompute.priors import compute_priors
-from precompute.readers import get_reader
+from precompute.readers import DATASETS, get_reader
 from precompute.store import (
     ARRAY_NAMES,
     EVERY_CHUNK_WRITTEN,
@@ -243,6 +243,9 @@ def attach_images(location: str | Path, data_root: str | Path) -> tuple[int, lis
                 f"{location}: root attribute dataset.reader_options has {key}={value!r}, "
                 "which no dataset reader takes"
             )
+    if dataset["name"] in DATASETS:  # which split an image is in does not matter here
+        split_only = DATASETS.get(dataset["name"]).reader.split_options
+        options = {k: v for k, v in options.items() if k not in split_only}
     reader = get_reader(dataset["name"], data_root, confine=True, **options)
     refs = {ref.image_id: ref for ref in reader.refs()}
     target = store_module.Target(location)

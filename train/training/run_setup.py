@@ -49,7 +49,8 @@ def start_processes(config: TrainConfig) -> Processes:
 def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
     """Training and validation image IDs (a seeded hold-out when there is no val split).
 
-    A split the store lacks is a SettingError naming the store's splits.
+    A split the store lacks, and a training or validation image without a label, are a
+    SettingError naming them, before training starts.
     """
     splits = store.splits()
     for name, split in (("--train-split", config.train_split), ("--val-split", config.val_split)):
@@ -60,14 +61,10 @@ def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
                 f"its splits: {listed}"
             )
     ids = store.ids(split=config.train_split)
+    _refuse_unlabelled(store, ids, f"the training split {config.train_split!r}", "train")
     if config.val_split is not None:
         val = store.ids(split=config.val_split)
-        unlabelled = [i for i in val if not store.has(i, "label")]
-        if unlabelled:
-            raise SettingError(
-                f"--val-split {config.val_split!r}: {len(unlabelled)} of its images have no "
-                f"label (e.g. {unlabelled[0]!r}); validate on an annotated split"
-            )
+        _refuse_unlabelled(store, val, f"--val-split {config.val_split!r}", "validate")
         return ids, val
     n_val = int(round(len(ids) * config.val_fraction))
     if n_val == 0 or n_val == len(ids):
@@ -75,6 +72,18 @@ def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
     order = np.random.default_rng(config.seed).permutation(len(ids))
     val = sorted(ids[i] for i in order[:n_val])
     return [i for i in ids if i not in set(val)], val
+
+
+def _refuse_unlabelled(store, ids: list[str], what: str, verb: str) -> None:
+    """SettingError naming the images of ``ids`` that have no label (up to 5 of them)."""
+    unlabelled = [i for i in ids if not store.has(i, "label")]
+    if unlabelled:
+        shown = ", ".join(unlabelled[:5]) + (" ..." if unlabelled[5:] else "")
+        raise SettingError(
+            f"{what}: {len(unlabelled)} of its {len(ids)} images have no label ({shown}); "
+            f"{verb} on annotated images only (the reader warned when it found no "
+            "annotation; `samaug store subset` makes a store without them)"
+        )
 
 
 def validation_note(config: TrainConfig, train_ids: list[str], val_ids: list[str]) -> str:
