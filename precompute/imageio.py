@@ -163,6 +163,31 @@ def read_pixels(path: str | Path, expand_palette: bool = True) -> np.ndarray:
     return pixels
 
 
+def read_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of the image at ``path`` from its header (TIFF: the first page), nothing
+    decoded; InputError naming the file when it cannot be read."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                if not tif.pages:
+                    raise ValueError("no readable image page")
+                page = tif.pages.first
+                return int(page.imagelength), int(page.imagewidth)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return int(image.height), int(image.width)
+    except _DECODE_ERRORS as err:
+        raise InputError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
+
+
+def is_jpeg(path: str | Path) -> bool:
+    """Whether the file at ``path`` is a JPEG (its first bytes, whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
+
+
 def _to_uint8(pixels: np.ndarray, path: Path) -> np.ndarray:
     if pixels.dtype == np.uint8:
         return np.ascontiguousarray(pixels)

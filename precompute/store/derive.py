@@ -166,20 +166,7 @@ def merge_stores(
     stores = [_open(s, storage_options) for s in sources]
     first = stores[0]
     split_only = _split_options(first.attrs)
-    for other in stores[1:]:
-        neutral = {**other.attrs, "schema_version": first.attrs["schema_version"]}
-        names = (_short(first.location), _short(other.location))
-        diffs = signature_differences(
-            _without_options(first.attrs, split_only),
-            _without_options(neutral, split_only),
-            names,
-        )
-        if diffs:
-            raise SamaugError(
-                f"{other.location} was made with other settings than {first.location}:\n  "
-                + "\n  ".join(diffs)
-                + "\nMerge stores made with the same settings only."
-            )
+    _check_signatures(stores, split_only)
     holder: dict[str, SamaugStore] = {}
     for store in stores:
         for image_id in store.ids():
@@ -228,6 +215,25 @@ def merge_stores(
     if stripped or any("images_stripped" in s.attrs for s in stores):
         attrs["images_stripped"] = stripped
     return build(path, attrs, parts, version)
+
+
+def _check_signatures(stores: list[SamaugStore], split_only: tuple[str, ...]) -> None:
+    """SamaugError naming the differing settings unless every store has the first's
+    signature, the schema version and the reader options ``split_only`` aside."""
+    first = stores[0]
+    for other in stores[1:]:
+        neutral = {**other.attrs, "schema_version": first.attrs["schema_version"]}
+        diffs = signature_differences(
+            _without_options(first.attrs, split_only),
+            _without_options(neutral, split_only),
+            (_short(first.location), _short(other.location)),
+        )
+        if diffs:
+            raise SamaugError(
+                f"{other.location} was made with other settings than {first.location}:\n  "
+                + "\n  ".join(diffs)
+                + "\nMerge stores made with the same settings only."
+            )
 
 
 def _split_options(attrs: dict) -> tuple[str, ...]:

@@ -129,7 +129,15 @@ def score_command(
         list[str] | None, typer.Option(help="Splits of --store (default: all).")
     ] = None,
     labels: Annotated[
-        Path | None, typer.Option(help="Ground truth: a folder of label maps named by ID.")
+        Path | None, typer.Option(help="Ground truth: a folder of label files named by ID.")
+    ] = None,
+    labels_format: Annotated[
+        str | None,
+        typer.Option(
+            help="How --labels files are read: labels (integer maps as stored, the default), "
+            "polyp (Kvasir-SEG/PraNet masks, channel 0 >= 128), glas (<id>_anno.bmp), "
+            "monuseg (Aperio <id>.xml)."
+        ),
     ] = None,
     task: Annotated[
         str | None,
@@ -148,11 +156,13 @@ def score_command(
 
     check_table(table)
     access = given_store(store, storage_option, cache)
-    job = prepare_scoring(predictions, access, split, labels, task, out)
+    job = prepare_scoring(predictions, access, split, labels, task, out, labels_format)
     with Bars() as bars:
         results = score_folder(job, progress=bars)
     rows = score_rows(job, results)
     typer.echo(format_table(rows))
+    for warning in job.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if job.extra:
         shown = ", ".join(p.name for p in job.extra[:5])
         more = f" and {len(job.extra) - 5} more" if job.extra[5:] else ""

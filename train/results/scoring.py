@@ -6,7 +6,11 @@ maps (glands, nuclei) ``<id>.png`` / ``<id>.tif`` / ... label maps (0 = backgrou
 scored on the foreground probability (binary) ``<id>.npz``, else ``<id>_probability.tif``, else
 ``<id>.png`` / ... read as a probability (8-bit: v / 255, so a 0/255 mask is 0/1). The ground
 truth is a store's label maps (``--store``, its ``--split`` s, default every split) or a folder
-of label maps matched the same way (``--labels``). Each image is scored by the task's own
+of label files (``--labels``) read by the rule of a label format (``--labels-format``,
+``precompute.readers.label_files``: ``labels`` integer maps as stored, the default; ``polyp``
+Kvasir-SEG / PraNet masks thresholded at 128; ``glas`` ``_anno.bmp``; ``monuseg`` Aperio XML),
+the rules the dataset readers use, so scoring a dataset's own files equals scoring a store
+made from it. Each image is scored by the task's own
 ``score_prediction`` and the splits aggregated as ``eval`` aggregates them, so a folder ``samaug
 eval --save-predictions`` wrote scores to eval's numbers.
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute.files import atomic_write_json
-from precompute.listing import by_stem, image_files
+from precompute.readers.label_files import DEFAULT_LABEL_FORMAT, LABEL_FORMATS, read_label_file
 from precompute.store import SamaugStore, StoreAccess, access_of
 from precompute.types import InputError, SamaugError, SettingError
 from train.results.prediction_files import INDEX_NAME, read_index
@@ -49,6 +53,8 @@ class Scoring:
     store: SamaugStore | None = None
     labels: dict[str, Path] = field(default_factory=dict)  # --labels: {image ID: file}
     extra: list[Path] = field(default_factory=list)
+    labels_format: str = DEFAULT_LABEL_FORMAT
+    warnings: list[str] = field(default_factory=list)  # the label files', once scored
 
 
 def prepare_scoring(
@@ -58,6 +64,7 @@ def prepare_scoring(
     labels: str | Path | None = None,
     task: str | None = None,
     out: str | Path | None = None,
+    labels_format: str | None = None,
 ) -> Scoring:
     """Check the settings, list the ground truth and match the predictions; nothing is read.
 
@@ -66,6 +73,7 @@ def prepare_scoring(
     predicted, else all) or labels: the ground truth, exactly one. task: a name of
     ``train.tasks``; default the one predictions.json records, else the store's dataset's.
     out: where scores.json and scores_per_image.csv go (default: the predictions folder).
+    labels_format: how ``labels`` files are read (module doc; default ``labels``).
     """
     predictions = Path(predictions)
     if not predictions.is_dir():
@@ -74,6 +82,9 @@ def prepare_scoring(
         raise SettingError("give the ground truth: --store STORE or --labels DIR (one of them)")
     if splits and store is None:
         raise SettingError("--split picks splits of a --store; --labels has none")
+    if labels_format is not None and labels is None:
+        raise SettingError("--labels-format says how --labels files are read; --store has none")
+    rule = LABEL_FORMATS.check(labels_format or DEFAULT_LABEL_FORMAT)
     opened = access_of(store).open() if store is not None else None
     made_by = _made_by(predictions)
     chosen = get_task(task) if task is not None else _recorded_task(predictions, made_by, opened)
@@ -84,9 +95,12 @@ def prepare_scoring(
         labels = Path(labels)
         if not labels.is_dir():
             raise SettingError(f"--labels {labels}: no such folder of label maps")
-        label_files = by_stem(image_files(labels))
+        label_files = LABEL_FORMATS.get(rule).files(labels)
         if not label_files:
-            raise SettingError(f"--labels {labels}: no label maps (png, tif, bmp, ...) in it")
+            raise SettingError(
+                f"--labels {labels}: no label files of --labels-format {rule} in it "
+                f"({LABEL_FORMATS.get(rule).help})"
+            )
         images = [(LABELS_SPLIT, image_id) for image_id in label_files]
     found, missing, extra = match_predictions(
         predictions, [image_id for _, image_id in images], chosen.prediction_kind
@@ -100,7 +114,7 @@ def prepare_scoring(
     out_dir = Path(out) if out is not None else predictions
     if out_dir.exists() and not out_dir.is_dir():
         raise SettingError(f"--out {out_dir} is a file; give a folder for the scores")
-    return Scoring(predictions, chosen, images, found, out_dir, opened, label_files, extra)
+    return Scoring(predictions, chosen, images, found, out_dir, opened, label_files, extra, rule)
 
 
 def score_folder(job: Scoring, progress: Progress | None = None) -> dict:
@@ -111,9 +125,10 @@ def score_folder(job: Scoring, progress: Progress | None = None) -> dict:
     progress("score", images done, images) is called after each image."""
     rows = []
     for done, (split, image_id) in enumerate(job.images, start=1):
-        label = _label(job, image_id)
         path = job.found[image_id]
-        predicted = check_shape(path, read_prediction(path, job.task.prediction_kind), label.shape)
+        predicted = read_prediction(path, job.task.prediction_kind)
+        label = _label(job, image_id, predicted.shape[:2])
+        predicted = check_shape(path, predicted, label.shape)
         scores = job.task.score_prediction(predicted, label)
         rows.append({"split": split, "image_id": image_id, **scores})
         if progress is not None:
@@ -126,7 +141,10 @@ def score_folder(job: Scoring, progress: Progress | None = None) -> dict:
     truth = (
         {"store": job.store.location, "splits": splits}
         if job.store is not None
-        else {"labels": str(next(iter(job.labels.values())).parent)}
+        else {
+            "labels": str(next(iter(job.labels.values())).parent),
+            "labels_format": job.labels_format,
+        }
     )
     job.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, job.out / PER_IMAGE)
@@ -198,10 +216,14 @@ def _recorded_splits(made_by: dict, store: SamaugStore) -> list[str] | None:
     return list(recorded)
 
 
-def _label(job: Scoring, image_id: str):
+def _label(job: Scoring, image_id: str, shape: tuple[int, int]):
+    """The ground truth of ``image_id``; ``shape`` is its prediction's (H, W), for label
+    files that do not say their size (``monuseg`` XML without its image)."""
     if job.store is not None:
         return job.store.read(image_id, "label")
     try:
-        return read_prediction(job.labels[image_id], "labels")
+        label, warnings = read_label_file(job.labels_format, job.labels[image_id], shape)
     except InputError as err:
-        raise InputError(f"{err} (a ground-truth label map)") from err
+        raise InputError(f"{err} (a ground-truth label file)") from err
+    job.warnings += warnings
+    return label
