@@ -24,7 +24,13 @@ try:  # typer >= 0.20 raises usage errors from its own copy of click, not from c
 except ImportError:  # an older typer: click's own
     _TyperClickException = click.ClickException
 
-from samaug.commands import priors_commands, reproduce_commands, store_commands, train_commands
+from samaug.commands import (
+    export_commands,
+    priors_commands,
+    reproduce_commands,
+    store_commands,
+    train_commands,
+)
 from samaug.commands import result_commands as results_commands
 from samaug.commands.options import set_verbose, verbose
 
@@ -37,6 +43,7 @@ app = typer.Typer(
 priors_commands.register(app)
 train_commands.register(app)
 results_commands.register(app)
+export_commands.register(app)
 reproduce_commands.register(app)
 app.add_typer(store_commands.app, name="store")
 

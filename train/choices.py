@@ -24,6 +24,10 @@ LrSchedule = Literal["cosine", "multistep", "compound"]
 Loss = Literal["task", "structure", "structure_released", "structure_unweighted"]
 # How a deep-supervised model's maps make its test prediction (``TrainConfig.test_maps``).
 TestMaps = Literal["sum", "last"]
+# ``samaug export-dataset``: the format written, and how the priors enter its input channels
+# (``train.results.nnunet_export``).
+ExportFormat = Literal["nnunet"]
+ExportPriors = Literal["add", "channels", "none"]
 
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 CERTAINTIES: tuple[str, ...] = get_args(Certainty)
@@ -34,6 +38,7 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 LOSSES: tuple[str, ...] = get_args(Loss)
 TEST_MAPS: tuple[str, ...] = get_args(TestMaps)
+EXPORT_PRIORS: tuple[str, ...] = get_args(ExportPriors)
 # The released SAMAug test code's rule: mean |p - 0.5| after per-image min-max normalisation.
 DEFAULT_CERTAINTY = "margin_minmax"
 # The prediction settings' other defaults (``PredictSettings``, ``FileSettings``, and the

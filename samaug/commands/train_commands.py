@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from precompute.types import SettingError
 from samaug.commands.bars import Bars
 from samaug.commands.options import (
     DEFAULT_DEVICE,
@@ -130,6 +131,11 @@ def train_command(
         float | None,
         typer.Option(help="Training images held out, in [0, 1) (default 0.1; polyp: 0)."),
     ] = None,
+    fold: Annotated[
+        int | None,
+        typer.Option(help="Validate on this fold (from 0) of --folds fixed ones (nnU-Net's)."),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Folds of the training split, with --fold.")] = 5,
     save_every: Annotated[
         int, typer.Option(help="Also save last.pt every N batches (0: at epoch ends).")
     ] = 0,
@@ -151,6 +157,8 @@ def train_command(
 
     # Every setting is checked here, before the store is opened (the default --out only
     # needs the dataset's name from it).
+    if fold is not None and val_fraction is not None:
+        raise SettingError(f"--fold {fold} validates on a fold; leave out --val-fraction")
     config = TrainConfig(
         store=store,
         model=model,
@@ -182,6 +190,8 @@ def train_command(
         workers=workers,
         val_split=val_split,
         val_fraction=val_fraction,
+        fold=fold,
+        folds=folds,
         save_every=save_every,
         device=device,
         amp=amp,

@@ -95,6 +95,9 @@ class TrainConfig:
     grad_clip: clamp every gradient element to [-grad_clip, grad_clip] (0: off).
     train_split / val_split: splits of the store; with val_split None, ``val_fraction`` of
       the training images (a fixed, seeded choice) is held out for validation.
+    fold / folds: with ``fold`` (0-based) the training split is cut into ``folds`` fixed
+      folds, nnU-Net v2's own (``train.folds``), and fold ``fold`` validates: ``val_split``
+      must be None and ``val_fraction`` is not used.
     samples_per_epoch: training items per epoch (default: the protocol's: as many patches as
       tile the training images once, or one per image for whole-image protocols).
     save_every: also save ``last.pt`` every this many batches within an epoch (0: at the end
@@ -138,6 +141,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str | None = None
     val_fraction: float | None = None
+    fold: int | None = None
+    folds: int = 5
     val_every: int = 1
     save_every: int = 0
     device: str = "auto"
@@ -228,6 +233,18 @@ class TrainConfig:
             and checks.number("--val-fraction", self.val_fraction, minimum=0) >= 1
         ):
             raise SettingError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
+        if self.fold is not None:
+            checks.integer("--folds", self.folds, minimum=2)
+            if checks.integer("--fold", self.fold, minimum=0) >= self.folds:
+                raise SettingError(
+                    f"--fold {self.fold}: folds count from 0, so at most {self.folds - 1} of "
+                    f"--folds {self.folds}"
+                )
+            if self.val_split is not None:
+                raise SettingError(
+                    f"--fold {self.fold} validates on a fold of the training split; leave out "
+                    f"--val-split {self.val_split!r}"
+                )
         if self.val_split is not None and (
             not isinstance(self.val_split, str) or self.val_split == self.train_split
         ):

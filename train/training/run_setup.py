@@ -17,6 +17,7 @@ from precompute.devices import resolve_device
 from precompute.store import SamaugStore, StoreAccess
 from precompute.types import SettingError
 from train.data.loader import make_loader
+from train.folds import fold_ids
 from train.protocols import Protocol, get_protocol
 from train.tasks import Task, get_task
 from train.training.config import TrainConfig
@@ -47,7 +48,8 @@ def start_processes(config: TrainConfig) -> Processes:
 
 
 def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
-    """Training and validation image IDs (a seeded hold-out when there is no val split).
+    """Training and validation image IDs: fold ``config.fold`` of the training split
+    (``train.folds``), else the val split, else a seeded hold-out of ``val_fraction``.
 
     A split the store lacks, and a training or validation image without a label, are a
     SettingError naming them, before training starts.
@@ -62,6 +64,8 @@ def split_ids(store, config: TrainConfig) -> tuple[list[str], list[str]]:
             )
     ids = store.ids(split=config.train_split)
     _refuse_unlabelled(store, ids, f"the training split {config.train_split!r}", "train")
+    if config.fold is not None:
+        return fold_ids(ids, config.fold, config.folds)
     if config.val_split is not None:
         val = store.ids(split=config.val_split)
         _refuse_unlabelled(store, val, f"--val-split {config.val_split!r}", "validate")
@@ -89,7 +93,8 @@ def _refuse_unlabelled(store, ids: list[str], what: str, verb: str) -> None:
 def validation_note(config: TrainConfig, train_ids: list[str], val_ids: list[str]) -> str:
     """What the run validates on: "N images", or "no validation images (why)"."""
     if val_ids:
-        return f"{len(val_ids)} images"
+        fold = "" if config.fold is None else f" (fold {config.fold} of {config.folds})"
+        return f"{len(val_ids)} images{fold}"
     if config.val_fraction == 0:
         return "no validation images (--val-fraction 0)"
     n = len(train_ids)
