@@ -87,3 +87,22 @@ def test_one_monai_unet_step_from_a_store_with_randflipd_and_spawned_workers(gla
     assert torch.isfinite(loss) and loss.item() > 0
     with torch.no_grad():  # the step learned: the same batch scores better
         assert torch.nn.functional.cross_entropy(net(inputs), labels) < loss
+
+
+def test_the_readmes_monai_example_runs_as_written(glas_store, tmp_path):
+    pytest.importorskip("monai", reason="monai is not installed (pip install monai)")
+    from samaug import open_store
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```python\nimport torch\nfrom monai")
+    code = readme[start + len("```python\n") : readme.index("```\n", start + 3)]
+    assert '"stores/glas.zarr"' in code
+    script = tmp_path / "example.py"
+    script.write_text(code.replace('"stores/glas.zarr"', repr(str(glas_store))))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    # A batch of the four training images, in shuffled order, and a finite loss.
+    assert all(repr(i) in result.stdout for i in open_store(glas_store).ids("train"))
+    assert 0 < float(result.stdout.rsplit("loss ", 1)[1]) < 10
