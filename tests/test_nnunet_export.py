@@ -178,3 +178,7 @@ def test_train_fold_validates_on_that_fold(glas_store):
         TrainConfig(store=str(glas_store), fold=4, folds=4)
     with pytest.raises(SettingError, match="leave out --val-split"):
         TrainConfig(store=str(glas_store), fold=0, val_split="testA")
+    with pytest.raises(SettingError, match="leave out --val-fraction 0.2"):
+        TrainConfig(store=str(glas_store), fold=0, val_fraction=0.2)
+    line = one_error_line(samaug("train", "--store", glas_store, "--fold", "5", "--folds", "5"))
+    assert "--fold 5" in line and "at most 4" in line

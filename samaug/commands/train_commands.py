@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from precompute.types import SettingError
 from samaug.commands.bars import Bars
 from samaug.commands.options import (
     DEFAULT_DEVICE,
@@ -157,8 +156,6 @@ def train_command(
 
     # Every setting is checked here, before the store is opened (the default --out only
     # needs the dataset's name from it).
-    if fold is not None and val_fraction is not None:
-        raise SettingError(f"--fold {fold} validates on a fold; leave out --val-fraction")
     config = TrainConfig(
         store=store,
         model=model,

@@ -240,10 +240,14 @@ class TrainConfig:
                     f"--fold {self.fold}: folds count from 0, so at most {self.folds - 1} of "
                     f"--folds {self.folds}"
                 )
-            if self.val_split is not None:
+            given = [f"--val-split {self.val_split!r}"] if self.val_split is not None else []
+            given += (
+                [f"--val-fraction {self.val_fraction}"] if self.val_fraction is not None else []
+            )
+            if given:
                 raise SettingError(
                     f"--fold {self.fold} validates on a fold of the training split; leave out "
-                    f"--val-split {self.val_split!r}"
+                    f"{' and '.join(given)}"
                 )
         if self.val_split is not None and (
             not isinstance(self.val_split, str) or self.val_split == self.train_split
