@@ -9,7 +9,7 @@ The folder follows nnU-Net v2's ``documentation/dataset_format.md`` for 2D natur
       labelsTr/<image ID>.png        the task's classes, uint8
       imagesTs/<image ID>_0000.png   the images of the test splits (nnU-Net does not use them)
       splits_final.json              the fixed folds (``train.folds``): nnU-Net's own for these
-                                     cases; copy it to nnUNet_preprocessed/Dataset<ID>_<NAME>/
+                                     cases (its planner copies it to nnUNet_preprocessed)
       samaug.json                    what it was made from and with (written first)
 
 Case identifiers are the store's image IDs. Every channel is its own grayscale PNG (nnU-Net
