@@ -165,9 +165,12 @@ def threshold_numpy(
     # torch compares float32 logits with a Python number after rounding it to float32.
     high, low = np.float32(threshold + offset), np.float32(threshold - offset)
     counts = np.empty((2, len(which)), np.int64)
+    # One scratch mask for every comparison: a fresh one per mask is a megabyte-sized
+    # allocation (and, where malloc returns it to the system, page faults) each time.
+    above = np.empty((height, width), bool)
     for i, w in enumerate(which):
-        counts[0, i] = np.count_nonzero(values[w] > high)
-        counts[1, i] = np.count_nonzero(values[w] > low)
+        counts[0, i] = np.count_nonzero(np.greater(values[w], high, out=above))
+        counts[1, i] = np.count_nonzero(np.greater(values[w], low, out=above))
     score, kept = _stability(torch.from_numpy(counts[0]), torch.from_numpy(counts[1]), keep_at)
     binary = np.empty((len(kept), height, width), bool)
     area = np.empty(len(kept), np.int64)

@@ -76,6 +76,26 @@ def worker_device(device: str):
     return resolved
 
 
+def cpu_share(processes: int) -> int:
+    """Cores per process when ``processes`` share this machine's cores (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(processes, 1))
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    """The environment a LocalCluster worker process starts with: ``threads`` OpenMP, MKL
+    and OpenBLAS threads (what torch and numpy size their pools by).
+
+    It replaces Dask's own (``distributed.nanny.pre-spawn-environ``), which also sets
+    ``MALLOC_TRIM_THRESHOLD_=65536``. That setting switches off glibc's adaptive mmap
+    threshold: every allocation above 128 KiB is then a fresh mmap, page-faulted in and
+    unmapped when freed. The masker's upscaled logits (megabytes per sub-batch, thousands
+    per image) then cost as much system time as computing them, and two workers on two
+    cores ran slower than one. Left to glibc, freed blocks are reused.
+    """
+    count = str(threads)
+    return {"OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count, "OPENBLAS_NUM_THREADS": count}
+
+
 def masker(config: PriorsConfig):
     """This process's masker for the config, built (and its model loaded) on first use."""
     key = (config.masker, config.checkpoint, config.masker_settings, config.device)
@@ -217,13 +237,18 @@ class OnCluster(Workers):
                 import torch
 
                 n_workers = torch.cuda.device_count()  # one worker per GPU
-        self.cluster = LocalCluster(
-            n_workers=n_workers or 1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        )
+        n_workers = n_workers or 1
+        import dask
+
+        environment = worker_environment(config.torch_threads or cpu_share(n_workers))
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
+            self.cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=40,
+            )
         self.client = Client(self.cluster)
 
     def _set_up_workers(self) -> None:
