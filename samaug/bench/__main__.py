@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
         directory = Path(tmp)
         prior_bench.bench_priors(n_masks=120, repeat=1 if args.quick else 3)
         prior_bench.bench_masker(directory)
+        prior_bench.bench_variants(directory, quick=args.quick)
         prior_bench.bench_vit_b(directory, image_size=256 if args.quick else 1000)
         prior_bench.bench_mask_bytes(directory)
         prior_bench.bench_throughput(

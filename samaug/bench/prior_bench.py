@@ -146,3 +146,19 @@ def bench_throughput(directory: Path, images: int, points: int) -> None:
         emit(f"images_per_s_{workers}_worker{'s' if workers > 1 else ''}", rate[workers])
     # The scaling regression check: two workers on two cores (target >= 1.7).
     emit("images_per_s_2_workers_over_1", rate[2] / rate[1])
+
+
+def bench_variants(directory: Path, quick: bool = False) -> None:
+    """bf16 / fp16 / compiled against fp32 on the tiny SAM: agreement and speed."""
+    from precompute.maskers.sam_loader import build_sam_from_checkpoint
+    from samaug.bench.masker_bench import variant_agreement
+
+    model, _ = build_sam_from_checkpoint(str(random_sam_checkpoint(directory)), "cpu")
+    size = 256 if quick else 512
+    try:
+        figures = variant_agreement(model, image_size=size, points_per_side=16)
+    except RuntimeError as err:  # e.g. torch.compile without a C++ compiler: said, not fatal
+        emit("variants", f"skipped ({type(err).__name__}: {str(err).splitlines()[0]})")
+        return
+    for key, value in figures.items():
+        emit(key, value)
