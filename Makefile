@@ -82,8 +82,9 @@ reproduce: setup
 demo: setup
 	$(BIN)/samaug demo --out $(DEMO_DIR)
 
+# `make bench DEVICE=cuda`: the GPU benchmark (samaug/bench/gpu_bench.py) instead.
 bench: setup
-	$(BIN)/python -m samaug.bench
+	$(BIN)/python -m samaug.bench $(if $(filter cuda%,$(DEVICE)),--device cuda)
 
 lint: setup
 	$(BIN)/ruff check precompute train samaug tests
