@@ -47,10 +47,14 @@ export SAMAUG_SHARED_DATA := $(SHARED_DATA)
 
 setup: $(VENV)/.installed
 
+# SAM 2 (the sam2 masker) ships as an sdist whose build imports torch: it is built against
+# the torch installed first (an isolated build would download another), without its optional
+# CUDA extension (video post-processing only).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_SPEC)
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --no-build-isolation "sam2>=1.1"
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 

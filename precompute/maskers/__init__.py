@@ -1,4 +1,5 @@
-"""The masker registry: the only switch between maskers, ``sam`` (default) and ``superpixel``.
+"""The masker registry: the only switch between maskers: ``sam`` (default), ``sam2`` and
+``superpixel``.
 
 A masker has ``generate(image: HxWx3 uint8 RGB) -> MaskSet`` and ``provenance() -> dict``.
 Each kind registers itself here with ``@register_masker(name)`` on a small class that says
@@ -23,7 +24,7 @@ from precompute.registry import Registry
 from precompute.types import MaskSet, SettingError
 
 # The names the command line offers; tests/test_maskers.py keeps it equal to list_maskers().
-MaskerName = Literal["sam", "superpixel"]
+MaskerName = Literal["sam", "sam2", "superpixel"]
 
 
 class Masker(Protocol):
@@ -223,6 +224,37 @@ class _SamKind:
     @staticmethod
     def recorded_checkpoint(provenance: Mapping) -> RecordedCheckpoint:
         return RecordedCheckpoint(provenance.get("checkpoint"), provenance.get("checkpoint_sha256"))
+
+
+@register_masker("sam2")
+class _Sam2Kind:
+    """SAM 2's automatic mask generator (precompute/maskers/sam2_masker.py, the ``sam2``
+    package: ``pip install 'samaug[sam2]'``); its identity is the checkpoint, its sha256 and
+    its architecture (sam2_hiera_t ... sam2.1_hiera_l)."""
+
+    needs_checkpoint = True
+    uses_device = True
+
+    @staticmethod
+    def settings_class() -> type:
+        from precompute.maskers.sam2_settings import Sam2MaskerSettings
+
+        return Sam2MaskerSettings
+
+    @staticmethod
+    def identity(checkpoint: str | None) -> dict:
+        from precompute.maskers.sam2_masker import sam2_checkpoint_info
+
+        return sam2_checkpoint_info(checkpoint)
+
+    @staticmethod
+    def build(settings, checkpoint: str | None, device, runtime: MaskerRuntime) -> Masker:
+        from precompute.maskers.sam2_masker import Sam2Masker
+
+        return Sam2Masker.from_checkpoint(checkpoint, settings, device or "cpu")
+
+    describe = _SamKind.describe
+    recorded_checkpoint = _SamKind.recorded_checkpoint
 
 
 @register_masker("superpixel")

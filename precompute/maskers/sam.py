@@ -44,6 +44,7 @@ from precompute.maskers.sam_loader import (
 from precompute.maskers.sam_masks import (
     Candidates,
     PackedMasks,
+    annotations_to_maskset,
     threshold_numpy,
     threshold_torch,
 )
@@ -346,16 +347,4 @@ def reference_generate(
     generator = SamAutomaticMaskGenerator(
         model, output_mode="binary_mask", **generator_settings(settings)
     )
-    anns = generator.generate(image)
-    if not anns:
-        return MaskSet.empty(*image.shape[:2])
-    xywh = np.array([a["bbox"] for a in anns], np.int64).reshape(-1, 4)
-    stability = np.array([a["stability_score"] for a in anns], np.float32)
-    return MaskSet(
-        masks=np.stack([a["segmentation"] for a in anns]),
-        stability_score=np.nan_to_num(stability, nan=0.0),
-        predicted_iou=np.array([a["predicted_iou"] for a in anns], np.float32),
-        box=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.int32),
-        point=np.array([a["point_coords"][0] for a in anns], np.float32).reshape(-1, 2),
-        area=np.array([a["area"] for a in anns], np.int64),
-    )
+    return annotations_to_maskset(generator.generate(image), image.shape[:2])
