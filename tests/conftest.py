@@ -26,6 +26,18 @@ def pytest_configure(config) -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (``pytest.mark.usefixtures``): with tiny models
+    a second thread only adds synchronisation, very costly on a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     from tests.support.tiny_sam import save_tiny_sam

@@ -30,11 +30,12 @@ from precompute.maskers.sam_settings import generator_settings
 from precompute.types import SamaugError, SettingError
 from tests.support.tiny_sam import (
     assert_identical,
-    blob_sam,
     build_tiny_sam,
     noise,
     save_tiny_sam,
+    tiny_sams,
 )
+from tests.support.tiny_sam import masker_settings as settings
 
 
 def tiny_config(**overrides) -> dict:
@@ -217,23 +218,12 @@ def test_files_that_are_not_sam_checkpoints(tmp_path):
 # ---------------------------------------------------------------------------- exactness
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models: two threads only add synchronisation, very costly on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def models() -> dict:
-    return {"speckle": build_tiny_sam(), "blobs": blob_sam()}
-
-
-def settings(**kwargs) -> SamMaskerSettings:
-    base = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    return SamMaskerSettings(**{**base, **kwargs})
+    return tiny_sams()
 
 
 @pytest.mark.parametrize(

@@ -11,31 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from precompute.maskers.sam import SamMasker, SamMaskerSettings, reference_generate
+from precompute.maskers.sam import SamMasker, reference_generate
 from precompute.prefetch import prefetch
 from precompute.prior_tensors import pack_rows, priors_from_bits, unpack_rows
 from precompute.priors import compute_priors
 from precompute.types import Masked, PackedMaskSet
 from samaug.demo.synthetic import random_masks
-from tests.support.tiny_sam import assert_identical, blob_sam, build_tiny_sam, noise
+from tests.support.tiny_sam import assert_identical, noise, tiny_sams
+from tests.support.tiny_sam import masker_settings as settings
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def models() -> dict:
-    return {"speckle": build_tiny_sam(), "blobs": blob_sam()}
-
-
-def settings(**kwargs) -> SamMaskerSettings:
-    base = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    return SamMaskerSettings(**{**base, **kwargs})
+    return tiny_sams()
 
 
 def assert_priors_of(masked: Masked, reference) -> None:

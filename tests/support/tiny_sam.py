@@ -71,3 +71,18 @@ def assert_identical(ours: MaskSet, ref: MaskSet) -> None:
 
 def noise(shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+def tiny_sams() -> dict:
+    """The masker tests' two SAMs: "speckle" (a tiny random SAM: speckled masks spanning the
+    image) and "blobs" (``blob_sam``: masks around each prompt)."""
+    return {"speckle": build_tiny_sam(), "blobs": blob_sam()}
+
+
+def masker_settings(**kwargs):
+    """SamMaskerSettings at 8 x 8 points that filter nothing by IoU or stability, updated
+    with ``kwargs``."""
+    from precompute.maskers.sam_settings import SamMaskerSettings
+
+    base = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    return SamMaskerSettings(**{**base, **kwargs})
