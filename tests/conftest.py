@@ -46,6 +46,21 @@ def tiny_sam_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sam2_checkpoint(tmp_path_factory) -> Path:
+    """A random SAM 2 of the smallest official size (Hiera tiny), built from the sam2
+    package's own classes and saved as the official files are: {"model": state dict}."""
+    pytest.importorskip("sam2")
+    import torch
+
+    from precompute.maskers.sam2_masker import build_sam2_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sam2") / "sam2_random_tiny.pt"
+    torch.save({"model": build_sam2_model("sam2_hiera_t").state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real data subsets (MoNuSeg, Kvasir-SEG) named by SAMAUG_SHARED_DATA."""
     folder = os.environ.get(SHARED_DATA_VARIABLE)

@@ -20,7 +20,6 @@ from precompute.downloads import sha256_file  # noqa: E402
 from precompute.maskers import describe_masker, masker_provenance  # noqa: E402
 from precompute.maskers.sam2_masker import (  # noqa: E402
     Sam2Masker,
-    build_sam2_model,
     sam2_architecture,
 )
 from precompute.maskers.sam2_settings import Sam2MaskerSettings  # noqa: E402
@@ -42,13 +41,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A random Hiera-tiny SAM 2 saved as the official files are: {"model": state dict}."""
-    torch.manual_seed(0)
-    model = build_sam2_model("sam2_hiera_t")
-    path = tmp_path_factory.mktemp("sam2") / "sam2_random_tiny.pt"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+def checkpoint(tiny_sam2_checkpoint) -> Path:
+    return tiny_sam2_checkpoint
 
 
 def test_masks_equal_sam2_automatic_mask_generator(checkpoint):
