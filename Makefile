@@ -48,10 +48,14 @@ export SAMAUG_SHARED_DATA := $(SHARED_DATA)
 
 setup: $(VENV)/.installed
 
+# SAM 2 (the sam2 masker) ships as an sdist whose build imports torch: it is built against
+# the torch installed first (an isolated build would download another), without its optional
+# CUDA extension (video post-processing only).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_SPEC)
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --no-build-isolation "sam2>=1.1"
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 
@@ -83,8 +87,9 @@ reproduce: setup
 demo: setup
 	$(BIN)/samaug demo --out $(DEMO_DIR)
 
+# `make bench DEVICE=cuda`: the GPU benchmark (samaug/bench/gpu_bench.py) instead.
 bench: setup
-	$(BIN)/python -m samaug.bench
+	$(BIN)/python -m samaug.bench $(if $(filter cuda%,$(DEVICE)),--device cuda)
 
 # Does the default recipe converge? The default MoNuSeg U-Net run on the data subset, on CPU.
 CONVERGENCE_MINUTES ?= 20
