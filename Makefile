@@ -23,6 +23,9 @@ WORKERS ?=
 DEVICE ?= auto
 PRIORS_ARGS ?=
 MODEL ?= unet
+# The weights a model starts from (train, reproduce): empty for the ImageNet file its paper
+# starts from, in WEIGHTS_DIR (swin_unet, pranet, hsnet); a path; or none (random weights).
+PRETRAINED ?=
 MODE ?= joint
 # Empty: the protocol's recipe (100 epochs for patches, 39 for polyp stores).
 EPOCHS ?=
@@ -46,16 +49,22 @@ export SAMAUG_SHARED_DATA := $(SHARED_DATA)
 
 .PHONY: setup test priors weights train eval reproduce demo bench convergence lint clean-venv
 
+# setup installs what samaug needs to run; the test tooling (pytest, moto's S3 server, ...)
+# is installed by `make test` itself, the first time.
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_SPEC)
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 
-test: setup
+test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 priors: setup
@@ -69,8 +78,7 @@ weights: setup
 train: setup
 	$(BIN)/samaug train --store $(STORE) --model $(MODEL) --mode $(MODE) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED) --device $(DEVICE) --out $(RUN) \
-		$(if $(filter swin_unet,$(MODEL)),--model-option \
-			pretrained=$(WEIGHTS_DIR)/swin_tiny_patch4_window7_224.pth) $(TRAIN_ARGS)
+		--weights-dir $(WEIGHTS_DIR) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) $(TRAIN_ARGS)
 
 eval: setup
 	$(BIN)/samaug eval $(RUN) --device $(DEVICE) $(EVAL_ARGS)
@@ -78,6 +86,7 @@ eval: setup
 reproduce: setup
 	$(BIN)/samaug reproduce $(TABLE) --store $(REPRODUCE_STORE) --out $(REPRODUCE_DIR) \
 		--seeds $(SEEDS) --device $(DEVICE) --weights-dir $(WEIGHTS_DIR) \
+		$(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(REPRODUCE_ARGS)
 
 demo: setup
@@ -93,7 +102,7 @@ convergence: setup
 	$(BIN)/python -m samaug.bench.convergence_bench --minutes $(CONVERGENCE_MINUTES) \
 		--out $(CONVERGENCE_DIR)
 
-lint: setup
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check precompute train samaug tests
 	$(BIN)/ruff format --check precompute train samaug tests
 
