@@ -122,7 +122,8 @@ def check_checkpoint(name: str, checkpoint: str | None) -> str | None:
         return None
     if checkpoint is None:
         raise SettingError(
-            f"the {name} masker needs --checkpoint PATH (get one with `make weights`)"
+            f"the {name} masker needs --checkpoint PATH (make: SAM_CHECKPOINT=PATH; get one "
+            "with `make weights`)"
         )
     return checkpoint
 

@@ -251,7 +251,9 @@ class OnCluster(Workers):
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                # Its HTTP server (health, metrics) on a free port: another cluster on 8787,
+                # the default, would make Dask warn that the port is in use.
+                dashboard_address=":0",
                 silence_logs=40,
             )
         self.client = Client(self.cluster)

@@ -30,6 +30,15 @@ def store_info(store: StoreArg, storage_option: StorageOption = None) -> None:
         typer.echo(line)
 
 
+@app.command("ls")
+def store_ls(store: StoreArg, storage_option: StorageOption = None) -> None:
+    """List a store's complete images: ID, split, size, masks, label."""
+    from precompute.store.maintenance import image_lines
+
+    for line in image_lines(store, options(storage_option)):
+        typer.echo(line)
+
+
 @app.command("verify")
 def store_verify(store: StoreArg, storage_option: StorageOption = None) -> None:
     """Check every image: completion, every chunk, checksums, shapes, priors recomputed from
