@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from precompute.imageio import read_pixels
+from precompute.listing import safe_id
 from precompute.store import open_store
 from precompute.types import InputError, SamaugError, SettingError
 from tests.support.cli import samaug
@@ -322,3 +323,24 @@ def test_score_names_missing_and_extra_predictions_and_a_size_mismatch(tmp_path)
     assert np.array_equal(read_prediction(pred / "b.png"), square)
     with pytest.raises(SettingError, match="give --task"):
         prepare_scoring(pred, labels=labels)
+
+
+def test_score_matches_labels_and_predictions_by_the_image_id_predict_writes(tmp_path):
+    # predict names files by image ID (the stem made safe); labels and other tools' files
+    # keep their names: all three meet at the one ID rule.
+    labels, ours, theirs = tmp_path / "labels", tmp_path / "ours", tmp_path / "theirs"
+    square = np.zeros((8, 8), np.int32)
+    square[2:6, 2:6] = 1
+    labels.mkdir()
+    for stem in ("a b", "c(1)", "d"):
+        Image.fromarray(square.astype(np.uint8)).save(labels / f"{stem}.png")
+        write_prediction(ours, safe_id(stem), labels=square)
+        write_prediction(theirs, "tmp", labels=square)
+        (theirs / "tmp.png").rename(theirs / f"{stem}.png")
+    for folder in (ours, theirs):
+        job = prepare_scoring(folder, labels=labels, task="nuclei")
+        assert [image_id for _, image_id in job.images] == ["a_b", "c_1_", "d"]
+        assert score_folder(job)["labels"]["aji"] == 1.0 and job.extra == []
+    Image.fromarray(square.astype(np.uint8)).save(labels / "a_b.png")
+    with pytest.raises(SamaugError, match=r"a b\.png and .*a_b\.png both map to image ID 'a_b'"):
+        prepare_scoring(ours, labels=labels, task="nuclei")

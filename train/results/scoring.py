@@ -1,11 +1,13 @@
 """``samaug score``: the metrics of ``samaug eval`` for a folder of predictions from any tool.
 
-Predictions are matched to the ground truth by image ID, that is by file stem
-(``train.results.prediction_reader.match_predictions``): for tasks scored on instance label
-maps (glands, nuclei) ``<id>.png`` / ``<id>.tif`` / ... label maps (0 = background); for tasks
-scored on the foreground probability (binary) ``<id>.npz``, else ``<id>_probability.tif``, else
-``<id>.png`` / ... read as a probability (8-bit: v / 255, so a 0/255 mask is 0/1). The ground
-truth is a store's label maps (``--store``, its ``--split`` s, default every split) or a folder
+Predictions are matched to the ground truth by image ID, the file stem made safe as the
+readers make it (``precompute.listing.safe_id``: ``a b.png`` is image ``a_b``, as ``samaug
+predict`` names its files; ``train.results.prediction_reader.match_predictions``): for tasks
+scored on instance label maps (glands, nuclei) ``<id>.png`` / ``<id>.tif`` / ... label maps
+(0 = background); for tasks scored on the foreground probability (binary) ``<id>.npz``, else
+``<id>_probability.tif``, else ``<id>.png`` / ... read as a probability (8-bit: v / 255, so a
+0/255 mask is 0/1). The ground truth is a store's label maps (``--store``, its ``--split`` s,
+default every split) or a folder
 of label maps matched the same way (``--labels``). Each image is scored by the task's own
 ``score_prediction`` and the splits aggregated as ``eval`` aggregates them, so a folder ``samaug
 eval --save-predictions`` wrote scores to eval's numbers.
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute.files import atomic_write_json
-from precompute.listing import by_stem, image_files
+from precompute.listing import by_id, image_files
 from precompute.store import SamaugStore, StoreAccess, access_of
 from precompute.types import InputError, SamaugError, SettingError
 from train.results.prediction_files import INDEX_NAME, read_index
@@ -84,7 +86,7 @@ def prepare_scoring(
         labels = Path(labels)
         if not labels.is_dir():
             raise SettingError(f"--labels {labels}: no such folder of label maps")
-        label_files = by_stem(image_files(labels))
+        label_files = by_id(image_files(labels))
         if not label_files:
             raise SettingError(f"--labels {labels}: no label maps (png, tif, bmp, ...) in it")
         images = [(LABELS_SPLIT, image_id) for image_id in label_files]
