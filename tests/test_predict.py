@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,8 @@ from precompute.listing import safe_id
 from precompute.store import open_store
 from precompute.types import InputError, SamaugError, SettingError
 from tests.support.cli import samaug
-from tests.support.tiny_sam import TINY_SAM_SETTINGS, save_tiny_sam
-from tests.support.train_helpers import RunsCode, make_glas_store, tiny
+from tests.support.tiny_sam import save_tiny_sam
+from tests.support.train_helpers import RunsCode, new_images, tiny_joint_run
 from train.inference.predictor import PredictSettings
 from train.modes import get_mode
 from train.results.bundle import export_bundle
@@ -36,7 +35,6 @@ from train.results.saving import FileSettings, save_probs
 from train.results.scoring import prepare_scoring, score_folder
 from train.results.serving import PredictConfig, predict, prepare_prediction
 from train.tasks import get_task
-from train.training.loop import train
 
 PROBABILITIES = FileSettings(probabilities=True, probability_format="tif")  # float32: exact
 
@@ -44,22 +42,7 @@ PROBABILITIES = FileSettings(probabilities=True, probability_format="tif")  # fl
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_sam_checkpoint):
     """(data folder, store, run directory) of the tiny joint model."""
-    root = tmp_path_factory.mktemp("predict")
-    counts, size = {"train": 2, "testA": 2}, (64, 80)
-    store = make_glas_store(root, counts, size, tiny_sam_checkpoint, **TINY_SAM_SETTINGS)
-    data = root / "glas"
-    config = tiny(store, root / "run", mode="joint", task="binary", epochs=1, val_fraction=0)
-    train(config, log=lambda line: None)
-    return data, store, Path(config.out)
-
-
-def new_images(data: Path, to: Path) -> Path:
-    """The testA images (not their annotations) copied into a folder of their own."""
-    to.mkdir()
-    for path in sorted(data.glob("testA_*.bmp")):
-        if not path.stem.endswith("_anno"):
-            shutil.copy(path, to / path.name)
-    return to
+    return tiny_joint_run(tmp_path_factory.mktemp("predict"), tiny_sam_checkpoint)
 
 
 def test_predict_computes_the_priors_with_the_recorded_masker_and_scores_as_eval(trained, tmp_path):

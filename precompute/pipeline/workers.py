@@ -15,9 +15,11 @@ here too: SAM is loaded once per worker, not once per task.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from precompute.devices import resolve_device
@@ -217,14 +219,18 @@ class OnCluster(Workers):
                 import torch
 
                 n_workers = torch.cuda.device_count()  # one worker per GPU
-        self.cluster = LocalCluster(
-            n_workers=n_workers or 1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        )
-        self.client = Client(self.cluster)
+        with _sigint_deferred():
+            self.cluster = LocalCluster(
+                n_workers=n_workers or 1,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                # The scheduler's HTTP server (health checks) on a free port: its default,
+                # 8787, is often a running dashboard's, which got a warning on every run.
+                scheduler_kwargs={"dashboard_address": ":0"},
+                silence_logs=40,
+            )
+            self.client = Client(self.cluster)
 
     def _set_up_workers(self) -> None:
         """``setup`` on every worker; one SamaugError for all their problems."""
@@ -257,6 +263,28 @@ class OnCluster(Workers):
                 error = future.exception() if future.status == "error" else None
                 finished(lost(ref_of[future.key], error or RuntimeError(future.status)))
             future.release()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """SIGINT blocked in this thread while a local cluster starts. The threads it starts
+    inherit the block, and so do the worker processes they start: a terminal's Ctrl-C
+    reaches every process of its group, and a worker stopped by it (mid-import, mid-task)
+    prints its own traceback; the driver closes its workers itself. A Ctrl-C during the
+    start is delivered here once the cluster is up (and is closed by ``close``)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # Started now: starting it later unblocks SIGINT in the thread that does (CPython's
+    # resource_tracker), which is the one that starts the worker processes.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def open_workers(config: PriorsConfig) -> Workers:
