@@ -1,6 +1,7 @@
 """What a run refuses to do: train into a folder it did not make (the user's files, a store),
-go on training once its loss is no longer a number, and serve weights that are not numbers
-or not of a model's types (a diverged run's, a foreign file's)."""
+go on training once its loss is no longer a number, serve weights that are not numbers or
+not of a model's types (a diverged run's, a foreign file's), and export a bundle over a run's
+own files or a file that is not a bundle."""
 
 import re
 import shutil
@@ -134,3 +135,27 @@ def test_weights_that_are_not_numbers_of_a_model_are_refused_from_a_run_or_bundl
     result = samaug("predict", bundle, "--images", tmp_path, "--out", tmp_path / "p")
     assert result.returncode == 1 and message in one_error_line(result)
     assert not (tmp_path / "p").exists()
+
+
+# ---------------------------------------------------------------- export
+
+
+def test_export_never_writes_a_bundle_over_run_files_or_other_files(diverged, tmp_path):
+    run = shutil.copytree(diverged[0], tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for name in ("last.pt", "best.pt", "log.csv", "metrics.json"):
+        result = samaug("export", run, run / name)
+        assert one_error_line(result) == (
+            f"error: {run / name} is a file of the run in {run}; give the bundle a name of "
+            "its own, e.g. model.zip"
+        )
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    notes = tmp_path / "notes.zip"
+    notes.write_text("mine")
+    with pytest.raises(SettingError, match="notes.zip exists and is not a model bundle"):
+        export_bundle(run, notes)
+    assert notes.read_text() == "mine"
+    # A bundle is replaced, and a new name written.
+    bundle = export_bundle(run, tmp_path / "model.zip")
+    assert export_bundle(run, bundle, "last.pt") == bundle
+    assert load_model(bundle, device="cpu").state["epoch"] == 0
