@@ -103,3 +103,30 @@ def test_what_an_older_samaug_left_at_a_kill_is_recovered(tmp_path):
     shutil.copytree(reference, folder.parent / ".old.zarr.version-1.1765100000000000000")
     st.upgrade_store(folder)
     assert sorted(p.name for p in folder.parent.iterdir()) == ["old.zarr"]
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@pytest.mark.parametrize("inject", ["rename:when=1", "renameat2:when=1", "unlinkat:when=3"])
+def test_an_upgrade_killed_by_the_kernel_at_a_system_call_is_recovered(tmp_path, inject):
+    """The same, with the kill made by strace's fault injection at a system call: the last
+    rename of the built copy, the exchange, the removal of the old store."""
+    reference = tmp_path / "reference.zarr"
+    toy_store(reference, version=1)
+    folder = tmp_path / "work" / "old.zarr"
+    folder.parent.mkdir()
+    shutil.copytree(reference, folder)
+    call = inject.split(":")[0]
+    strace = ["strace", "-f", "-qq", "-o", os.devnull, "-e", f"trace={call}"]
+    strace += ["-e", f"inject={inject.replace(':', ':signal=KILL:')}"]
+    command = [*strace, sys.executable, "-m", "samaug", "store", "upgrade", str(folder)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if "ptrace" in killed.stderr or "inject" in killed.stderr:
+        pytest.skip(f"strace cannot inject here: {killed.stderr.strip()}")
+    assert killed.returncode in (-9, 128 + 9), killed.stderr  # strace dies as it did
+    assert (folder / "zarr.json").is_file()  # readable under its name
+    assert samaug("store", "info", folder).returncode == 0
+    st.upgrade_store(folder)
+    assert st.open_store(folder).attrs["schema_version"] == st.SCHEMA_VERSION
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["old.zarr"]
+    same_images(reference, folder)
