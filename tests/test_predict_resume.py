@@ -4,7 +4,8 @@ A run stopped after some images (Ctrl-C, a kill) is resumed by the same command:
 it finished are kept, the rest predicted, and predictions.json names them all; another
 command into that folder replaces its files. Two images that would write one file are
 refused before anything is made. A SIGTERM or Ctrl-C during the priors stage removes the
-temporary priors store and says one line."""
+temporary priors store and says one line. An interrupted eval's saved predictions are
+replaced by its rerun."""
 
 import dataclasses
 import json
@@ -20,6 +21,7 @@ from precompute.types import SettingError
 from tests.support.cli import interrupted, samaug
 from tests.support.train_helpers import tiny_joint_run
 from train.inference.predictor import PredictSettings
+from train.results.evaluation import evaluate_run, prepare_evaluation, score_run
 from train.results.prediction_files import read_index
 from train.results.prediction_journal import JOURNAL_NAME
 from train.results.saving import FileSettings
@@ -188,3 +190,28 @@ def test_a_signal_during_the_priors_stage_removes_the_temporary_store(
     assert list(scratch.glob("samaug-priors-*")) == []  # (Dask keeps its own scratch space)
     # Nothing was predicted yet: the rerun starts clean and finishes.
     assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_an_interrupted_eval_with_saved_predictions_runs_again(trained, tmp_path):
+    _, _, run_dir = trained
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    saved = tmp_path / "saved"
+
+    def stop(split: str, done: int, total: int) -> None:
+        raise Interrupt
+
+    job = prepare_evaluation(run, device="cpu", splits=["testA"], save_predictions=saved)
+    with pytest.raises(Interrupt):
+        score_run(job, progress=stop)
+    raw = saved / "testA" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == [JOURNAL_NAME, "testA_1.png"]
+    # The same command again replaces what the interrupted one wrote, and finishes.
+    evaluate_run(run, device="cpu", splits=["testA"], save_predictions=saved)
+    for strategy in ("raw", "samaug", "ensemble", "select"):
+        index = read_index(saved / "testA" / strategy)
+        assert [entry["image_id"] for entry in index["images"]] == ["testA_1", "testA_2"]
+        assert sorted(p.name for p in (saved / "testA" / strategy).iterdir()) == [
+            "predictions.json",
+            "testA_1.png",
+            "testA_2.png",
+        ]
