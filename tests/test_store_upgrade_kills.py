@@ -14,8 +14,7 @@ import pytest
 
 from precompute import store as st
 from tests.support.cli import ROOT, samaug
-from tests.support.store_toys import toy_store
-from tests.test_store_derive import same_images
+from tests.support.store_toys import same_images, toy_store
 
 KILLED = """
 import os, shutil, sys

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from precompute import __version__
-from precompute.store import in_place
 from precompute.store.copying import Built, Part, build, check_destination
+from precompute.store.in_place import leftovers, remove_leftovers, swap_in, upgraded_name
 from precompute.store.location import is_url, is_zip
 from precompute.store.lock import holding
 from precompute.store.reader import SamaugStore, open_store
@@ -245,9 +245,9 @@ def upgrade_store(
     store = _open(src, storage_options)
     in_place_folder = dst is None and not is_url(src) and not is_zip(src)
     if store.attrs["schema_version"] == SCHEMA_VERSION:
-        if in_place_folder and in_place.leftovers(Path(src)):
+        if in_place_folder and leftovers(Path(src)):
             with holding(Target(Path(src)), "samaug store upgrade"):
-                in_place.remove_leftovers(Path(src))  # of a killed upgrade
+                remove_leftovers(Path(src))  # of a killed upgrade
         return None
     attrs = {
         **store.attrs,
@@ -266,8 +266,8 @@ def upgrade_store(
         raise SamaugError(f"{src}: only a local store folder is upgraded in place; give --out")
     folder = Path(src)
     with holding(Target(folder), "samaug store upgrade"):  # no run writes it meanwhile
-        in_place.remove_leftovers(folder)  # of a killed upgrade
-        fresh = in_place.upgraded_name(folder)
+        remove_leftovers(folder)  # of a killed upgrade
+        fresh = upgraded_name(folder)
         built = build(fresh, attrs, parts, SCHEMA_VERSION)
-        in_place.swap_in(fresh, folder, store.attrs["schema_version"])  # NAME never missing
+        swap_in(fresh, folder, store.attrs["schema_version"])  # NAME never missing
     return built
