@@ -20,7 +20,8 @@ MoNuSeg and polyp metrics are computed per image and averaged over the images of
 challenge's: pooled over all images of a split (F1 from the summed counts; object Dice and
 Hausdorff weighting each object by its share of the whole split's gland area); their
 per-image means are reported too, as ``*_image_mean``. Results go to ``metrics.json`` in
-the run directory, under "test" (the settings under "test_settings"), and every image's
+the run directory, under "test" (the settings under "test_settings", and under "test_empty"
+{split: {strategy: [image IDs]}} the images where nothing was predicted), and every image's
 scores to ``test_per_image.csv``.
 
 A model is a run directory, a bundle or a checkpoint file
@@ -33,7 +34,7 @@ strategy (``train.results.saving``), the label maps being the ones scored, so
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,8 @@ class Evaluation:
     predictions: Path | None = None  # --save-predictions: <it>/<split>/<strategy>/
     # Each such folder's journal: an interrupted eval's files are replaced by the rerun.
     journals: dict[tuple[str, str], Journal] | None = None
+    # After score_run: {split: {strategy: image IDs where nothing was predicted}}.
+    empty: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def prepare_evaluation(
@@ -145,12 +148,12 @@ def prepare_evaluation(
     )
 
 
-def _save(job: Evaluation, split: str, strategy: str, item: dict, probs) -> dict:
+def _save(job: Evaluation, split: str, strategy: str, item: dict, probs, decision) -> dict:
     """Write one image's prediction files for ``strategy``, recorded in the folder's journal
     before and after (so that the rerun of an interrupted eval replaces them)."""
     journal = job.journals[(split, strategy)]
     journal.writing(item["image_id"], job.files.names(item["image_id"]))
-    entry = save_probs(journal.folder, item, probs, job.loaded.task, job.files)
+    entry = save_probs(journal.folder, item, probs, job.loaded.task, job.files, decision)
     journal.done(entry)
     return entry
 
@@ -176,12 +179,16 @@ def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
             took[split].append(predicted.took_samaug)
             label = item["label"].numpy()
             for strategy, probs in predicted.probs.items():
-                scores = task.score(probs[0].cpu().numpy(), label, job.files.min_size)
+                decision = task.prediction(probs[0].cpu().numpy(), job.files.min_size)
+                scores = task.score_prediction(decision, label)
                 image_rows.append(
                     {"split": split, "image_id": item["image_id"], "strategy": strategy, **scores}
                 )
+                if task.predicts_nothing(decision):
+                    job.empty.setdefault(split, {}).setdefault(strategy, [])
+                    job.empty[split][strategy].append(item["image_id"])
                 if job.journals is not None:
-                    entry = _save(job, split, strategy, item, probs)
+                    entry = _save(job, split, strategy, item, probs, decision)
                     entries.setdefault((split, strategy), []).append(entry)
             if progress is not None:
                 progress(split, index + 1, len(dataset))
@@ -209,7 +216,9 @@ def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
         job.journals[(split, strategy)].finish(info, found)
     _prepare_results(job)
     write_csv(image_rows, job.run_dir / "test_per_image.csv")
-    update_metrics(job.run_dir, {"test": results, "test_settings": settings})
+    update_metrics(
+        job.run_dir, {"test": results, "test_settings": settings, "test_empty": job.empty}
+    )
     return results
 
 
