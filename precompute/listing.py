@@ -117,20 +117,34 @@ def make_refs(
     refs: list[ImageRef] = []
     seen: dict[str, Path] = {}
     for name, split, image, label in entries:
-        image_id = safe_id(name)
-        problem = image_id_problem(image_id)
-        if problem:
-            raise SamaugError(f"{image}: {problem}; rename the file")
-        other = seen.setdefault(image_id.lower(), image)
-        if other != image:
-            raise SamaugError(
-                f"{other} and {image} both map to image ID {image_id!r} (IDs are file names "
-                "with characters outside [A-Za-z0-9._-] replaced by '_', compared ignoring "
-                "case); rename one of them"
-            )
+        image_id = _unique_id(name, image, seen)
         if isinstance(label, Missing):
             ref = ImageRef(image_id, split, str(image), None, (unlabelled_warning(image, label),))
         else:
             ref = ImageRef(image_id, split, str(image), None if label is None else str(label))
         refs.append(ref)
     return sorted(refs, key=lambda r: (r.split, natural_key(r.image_id)))
+
+
+def by_id(files: Iterable[Path]) -> dict[str, Path]:
+    """{image ID: path} of files named after images (``safe_id`` of the stem, as
+    ``make_refs`` gives them): label maps or predictions from any tool are matched to the IDs
+    samaug wrote. Two files of one ID (ignoring case) are a SamaugError naming both."""
+    seen: dict[str, Path] = {}
+    return {_unique_id(path.stem, path, seen): path for path in files}
+
+
+def _unique_id(name: str, path: Path, seen: dict[str, Path]) -> str:
+    """``safe_id(name)``, checked valid and not yet in ``seen`` (lower-case ID -> file)."""
+    image_id = safe_id(name)
+    problem = image_id_problem(image_id)
+    if problem:
+        raise SamaugError(f"{path}: {problem}; rename the file")
+    other = seen.setdefault(image_id.lower(), path)
+    if other != path:
+        raise SamaugError(
+            f"{other} and {path} both map to image ID {image_id!r} (IDs are file names "
+            "with characters outside [A-Za-z0-9._-] replaced by '_', compared ignoring "
+            "case); rename one of them"
+        )
+    return image_id

@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +17,12 @@ import torch
 from PIL import Image
 
 from precompute.imageio import read_pixels
+from precompute.listing import safe_id
 from precompute.store import open_store
 from precompute.types import InputError, SamaugError, SettingError
 from tests.support.cli import samaug
-from tests.support.tiny_sam import TINY_SAM_SETTINGS, save_tiny_sam
-from tests.support.train_helpers import RunsCode, make_glas_store, tiny
+from tests.support.tiny_sam import save_tiny_sam
+from tests.support.train_helpers import RunsCode, new_images, tiny_joint_run
 from train.inference.predictor import PredictSettings
 from train.modes import get_mode
 from train.results.bundle import export_bundle
@@ -35,7 +35,6 @@ from train.results.saving import FileSettings, save_probs
 from train.results.scoring import prepare_scoring, score_folder
 from train.results.serving import PredictConfig, predict, prepare_prediction
 from train.tasks import get_task
-from train.training.loop import train
 
 PROBABILITIES = FileSettings(probabilities=True, probability_format="tif")  # float32: exact
 
@@ -43,22 +42,7 @@ PROBABILITIES = FileSettings(probabilities=True, probability_format="tif")  # fl
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_sam_checkpoint):
     """(data folder, store, run directory) of the tiny joint model."""
-    root = tmp_path_factory.mktemp("predict")
-    counts, size = {"train": 2, "testA": 2}, (64, 80)
-    store = make_glas_store(root, counts, size, tiny_sam_checkpoint, **TINY_SAM_SETTINGS)
-    data = root / "glas"
-    config = tiny(store, root / "run", mode="joint", task="binary", epochs=1, val_fraction=0)
-    train(config, log=lambda line: None)
-    return data, store, Path(config.out)
-
-
-def new_images(data: Path, to: Path) -> Path:
-    """The testA images (not their annotations) copied into a folder of their own."""
-    to.mkdir()
-    for path in sorted(data.glob("testA_*.bmp")):
-        if not path.stem.endswith("_anno"):
-            shutil.copy(path, to / path.name)
-    return to
+    return tiny_joint_run(tmp_path_factory.mktemp("predict"), tiny_sam_checkpoint)
 
 
 def test_predict_computes_the_priors_with_the_recorded_masker_and_scores_as_eval(trained, tmp_path):
@@ -323,6 +307,27 @@ def test_score_names_missing_and_extra_predictions_and_a_size_mismatch(tmp_path)
     assert np.array_equal(read_prediction(pred / "b.png"), square)
     with pytest.raises(SettingError, match="give --task"):
         prepare_scoring(pred, labels=labels)
+
+
+def test_score_matches_labels_and_predictions_by_the_image_id_predict_writes(tmp_path):
+    # predict names files by image ID (the stem made safe); labels and other tools' files
+    # keep their names: all three meet at the one ID rule.
+    labels, ours, theirs = tmp_path / "labels", tmp_path / "ours", tmp_path / "theirs"
+    square = np.zeros((8, 8), np.int32)
+    square[2:6, 2:6] = 1
+    labels.mkdir()
+    for stem in ("a b", "c(1)", "d"):
+        Image.fromarray(square.astype(np.uint8)).save(labels / f"{stem}.png")
+        write_prediction(ours, safe_id(stem), labels=square)
+        write_prediction(theirs, "tmp", labels=square)
+        (theirs / "tmp.png").rename(theirs / f"{stem}.png")
+    for folder in (ours, theirs):
+        job = prepare_scoring(folder, labels=labels, task="nuclei")
+        assert [image_id for _, image_id in job.images] == ["a_b", "c_1_", "d"]
+        assert score_folder(job)["labels"]["aji"] == 1.0 and job.extra == []
+    Image.fromarray(square.astype(np.uint8)).save(labels / "a_b.png")
+    with pytest.raises(SamaugError, match=r"a b\.png and .*a_b\.png both map to image ID 'a_b'"):
+        prepare_scoring(ours, labels=labels, task="nuclei")
 
 
 def test_predict_and_eval_name_the_images_where_nothing_was_predicted(trained, tmp_path):

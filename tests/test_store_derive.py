@@ -17,17 +17,14 @@ from precompute.store.maintenance import check_store
 from precompute.types import SamaugError
 from tests.support.cli import SAMAUG
 from tests.support.http import running
-from tests.support.store_toys import DATASET, MASKER, folder_dataset_store, toy_store, write
-
-
-def same_images(a, b, ids=None) -> None:
-    """Every image of ``a`` (or ``ids``) is in ``b`` with the same attributes and arrays."""
-    a, b = st.open_store(a), st.open_store(b)
-    for image_id in ids or a.ids():
-        assert b.image_attrs(image_id) == a.image_attrs(image_id)
-        for name in st.ARRAY_NAMES:
-            if a.has(image_id, name):
-                np.testing.assert_array_equal(b.array(image_id, name), a.array(image_id, name))
+from tests.support.store_toys import (
+    DATASET,
+    MASKER,
+    folder_dataset_store,
+    same_images,
+    toy_store,
+    write,
+)
 
 
 def test_pack_reads_in_place_locally_and_over_http_and_unpacks_to_the_same_store(

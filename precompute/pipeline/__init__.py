@@ -13,7 +13,7 @@ only its own image group, so no two tasks ever write the same chunk.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,8 +204,10 @@ def run(
     config: PriorsConfig,
     on_progress: Callable[[int, int, ImageResult | Failure], None] | None = None,
     index_interval: float = 5.0,
+    ids: Collection[str] | None = None,
 ) -> RunSummary:
-    """Precompute the priors of every image not yet complete in the store.
+    """Precompute the priors of every image not yet complete in the store (of the images
+    ``ids`` only, when given: what ``samaug predict`` resuming has left to do).
 
     Before anything is created, the dataset is listed, the masker's provenance read (the
     checkpoint is opened) and the workers set up (scheduler reached, device checked, masker
@@ -221,6 +223,9 @@ def run(
     started = time.perf_counter()
     max_pixels()  # a bad SAMAUG_MAX_PIXELS is refused now, not once per image
     refs = get_reader(config.dataset, config.data_root, **config.options).refs()
+    if ids is not None:
+        wanted = set(ids)
+        refs = [ref for ref in refs if ref.image_id in wanted]
     if not refs:
         raise SamaugError(f"{config.data_root}: the {config.dataset} reader found no images")
     target = store.Target(config.store, config.storage_options)

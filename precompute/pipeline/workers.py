@@ -15,9 +15,11 @@ here too: SAM is loaded once per worker, not once per task.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from precompute.devices import resolve_device
@@ -246,7 +248,10 @@ class OnCluster(Workers):
         import dask
 
         environment = worker_environment(config.torch_threads or cpu_share(n_workers))
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
+        with (
+            dask.config.set({"distributed.nanny.pre-spawn-environ": environment}),
+            _sigint_deferred(),
+        ):
             self.cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
@@ -256,7 +261,7 @@ class OnCluster(Workers):
                 dashboard_address=":0",
                 silence_logs=40,
             )
-        self.client = Client(self.cluster)
+            self.client = Client(self.cluster)
 
     def _set_up_workers(self) -> None:
         """``setup`` on every worker; one SamaugError for all their problems."""
@@ -292,6 +297,28 @@ class OnCluster(Workers):
                 for ref in chunk_of[future.key]:
                     finished(lost(ref, error or RuntimeError(future.status)))
             future.release()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """SIGINT blocked in this thread while a local cluster starts. The threads it starts
+    inherit the block, and so do the worker processes they start: a terminal's Ctrl-C
+    reaches every process of its group, and a worker stopped by it (mid-import, mid-task)
+    prints its own traceback; the driver closes its workers itself. A Ctrl-C during the
+    start is delivered here once the cluster is up (and is closed by ``close``)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # Started now: starting it later unblocks SIGINT in the thread that does (CPython's
+    # resource_tracker), which is the one that starts the worker processes.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def chunked(refs: list[ImageRef], workers: int, image_batch: int = 1) -> list[list[ImageRef]]:

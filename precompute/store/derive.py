@@ -9,15 +9,13 @@ consolidated, or nothing there at all. ``subset`` and ``merge`` keep the sources
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from precompute import __version__
 from precompute.readers import DATASETS
 from precompute.store.copying import Built, Part, build, check_destination
+from precompute.store.in_place import leftovers, remove_leftovers, swap_in, upgraded_name
 from precompute.store.location import is_url, is_zip
 from precompute.store.lock import holding
 from precompute.store.reader import SamaugStore, open_store
@@ -280,10 +278,15 @@ def upgrade_store(
     src: str | Path, dst: str | Path | None = None, storage_options: dict | None = None
 ) -> Built | None:
     """Rewrite a store of an older schema version in the current one: to ``dst``, or in place
-    (a local folder: the new store is built beside it and takes its name when complete).
-    Returns None when the store is already current."""
+    (a local folder: the new store is built beside it and takes its name when complete,
+    ``in_place``; what a killed upgrade left is recovered or removed). Returns None when the
+    store is already current."""
     store = _open(src, storage_options)
+    in_place_folder = dst is None and not is_url(src) and not is_zip(src)
     if store.attrs["schema_version"] == SCHEMA_VERSION:
+        if in_place_folder and leftovers(Path(src)):
+            with holding(Target(Path(src)), "samaug store upgrade"):
+                remove_leftovers(Path(src))  # of a killed upgrade
         return None
     attrs = {
         **store.attrs,
@@ -298,15 +301,12 @@ def upgrade_store(
     if dst is not None:
         path = check_destination(dst, [str(src)], one_file=False)
         return build(path, attrs, parts, SCHEMA_VERSION)
-    if is_url(src) or is_zip(src):
+    if not in_place_folder:
         raise SamaugError(f"{src}: only a local store folder is upgraded in place; give --out")
     folder = Path(src)
     with holding(Target(folder), "samaug store upgrade"):  # no run writes it meanwhile
-        fresh = folder.parent / f".{folder.name}.upgraded.{os.getpid()}.{time.time_ns()}"
+        remove_leftovers(folder)  # of a killed upgrade
+        fresh = upgraded_name(folder)
         built = build(fresh, attrs, parts, SCHEMA_VERSION)
-        version = store.attrs["schema_version"]
-        old = folder.parent / f".{folder.name}.version-{version}.{time.time_ns()}"
-        os.rename(folder, old)
-        os.rename(fresh, folder)
-        shutil.rmtree(old)
+        swap_in(fresh, folder, store.attrs["schema_version"])  # NAME never missing
     return built

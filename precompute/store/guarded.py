@@ -5,6 +5,8 @@ DamagedStoreError, and any transport failure into a StoreUnreachableError naming
 and the key: never zeros, never a traceback. It also remembers, in a bounded memory, the
 shard indexes and the byte ranges the reader fetched ahead (``fetch``), so that Zarr's own
 reads of a shard (its index, then each inner chunk) are answered without a request each.
+A server that ignores Range (it answers a ranged request with the whole object) is read
+correctly: the range is cut from the object, which is kept for the next reads.
 """
 
 from __future__ import annotations
@@ -150,7 +152,17 @@ class GuardedStore(WrapperStore):
             raise unreachable(self.location, key, err) from err
         if value is None and self.strict and not key.endswith("zarr.json"):
             raise missing_chunk(self.location, key)
+        if value is not None and len(value) > _asked(byte_range):
+            value = prototype.buffer.from_bytes(self._range_of_whole(key, value, byte_range))
         return value
+
+    def _range_of_whole(self, key: str, value, byte_range) -> bytes:
+        """The bytes ``byte_range`` asked for, from the whole object a server that ignores
+        Range sent (``python -m http.server``: 200 and every byte). The object is kept
+        (``memory``), so the next reads of it make no request; nothing is damaged."""
+        data = value.to_bytes()
+        self.memory.put(key, 0, data, whole=True)
+        return _Held(0, data, True).answer(byte_range)
 
     async def get(self, key, prototype, byte_range=None):
         held = self.memory.get(key, byte_range)
@@ -191,6 +203,15 @@ class GuardedStore(WrapperStore):
         data = value.to_bytes()
         self.memory.put(key, 0 if whole else start, data, whole)
         return data
+
+
+def _asked(byte_range) -> float:
+    """The most bytes an answer to ``byte_range`` holds (infinite: the rest of the object)."""
+    if isinstance(byte_range, RangeByteRequest):
+        return byte_range.end - byte_range.start
+    if isinstance(byte_range, SuffixByteRequest):
+        return byte_range.suffix
+    return float("inf")
 
 
 def _where(key: str) -> tuple[str | None, str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from zarr.storage import FsspecStore, LocalStore
 
+from precompute.store.in_place import recover
 from precompute.store.zipstore import FileSource, FsspecSource, ZipRangeStore
 from precompute.types import SamaugError
 
@@ -65,7 +66,7 @@ def filesystem(url: str, storage_options: dict | None = None) -> tuple[Any, str]
 def check_local_store(path: Path, location: str) -> None:
     """SamaugError unless ``path`` is a local folder holding a root zarr.json, or a file
     named like a one-file store."""
-    if not path.exists():
+    if not path.exists() and not recover(path):  # a killed `store upgrade` may have moved it
         raise SamaugError(f"{location}: no such store; create it with `samaug priors`")
     if is_zip(path):
         if not path.is_file():

@@ -13,9 +13,28 @@ from collections.abc import Iterator
 
 from precompute.store.range_server import RangeHandler, RangeServer, running
 
-__all__ = ["FAULTS", "FaultyServer", "faulty", "running", "serve"]
+__all__ = ["FAULTS", "FaultyServer", "faulty", "ignoring_range", "running", "serve"]
 
 FAULTS = ("stall", "drop", "error")
+
+
+class _RangeIgnored(RangeHandler):
+    """Answers as ``python -m http.server`` does: 200 and the whole file, whatever Range
+    asks for (the request is still recorded with its Range header)."""
+
+    def answer(self, body: bool) -> None:
+        del self.headers["Range"]
+        super().answer(body)
+
+
+@contextlib.contextmanager
+def ignoring_range(directory) -> Iterator[RangeServer]:
+    """A started ``RangeServer`` over ``directory`` that ignores Range, stopped on exit."""
+    server = RangeServer(directory, handler=_RangeIgnored).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class _FaultyHandler(RangeHandler):

@@ -92,3 +92,13 @@ def rewrite(path, image_id, name, change) -> np.ndarray:
         change(values)
         array[source.selection()] = values.astype(array.dtype)
     return values
+
+
+def same_images(a, b, ids=None) -> None:
+    """Every image of ``a`` (or ``ids``) is in ``b`` with the same attributes and arrays."""
+    a, b = st.open_store(a), st.open_store(b)
+    for image_id in ids or a.ids():
+        assert b.image_attrs(image_id) == a.image_attrs(image_id)
+        for name in st.ARRAY_NAMES:
+            if a.has(image_id, name):
+                np.testing.assert_array_equal(b.array(image_id, name), a.array(image_id, name))

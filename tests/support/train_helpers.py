@@ -43,6 +43,32 @@ def make_glas_store(
     return store
 
 
+def tiny_joint_run(root: Path, sam_checkpoint: Path) -> tuple[Path, Path, Path]:
+    """(data folder, store, run directory) of a tiny U-Net trained one epoch (mode joint,
+    task binary: its probability-based scores are non-trivial even untrained) on the priors
+    of a tiny random SAM, for 2 training and 2 testA images of 64 x 80."""
+    from tests.support.tiny_sam import TINY_SAM_SETTINGS
+    from train.training.loop import train
+
+    store = make_glas_store(
+        root, {"train": 2, "testA": 2}, (64, 80), sam_checkpoint, **TINY_SAM_SETTINGS
+    )
+    config = tiny(store, root / "run", mode="joint", task="binary", epochs=1, val_fraction=0)
+    train(config, log=quiet)
+    return root / "glas", store, Path(config.out)
+
+
+def new_images(data: Path, to: Path) -> Path:
+    """The testA images (not their annotations) of a GlaS-like folder, copied into ``to``."""
+    import shutil
+
+    to.mkdir()
+    for path in sorted(data.glob("testA_*.bmp")):
+        if not path.stem.endswith("_anno"):
+            shutil.copy(path, to / path.name)
+    return to
+
+
 def write_pranet_like(root: Path, train: int = 6, test: dict[str, int] | None = None) -> Path:
     """The PraNet polyp layout: TrainDataset/{image,mask}, TestDataset/<name>/{images,masks}
     (``train`` training images, ``test`` per test set, 80 x 96 pixels)."""

@@ -33,7 +33,7 @@ from precompute import __version__
 from precompute.files import atomic_file
 from precompute.maskers import describe_masker, recorded_checkpoint
 from precompute.types import SamaugError, SettingError
-from train.training.checkpoint import load_checkpoint, read_json
+from train.training.checkpoint import MORE_RUN_FILES, RUN_FILES, load_checkpoint, read_json
 
 FORMAT = "samaug-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -57,6 +57,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, checkpoint: str = "best.
         raise SettingError(f"{run_dir}: not a run directory; give the folder `samaug train` made")
     if out.is_dir():
         raise SettingError(f"{out} is a folder; give the bundle's file name, e.g. model.zip")
+    _check_replaceable(out)
     state = load_checkpoint(run_dir / checkpoint, "cpu", "restore it, or train the run again")
     metrics_path = run_dir / METRICS
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
@@ -78,6 +79,24 @@ def export_bundle(run_dir: str | Path, out: str | Path, checkpoint: str = "best.
         archive.writestr(METRICS, _json(metrics))
         archive.writestr(README, bundle_readme(about, provenance, metrics))
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """SettingError unless ``out`` is a new file or a bundle: a run's own file (its
+    ``last.pt``, which resuming needs, even where missing) or any file that is not a bundle
+    is never replaced by one."""
+    if out.name in (*RUN_FILES, *MORE_RUN_FILES) and (
+        (out.parent / "config.json").is_file() or (out.parent / "last.pt").is_file()
+    ):
+        raise SettingError(
+            f"{out} is a file of the run in {out.parent}; give the bundle a name of its own, "
+            "e.g. model.zip"
+        )
+    if out.exists() and not is_bundle(out):
+        raise SettingError(
+            f"{out} exists and is not a model bundle; give a new file name, e.g. model.zip "
+            "(only a bundle is replaced)"
+        )
 
 
 def is_bundle(path: str | Path) -> bool:

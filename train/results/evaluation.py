@@ -47,7 +47,7 @@ from train.data.datasets import WholeImageDataset
 from train.inference.predictor import Predictor, PredictSettings
 from train.modes import get_mode
 from train.results.loading import LoadedModel, load_model
-from train.results.prediction_files import prepare_folder, write_index
+from train.results.prediction_journal import Journal, open_journal
 from train.results.provenance import check_priors_match
 from train.results.saving import FileSettings, made_by, save_probs
 from train.results.splits import check_splits, split_groups, test_splits
@@ -75,6 +75,8 @@ class Evaluation:
     checkpoint: str
     files: FileSettings
     predictions: Path | None = None  # --save-predictions: <it>/<split>/<strategy>/
+    # Each such folder's journal: an interrupted eval's files are replaced by the rerun.
+    journals: dict[tuple[str, str], Journal] | None = None
     # After score_run: {split: {strategy: image IDs where nothing was predicted}}.
     empty: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
@@ -123,14 +125,16 @@ def prepare_evaluation(
         raise SettingError(
             f"{opened.location} has no split besides the training ones to evaluate on"
         )
-    predictions = None
+    predictions, journals = None, None
     if save_predictions is not None:
         predictions = Path(save_predictions)
         if predictions.exists() and not predictions.is_dir():
             raise SettingError(f"--save-predictions {predictions} is a file; give a folder")
-        for split in splits:
-            for strategy in STRATEGIES:
-                prepare_folder(predictions / split / strategy)
+        journals = {
+            (split, strategy): open_journal(predictions / split / strategy, {"eval": True}, [])
+            for split in splits
+            for strategy in STRATEGIES
+        }
     return Evaluation(
         results_dir(run_dir),
         loaded,
@@ -140,7 +144,18 @@ def prepare_evaluation(
         checkpoint,
         files,
         predictions,
+        journals,
     )
+
+
+def _save(job: Evaluation, split: str, strategy: str, item: dict, probs, decision) -> dict:
+    """Write one image's prediction files for ``strategy``, recorded in the folder's journal
+    before and after (so that the rerun of an interrupted eval replaces them)."""
+    journal = job.journals[(split, strategy)]
+    journal.writing(item["image_id"], job.files.names(item["image_id"]))
+    entry = save_probs(journal.folder, item, probs, job.loaded.task, job.files, decision)
+    journal.done(entry)
+    return entry
 
 
 @torch.no_grad()
@@ -172,9 +187,8 @@ def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
                 if task.predicts_nothing(decision):
                     job.empty.setdefault(split, {}).setdefault(strategy, [])
                     job.empty[split][strategy].append(item["image_id"])
-                if job.predictions is not None:
-                    folder = job.predictions / split / strategy
-                    entry = save_probs(folder, item, probs, task, job.files, decision)
+                if job.journals is not None:
+                    entry = _save(job, split, strategy, item, probs, decision)
                     entries.setdefault((split, strategy), []).append(entry)
             if progress is not None:
                 progress(split, index + 1, len(dataset))
@@ -199,7 +213,7 @@ def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
             strategy,
             {**settings, **asdict(job.files), "split": split},
         )
-        write_index(job.predictions / split / strategy, info, found)
+        job.journals[(split, strategy)].finish(info, found)
     _prepare_results(job)
     write_csv(image_rows, job.run_dir / "test_per_image.csv")
     update_metrics(

@@ -20,6 +20,7 @@ from train.results.bundle import is_bundle, read_bundle
 from train.tasks import Task, get_task
 from train.training.checkpoint import REQUIRED, load_checkpoint
 from train.training.config import TrainConfig
+from train.training.divergence import check_weights
 
 
 def read_model(
@@ -68,6 +69,7 @@ def load_model(
     """
     device = resolve_device(device) if isinstance(device, str) else device
     state, path = read_model(source, checkpoint, device)
+    check_weights(state["model"], path)  # a diverged run's, or a foreign file's
     try:
         config = TrainConfig.from_dict(state["config"])
     except SettingError as err:

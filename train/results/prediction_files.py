@@ -112,6 +112,37 @@ def write_prediction(
     return {"image_id": image_id, "shape": [height, width], "objects": objects, "files": files}
 
 
+def output_names(image_id: str, prob_format: str | None = None, overlay: bool = False) -> list[str]:
+    """Every file name ``write_prediction`` may write for ``image_id``: the decision as PNG
+    or TIFF, the probability in ``prob_format`` (None: none), the overlay when ``overlay``."""
+    names = [f"{image_id}.png", f"{image_id}.tif"]
+    if prob_format == "tif":
+        names.append(f"{image_id}{PROBABILITY_SUFFIX}.tif")
+    elif prob_format is not None:
+        names.append(f"{image_id}.npz")
+    if overlay:
+        names.append(f"{image_id}{OVERLAY_SUFFIX}.png")
+    return names
+
+
+def check_output_names(
+    image_ids: list[str], prob_format: str | None = None, overlay: bool = False
+) -> None:
+    """SettingError when two images would write one file (e.g. ``x``'s overlay and
+    ``x_overlay``'s mask are both ``x_overlay.png``; names compared ignoring case, as a
+    case-insensitive file system does), naming both images and the file."""
+    owners: dict[str, str] = {}
+    for image_id in image_ids:
+        for name in output_names(image_id, prob_format, overlay):
+            other = owners.setdefault(name.lower(), image_id)
+            if other != image_id:
+                raise SettingError(
+                    f"images {other!r} and {image_id!r} would both write {name}; rename one "
+                    "of the image files, or leave out the option that writes it (--overlay, "
+                    "--probability-format tif)"
+                )
+
+
 def write_index(folder: str | Path, info: dict, entries: list[dict]) -> Path:
     """Write ``predictions.json`` (atomically): ``info`` (a JSON-serialisable dict saying what
     made the predictions) and the entries ``write_prediction`` returned, in the given order.

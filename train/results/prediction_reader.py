@@ -4,8 +4,8 @@
 ``read_prediction`` takes label maps as 8- or 16-bit PNG or TIFF (any format
 ``precompute.imageio`` decodes), binary masks as any non-zero value, probability maps as npz
 or float TIFF in [0, 1] or as integer images scaled by their type's maximum (8-bit: v / 255,
-16-bit: v / 65535). ``match_predictions`` pairs files with image IDs by file stem. Every
-problem is an InputError naming the file.
+16-bit: v / 65535). ``match_predictions`` pairs files with image IDs by file stem made
+safe (``safe_id``). Every problem is an InputError naming the file.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from precompute.imageio import (
     single_channel,
 )
 from precompute.limits import check_pixels
+from precompute.listing import safe_id
 from precompute.types import InputError
 from train.results.prediction_files import (
     INDEX_NAME,
@@ -63,7 +64,8 @@ def read_prediction(path: str | Path, kind: Kind | None = None) -> np.ndarray:
 def match_predictions(
     folder: str | Path, image_ids: list[str], kind: Kind = "labels"
 ) -> tuple[dict[str, Path], list[str], list[Path]]:
-    """Pair the files of ``folder`` with ``image_ids`` by file stem.
+    """Pair the files of ``folder`` with ``image_ids`` by file stem made safe
+    (``precompute.listing.safe_id``: ``a b.png`` is image ``a_b``'s).
 
     "labels"/"mask" take ``<id>`` + an image suffix (.png, .tif, ...); "probability" takes
     ``<id>.npz``, else ``<id>_probability.tif``, else ``<id>`` + an image suffix.
@@ -76,7 +78,7 @@ def match_predictions(
     if not folder.is_dir():
         raise InputError(f"{folder}: no such prediction folder")
     wanted = set(image_ids)
-    by_id: dict[str, list[Path]] = {}
+    by_id: dict[str, list[tuple[Path, tuple[str, str]]]] = {}
     extra = []
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith(".") or path.name == INDEX_NAME:
@@ -85,12 +87,12 @@ def match_predictions(
         if owner is None:
             extra.append(path)
         else:
-            by_id.setdefault(owner, []).append(path)
+            by_id.setdefault(owner[0], []).append((path, owner[1]))
     found, missing = {}, []
     for image_id in image_ids:
         candidates = by_id.get(image_id, [])
-        for names in _preference(image_id, kind):
-            tier = [p for p in candidates if p.name.lower() in names]
+        for roles in _preference(kind):
+            tier = [path for path, role in candidates if role in roles]
             if len(tier) > 1:
                 raise InputError(
                     f"{', '.join(map(str, tier))}: more than one {kind} file for image "
@@ -167,24 +169,26 @@ def _as_probability(values: np.ndarray, path: Path) -> np.ndarray:
     return values
 
 
-def _owner(path: Path, image_ids: set[str]) -> str | None:
-    """The image ID a prediction file belongs to, by the layout's names, or None."""
+def _owner(path: Path, image_ids: set[str]) -> tuple[str, tuple[str, str]] | None:
+    """(image ID, (role, lower-case suffix)) of a prediction file by the layout's names, or
+    None: ``a b_probability.tif`` is ``("a_b", ("_probability", ".tif"))``, ``a.png`` is
+    ``("a", ("", ".png"))``. A file's ID is its stem made safe, as samaug names its files."""
     stem, suffix = path.stem, path.suffix.lower()
     if suffix not in (*IMAGE_SUFFIXES, ".npz"):
         return None
-    if stem in image_ids:
-        return stem
+    if safe_id(stem) in image_ids:
+        return safe_id(stem), ("", suffix)
     for role, suffixes in ((OVERLAY_SUFFIX, IMAGE_SUFFIXES), (PROBABILITY_SUFFIX, TIFF_SUFFIXES)):
-        base = stem.removesuffix(role)
+        base = safe_id(stem.removesuffix(role))
         if stem.endswith(role) and suffix in suffixes and base in image_ids:
-            return base
+            return base, (role, suffix)
     return None
 
 
-def _preference(image_id: str, kind: str) -> list[set[str]]:
-    """Lower-case file names that hold ``kind`` for ``image_id``, most preferred first."""
-    images = {f"{image_id}{s}".lower() for s in IMAGE_SUFFIXES}
+def _preference(kind: str) -> list[set[tuple[str, str]]]:
+    """The (role, suffix) pairs of the files that hold ``kind``, most preferred first."""
+    images = {("", s) for s in IMAGE_SUFFIXES}
     if kind != "probability":
         return [images]
-    tiffs = {f"{image_id}{PROBABILITY_SUFFIX}{s}".lower() for s in TIFF_SUFFIXES}
-    return [{f"{image_id}.npz".lower()}, tiffs, images]
+    tiffs = {(PROBABILITY_SUFFIX, s) for s in TIFF_SUFFIXES}
+    return [{("", ".npz")}, tiffs, images]

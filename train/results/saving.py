@@ -20,7 +20,12 @@ from precompute import __version__, checks
 from precompute.types import SettingError
 from train.choices import DEFAULT_MIN_SIZE, DEFAULT_PROBABILITY_FORMAT
 from train.postprocess import binary_from_probs
-from train.results.prediction_files import PROB_FORMATS, write_prediction
+from train.results.prediction_files import (
+    PROB_FORMATS,
+    check_output_names,
+    output_names,
+    write_prediction,
+)
 from train.strategies import foreground_probability
 from train.tasks import Task
 
@@ -42,6 +47,16 @@ class FileSettings:
         for name in ("probabilities", "overlay"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingError(f"{name} must be true or false, not {getattr(self, name)!r}")
+
+    def names(self, image_id: str) -> list[str]:
+        """Every file name ``save_probs`` may write for ``image_id`` with these settings."""
+        written = self.probability_format if self.probabilities else None
+        return output_names(image_id, written, self.overlay)
+
+    def check_names(self, image_ids: list[str]) -> None:
+        """SettingError when two of ``image_ids`` would write one file (naming both)."""
+        written = self.probability_format if self.probabilities else None
+        check_output_names(image_ids, written, self.overlay)
 
 
 def save_probs(

@@ -1,7 +1,9 @@
 """``samaug score``: the metrics of ``samaug eval`` for a folder of predictions from any tool.
 
-Predictions are matched to the ground truth by image ID, that is by file stem
-(``train.results.prediction_reader.match_predictions``): for tasks scored on instance label
+Predictions are matched to the ground truth by image ID, the file stem made safe as the
+readers make it (``precompute.listing.safe_id``: ``a b.png`` is image ``a_b``, as ``samaug
+predict`` names its files; ``train.results.prediction_reader.match_predictions``): for tasks
+scored on instance label
 maps (glands, nuclei) ``<id>.png`` / ``<id>.tif`` / ... label maps (0 = background); for tasks
 scored on the foreground probability (binary) ``<id>.npz``, else ``<id>_probability.tif``, else
 ``<id>.png`` / ... read as a probability (8-bit: v / 255, so a 0/255 mask is 0/1). The ground

@@ -44,7 +44,7 @@ from train.data.datasets import WholeImageDataset, image_float
 from train.inference.predictor import Predictor, PredictSettings
 from train.modes import get_mode
 from train.results.loading import LoadedModel, load_model
-from train.results.prediction_files import prepare_folder, write_index
+from train.results.prediction_journal import Journal, open_journal
 from train.results.provenance import MaskerChoice, check_priors_match, masker_for
 from train.results.saving import FileSettings, made_by, save_probs
 from train.results.splits import check_splits
@@ -115,7 +115,9 @@ class Prediction:
     strategy: str
     out: Path
     masker: MaskerChoice | None  # None: no priors to compute (a store, or the raw strategy)
-    ids: list[str]  # a store's images to predict (empty for a folder)
+    ids: list[str]  # the images to predict, in order (a folder's: its files' IDs)
+    info: dict  # predictions.json's made_by
+    journal: Journal  # the output folder's, with the images an interrupted run finished
     # The store predicted from, opened once (a URL's root metadata is read once per run).
     store: SamaugStore | None = None
     # Images of the folder whose priors a kept masker store holds but whose file cannot be
@@ -127,18 +129,22 @@ class Prediction:
 class PredictSummary:
     """What a prediction run did: ``entries`` (predictions.json's, one per image written),
     ``failures`` ((image ID, one-line reason) of images not predicted), ``priors`` (the
-    priors pipeline's summary, for a folder predicted with priors) and ``index``."""
+    priors pipeline's summary, for a folder predicted with priors; None when it had none to
+    make), ``index``, and ``kept``: how many of the entries an interrupted run had made."""
 
     entries: list[dict]
     failures: list[tuple[str, str]]
     index: Path
     priors: RunSummary | None = None
+    kept: int = 0
 
 
 def prepare_prediction(config: PredictConfig) -> Prediction:
     """Load the model and check everything against it before any image is read: the
     strategy, the images folder or the store (its splits, its priors), the masker (the SAM
-    checkpoint's sha256), and the output folder (a previous run's files are removed last)."""
+    checkpoint's sha256), the output file names (two images writing one file are refused),
+    and last the output folder (``open_journal``: an interrupted run of the same command is
+    resumed, the files of another run are removed)."""
     loaded = load_model(config.model, config.model_checkpoint, config.device)
     predictor = Predictor.of_run(loaded.model, loaded.config, loaded.task, config.settings)
     strategy = get_mode(loaded.config.mode).strategy(config.strategy)
@@ -148,7 +154,7 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
         images = Path(config.images)
         if not images.is_dir():
             raise SettingError(f"--images {images}: no such folder of images")
-        get_reader("folder", images).refs()  # a folder without images is refused now
+        ids = [ref.image_id for ref in get_reader("folder", images).refs()]  # none: refused
         if priors:
             masker = masker_for(loaded.state, config.checkpoint)
             if config.masker_store is not None:
@@ -161,49 +167,65 @@ def prepare_prediction(config: PredictConfig) -> Prediction:
         ids = store.ids(list(config.splits) or None)
         if not ids:
             raise SettingError(f"{store.location}: no complete images to predict")
-    out = prepare_folder(config.out)
-    return Prediction(config, loaded, predictor, strategy, out, masker, ids, store, unreadable)
+    config.files.check_names(ids)
+    info = _made_by(config, loaded, strategy, store)
+    model_file = loaded.path.stat()
+    run = {"made_by": info, "model_file": [model_file.st_size, model_file.st_mtime_ns]}
+    journal = open_journal(config.out, run, ids)
+    out = Path(config.out)
+    return Prediction(
+        config, loaded, predictor, strategy, out, masker, ids, info, journal, store, unreadable
+    )
+
+
+def _made_by(
+    config: PredictConfig, loaded: LoadedModel, strategy: str, store: SamaugStore | None
+) -> dict:
+    """predictions.json's ``made_by`` of this run: the model, strategy and every setting."""
+    source = {"images": config.images} if store is None else {"store": store.location}
+    settings = {
+        **asdict(config.settings),
+        "device": config.device,
+        **asdict(config.files),
+        "input": source if store is None else {**source, "splits": list(config.splits)},
+        "masker_store": config.masker_store,
+    }
+    return made_by(config.model, loaded.path, loaded.state, loaded.task, strategy, settings)
 
 
 @torch.no_grad()
 def run_prediction(job: Prediction, progress: Progress | None = None) -> PredictSummary:
-    """Predict every image: priors first where needed (``progress("priors", done, total)``
-    per image), then the model (``progress("predict", done, total)``). An image whose
-    priors or pixels cannot be made is a failure; the others go on."""
-    config, loaded = job.config, job.loaded
+    """Predict every image an interrupted run did not finish: priors first where needed
+    (``progress("priors", done, total)`` per image), then the model (``progress("predict",
+    done, total)``). An image whose priors or pixels cannot be made is a failure; the others
+    go on. ``predictions.json`` names the images kept and predicted, in order."""
+    config, kept = job.config, job.journal.kept
+    todo = [image_id for image_id in job.ids if image_id not in kept]
     failures: list[tuple[str, str]] = []
     priors_summary = None
     with tempfile.TemporaryDirectory(prefix="samaug-priors-") as scratch:
         if job.masker is not None:
             priors_config = _priors_config(config, job.masker, scratch)
-            priors_summary = run_priors(
-                priors_config,
-                on_progress=None if progress is None else _priors_progress(progress),
-            )
-            failures += [(f.image_id, f.message) for f in priors_summary.failures]
-            failures += job.unreadable
+            if todo:  # a kept masker store resumes by itself; a temporary one does what is left
+                priors_summary = run_priors(
+                    priors_config,
+                    on_progress=None if progress is None else _priors_progress(progress),
+                    ids=None if config.masker_store else todo,
+                )
+                failures += [(f.image_id, f.message) for f in priors_summary.failures]
+            failures += [(i, reason) for i, reason in job.unreadable if i not in kept]
             failed = {image_id for image_id, _ in failures}
-            refs = get_reader("folder", config.images, split=PRIORS_SPLIT).refs()
-            ids = [ref.image_id for ref in refs if ref.image_id not in failed]
+            ids = [image_id for image_id in todo if image_id not in failed]
             items = _store_items(StoreAccess(priors_config.store), ids)
         elif config.images is not None:  # the raw strategy: the pixels alone
-            refs = get_reader("folder", config.images).refs()
+            refs = [r for r in get_reader("folder", config.images).refs() if r.image_id in todo]
             items = _folder_items(config.images, refs, failures)
         else:
-            items = _store_items(job.store, job.ids)
-        entries = _predict_items(job, items, progress)
-    settings = {
-        **asdict(config.settings),
-        "device": config.device,
-        **asdict(config.files),
-        "input": {"images": config.images}
-        if config.images is not None
-        else {"store": job.store.location, "splits": list(config.splits)},
-        "masker_store": config.masker_store,
-    }
-    info = made_by(config.model, loaded.path, loaded.state, loaded.task, job.strategy, settings)
-    index = write_index(job.out, info, entries)
-    return PredictSummary(entries, failures, index, priors_summary)
+            items = _store_items(job.store, todo)
+        made = {entry["image_id"]: entry for entry in _predict_items(job, items, progress)}
+    entries = [{**kept, **made}[i] for i in job.ids if i in kept or i in made]
+    index = job.journal.finish(job.info, entries)
+    return PredictSummary(entries, failures, index, priors_summary, kept=len(kept))
 
 
 def predict(config: PredictConfig, progress: Progress | None = None) -> PredictSummary:
@@ -215,10 +237,13 @@ def _predict_items(
     job: Prediction, items: tuple[int, Iterator[dict]], progress: Progress | None
 ) -> list[dict]:
     total, iterator = items
+    files = job.config.files
     entries = []
     for done, item in enumerate(iterator, start=1):
         chosen = job.predictor.strategies(item, (job.strategy,)).probs[job.strategy]
-        entries.append(save_probs(job.out, item, chosen, job.loaded.task, job.config.files))
+        job.journal.writing(item["image_id"], files.names(item["image_id"]))
+        entries.append(save_probs(job.out, item, chosen, job.loaded.task, files))
+        job.journal.done(entries[-1])
         if progress is not None:
             progress("predict", done, total)
     return entries

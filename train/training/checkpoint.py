@@ -51,6 +51,7 @@ from precompute.files import atomic_file, atomic_save, atomic_write_json
 from precompute.store import signature
 from precompute.types import SamaugError, SettingError
 from train.training.config import TrainConfig, differences
+from train.training.divergence import check_weights
 
 # val_dice: the Dice of the strategy validation follows (``val_strategy``), which picks
 # best.pt; val_<strategy>: each strategy the mode serves (empty for the others).
@@ -151,6 +152,7 @@ def _copy(source: Path, target: Path) -> None:
 
 def save_epoch(out: Path, state: dict, is_best: bool) -> None:
     """The end of an epoch, in the module doc's order: last.pt, best.pt, log.csv."""
+    check_weights(state["model"], out, training=True)  # a diverged run keeps its last.pt
     atomic_save(out / "last.pt", lambda f: torch.save(state, f))
     if is_best:
         _copy(out / "last.pt", out / "best.pt")
@@ -159,6 +161,7 @@ def save_epoch(out: Path, state: dict, is_best: bool) -> None:
 
 def save_position(out: Path, state: dict) -> None:
     """A position within an epoch (module doc): ``last.pt`` alone is replaced."""
+    check_weights(state["model"], out, training=True)
     atomic_save(out / "last.pt", lambda f: torch.save(state, f))
 
 
@@ -196,10 +199,10 @@ def run_differences(state: dict, config: TrainConfig, task: str, identity: dict)
 
 
 def start(out: Path, config: TrainConfig) -> None:
-    """A new run directory: config.json and an empty log.csv. Refuses a directory holding
-    another run's best.pt (its last.pt gone); removes an orphaned metrics.json."""
-    if out.exists() and not out.is_dir():
-        raise SettingError(f"--out {out} is a file; give a directory for the run")
+    """A new run directory: config.json and an empty log.csv. Refuses (``check_new_out``) a
+    folder holding files a run did not write, a Zarr store, and a directory holding another
+    run's best.pt (its last.pt gone); removes an orphaned metrics.json."""
+    check_new_out(out)
     if (out / "best.pt").exists():
         raise SamaugError(
             f"{out} holds a best.pt but no last.pt: it is another run's result; use a new "
@@ -210,6 +213,42 @@ def start(out: Path, config: TrainConfig) -> None:
     (out / "metrics.json").unlink(missing_ok=True)  # the scores of a run whose .pt are gone
     config.save(out / "config.json")
     write_log(out / "log.csv", [])
+
+
+# What a run's TensorBoard events and `samaug eval` add to its directory: with RUN_FILES,
+# all a run directory holds.
+MORE_RUN_FILES = ("tensorboard", "test_per_image.csv")
+
+
+def check_new_out(out: Path) -> None:
+    """SettingError unless ``out`` may become a new run's directory: a new or empty folder,
+    or the files of a run started there (its ``config.json``, with nothing but run files).
+    A file, a Zarr store (or a folder inside one) and a folder holding anything a run did
+    not write are refused before anything in it is touched."""
+    if out.exists() and not out.is_dir():
+        raise SettingError(f"--out {out} is a file; give a directory for the run")
+    for folder in (out, *out.absolute().parents):
+        if (folder / "zarr.json").is_file() or (folder / ".zgroup").is_file():
+            raise SettingError(
+                f"--out {out} is {'' if folder == out else 'inside '}a Zarr store "
+                f"({folder}); give a folder of its own for the run"
+            )
+    if not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir())
+    ours = set(RUN_FILES) | set(MORE_RUN_FILES)
+    other = [n for n in names if n not in ours and not _is_partial(n)]
+    if names and (other or "config.json" not in names):
+        shown = ", ".join((other or names)[:3]) + (" ..." if len(other or names) > 3 else "")
+        raise SettingError(
+            f"--out {out} holds files a run did not write ({shown}); give a new or empty "
+            "folder, or the directory of the run to continue"
+        )
+
+
+def _is_partial(name: str) -> bool:
+    """A temporary file of an interrupted write of a run file (``precompute.files``)."""
+    return any(name.startswith(f".{run_file}.") and name.endswith(".tmp") for run_file in RUN_FILES)
 
 
 def resume(

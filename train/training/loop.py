@@ -36,10 +36,10 @@ import torch.distributed as dist
 
 from precompute import checks
 from precompute.store import StoreAccess
-from precompute.types import SettingError
 from train.inference.predictor import Predictor
 from train.modes import get_mode
 from train.training.config import TrainConfig
+from train.training.divergence import check_losses
 from train.training.optim import Trainer, build_trainer
 from train.training.run_log import Progress
 from train.training.run_setup import (
@@ -164,8 +164,8 @@ def train(
     procs = start_processes(config)
     torch.manual_seed(config.seed + procs.rank)
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise SettingError(f"--out {out} is a file; give a directory for the run")
+    if not (out / "last.pt").exists():
+        checkpoint.check_new_out(out)  # before the store is opened
 
     # ---- data
     data = prepare_data(config, access or StoreAccess(config.store), procs)
@@ -356,7 +356,7 @@ def _train_epoch(
     progress = session.validating.progress
     for index, batch in enumerate(watch.steps(loader, progress, what, first), start=first):
         seed_batch(config.seed, procs.rank, epoch, index)
-        losses += trainer.train_batch(batch)
+        losses += check_losses(trainer.train_batch(batch), session.out, epoch, index)
         run.step += trainer.plan.steps_per_batch
         done = index + 1
         stopped = budget.take()
