@@ -126,14 +126,6 @@ def make_refs(
     return sorted(refs, key=lambda r: (r.split, natural_key(r.image_id)))
 
 
-def by_id(files: Iterable[Path]) -> dict[str, Path]:
-    """{image ID: path} of files named after images (``safe_id`` of the stem, as
-    ``make_refs`` gives them): label maps or predictions from any tool are matched to the IDs
-    samaug wrote. Two files of one ID (ignoring case) are a SamaugError naming both."""
-    seen: dict[str, Path] = {}
-    return {_unique_id(path.stem, path, seen): path for path in files}
-
-
 def _unique_id(name: str, path: Path, seen: dict[str, Path]) -> str:
     """``safe_id(name)``, checked valid and not yet in ``seen`` (lower-case ID -> file)."""
     image_id = safe_id(name)
