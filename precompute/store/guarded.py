@@ -19,9 +19,10 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
+from precompute.received import check_bounds
 from precompute.store.schema import damaged
 from precompute.store.zipstore import ZipFormatError
-from precompute.types import SamaugError
+from precompute.types import InputError, SamaugError
 
 MEMORY_BYTES = 32 << 20
 
@@ -150,6 +151,8 @@ class GuardedStore(WrapperStore):
             raise unreachable(self.location, key, err) from err
         if value is None and self.strict and not key.endswith("zarr.json"):
             raise missing_chunk(self.location, key)
+        if value is not None and key.endswith("zarr.json"):
+            _check_metadata(self.location, key, value.to_bytes())
         return value
 
     async def get(self, key, prototype, byte_range=None):
@@ -191,6 +194,19 @@ class GuardedStore(WrapperStore):
         data = value.to_bytes()
         self.memory.put(key, 0 if whole else start, data, whole)
         return data
+
+
+def _check_metadata(location: str, key: str, data: bytes) -> None:
+    """Metadata is parsed by zarr, whose JSON parser recurses: bounded first (size, nesting;
+    ``precompute.received``), so a crafted zarr.json is damage in one line, never a
+    RecursionError."""
+    try:
+        check_bounds(data, key)
+    except InputError as err:
+        problem = str(err).removeprefix(f"{key}: ")
+        if key == "zarr.json":
+            raise damaged(location, None, f"zarr.json: {problem}") from None
+        raise damaged_at(location, key, problem) from None
 
 
 def _where(key: str) -> tuple[str | None, str]:
