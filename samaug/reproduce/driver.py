@@ -43,6 +43,7 @@ from samaug.reproduce.render import write_table
 from samaug.reproduce.runs import load_runs
 from train.choices import DEFAULT_CERTAINTY
 from train.inference.predictor import PredictSettings
+from train.models import model_options
 from train.models.backbones import BACKBONES
 from train.results.evaluation import evaluate_run
 from train.strategies import check_certainty
@@ -58,6 +59,10 @@ PRETRAINED_FILES = {
     "pranet": "res2net50_v1b_26w_4s-3cf99910.pth",
 }
 NO_WEIGHTS = "none"
+# Seeds per run and bootstrap resamples: far beyond a table's needs (3 seeds, 10,000
+# resamples), small enough that listing them takes no memory to speak of.
+MAX_SEEDS = 1000
+MAX_BOOT = 1_000_000
 # TrainConfig fields reproduce sets itself (the grid's, and its own options').
 OWN_FIELDS = (
     "store",
@@ -110,20 +115,26 @@ class ReproduceSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", access_of(self.store))
         grid = get_grid(self.table)
-        checks.integer("--seeds", self.seeds, minimum=1)
+        checks.integer("--seeds", self.seeds, minimum=1, maximum=MAX_SEEDS)
         if self.epochs is not None:
             checks.integer("--epochs", self.epochs, minimum=1)
         if self.samples_per_epoch is not None:
             checks.integer("--samples-per-epoch", self.samples_per_epoch, minimum=1)
         checks.integer("--workers", self.workers, minimum=0)
-        checks.integer("--n-boot", self.n_boot, minimum=1)
+        checks.integer("--n-boot", self.n_boot, minimum=1, maximum=MAX_BOOT)
         check_device(self.device)
         check_certainty(self.certainty)
-        for model in self.pretrained:
+        for model, given in self.pretrained.items():
             if model not in grid.models:
                 raise SettingError(
                     f"--pretrained {model}=...: {model} is not a model of the {grid.name} "
                     f"table ({', '.join(grid.models)})"
+                )
+            if given != NO_WEIGHTS and "pretrained" not in model_options(model):
+                takers = [m for m in grid.models if "pretrained" in model_options(m)]
+                raise SettingError(
+                    f"--pretrained {model}={given}: {model} starts from no pretrained weights "
+                    f"(of the {grid.name} table, {', '.join(takers) or 'no model'} can)"
                 )
         for key in self.model_kwargs:
             model = key.partition(".")[0] if "." in key else None
