@@ -1,7 +1,6 @@
 """Every file of the hostile corpus is refused in one line or read correctly, within 1 GiB."""
 
 import json
-import resource
 
 import pytest
 
@@ -49,9 +48,7 @@ def test_every_file_is_refused_in_one_line_or_read(walked):
 def test_the_walk_stays_within_a_gibibyte(walked):
     _, report = walked
     grown = report["peak"] - report["started"]
-    # The child's address space was capped at its size after imports plus HEADROOM: an
-    # allocation of what a bomb claims (1.5 GiB and more) fails there; ru_maxrss says how
-    # much it used.
-    assert HEADROOM == 1 << 30
+    # The child's address space was capped at its size after imports plus HEADROOM (1 GiB):
+    # an allocation of what a bomb claims (1.5 GiB and more) fails there, and the walk
+    # reports a crash; ru_maxrss says how much it used.
     assert grown < HEADROOM, f"the walk grew by {grown / 2**20:.0f} MiB"
-    assert resource.RLIMIT_AS is not None
