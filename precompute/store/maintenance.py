@@ -124,19 +124,12 @@ def _consolidation_problems(
     line when the copy is not one readers can use at all (they would refuse the store)."""
     advice = repair_advice(location, "writes it again")
     root = store.own_metadata(".")
-    block = root.get("consolidated_metadata") if isinstance(root, dict) else None
     copy = consolidated.entries(root)
-    unusable = block is not None and (copy is None or not consolidated.well_formed(block))
-    if not unusable and copy is not None:
-        try:
-            open_store(location, storage_options)  # as every reader opens it
-        except SamaugError as err:
-            unusable = str(err)
-    if unusable:
-        found = unusable if isinstance(unusable, str) else f"found {_brief(block)}"
+    unusable = _unusable_copy(root, copy, location, storage_options)
+    if unusable is not None:
         return [
             f"consolidated metadata: the root zarr.json's copy is not one readers can use "
-            f"({found}); {advice}"
+            f"({unusable}); {advice}"
         ]
     if copy is None:
         return []
@@ -146,6 +139,24 @@ def _consolidation_problems(
         f"consolidated metadata: {line} ({advice})"
         for line in consolidated.disagreements(copy, store.own_metadata, groups)
     ]
+
+
+def _unusable_copy(
+    root: object, copy: dict | None, location: str, storage_options: dict | None
+) -> str | None:
+    """Why the root's consolidated metadata would make readers refuse the store (what it
+    holds, or what opening the store as they do says), or None when there is none or it
+    is usable."""
+    block = root.get("consolidated_metadata") if isinstance(root, dict) else None
+    if block is None:
+        return None
+    if copy is None or not consolidated.well_formed(block):
+        return f"found {_brief(block)}"
+    try:
+        open_store(location, storage_options)  # as every reader opens it
+    except SamaugError as err:
+        return str(err)
+    return None
 
 
 def _brief(value: object) -> str:
