@@ -23,6 +23,9 @@ WORKERS ?=
 DEVICE ?= auto
 PRIORS_ARGS ?=
 MODEL ?= unet
+# The weights a model starts from (train, reproduce): empty for the ImageNet file its paper
+# starts from, in WEIGHTS_DIR (swin_unet, pranet, hsnet); a path; or none (random weights).
+PRETRAINED ?=
 MODE ?= joint
 # Empty: the protocol's recipe (100 epochs for patches, 39 for polyp stores).
 EPOCHS ?=
@@ -46,16 +49,26 @@ export SAMAUG_SHARED_DATA := $(SHARED_DATA)
 
 .PHONY: setup test priors weights train eval reproduce demo bench convergence lint clean-venv
 
+# setup installs what samaug needs to run; the test tooling (pytest, moto's S3 server, ...)
+# is installed by `make test` itself, the first time.
 setup: $(VENV)/.installed
 
+# SAM 2 (the sam2 masker) ships as an sdist whose build imports torch: it is built against
+# the torch installed first (an isolated build would download another), without its optional
+# CUDA extension (video post-processing only).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_SPEC)
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --no-build-isolation "sam2>=1.1"
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 
-test: setup
+test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 priors: setup
@@ -69,8 +82,7 @@ weights: setup
 train: setup
 	$(BIN)/samaug train --store $(STORE) --model $(MODEL) --mode $(MODE) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED) --device $(DEVICE) --out $(RUN) \
-		$(if $(filter swin_unet,$(MODEL)),--model-option \
-			pretrained=$(WEIGHTS_DIR)/swin_tiny_patch4_window7_224.pth) $(TRAIN_ARGS)
+		--weights-dir $(WEIGHTS_DIR) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) $(TRAIN_ARGS)
 
 eval: setup
 	$(BIN)/samaug eval $(RUN) --device $(DEVICE) $(EVAL_ARGS)
@@ -78,13 +90,15 @@ eval: setup
 reproduce: setup
 	$(BIN)/samaug reproduce $(TABLE) --store $(REPRODUCE_STORE) --out $(REPRODUCE_DIR) \
 		--seeds $(SEEDS) --device $(DEVICE) --weights-dir $(WEIGHTS_DIR) \
+		$(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(REPRODUCE_ARGS)
 
 demo: setup
 	$(BIN)/samaug demo --out $(DEMO_DIR)
 
+# `make bench DEVICE=cuda`: the GPU benchmark (samaug/bench/gpu_bench.py) instead.
 bench: setup
-	$(BIN)/python -m samaug.bench
+	$(BIN)/python -m samaug.bench $(if $(filter cuda%,$(DEVICE)),--device cuda)
 
 # Does the default recipe converge? The default MoNuSeg U-Net run on the data subset, on CPU.
 CONVERGENCE_MINUTES ?= 20
@@ -93,7 +107,7 @@ convergence: setup
 	$(BIN)/python -m samaug.bench.convergence_bench --minutes $(CONVERGENCE_MINUTES) \
 		--out $(CONVERGENCE_DIR)
 
-lint: setup
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check precompute train samaug tests
 	$(BIN)/ruff format --check precompute train samaug tests
 

@@ -131,6 +131,10 @@ class MaskSet:
             area=np.zeros(0, np.int64),
         )
 
+    def packed(self) -> np.ndarray:
+        """The masks bit-packed as the store keeps them: (N, H, ceil(W / 8)) uint8."""
+        return np.packbits(self.masks, axis=-1)
+
     def per_mask(self) -> dict[str, np.ndarray]:
         """The per-mask arrays by their store names."""
         return {
@@ -140,3 +144,48 @@ class MaskSet:
             "point": self.point,
             "area": self.area,
         }
+
+
+@dataclass
+class PackedMaskSet:
+    """A MaskSet whose masks are held bit-packed, as the store keeps them: what a masker
+    that post-processes on a GPU copies back (an eighth of the bytes).
+
+    bits: (N, H, ceil(W / 8)) uint8, ``np.packbits(masks, axis=-1)``. width: W. The other
+    fields as MaskSet's; ``masks`` unpacks (N, H, W) bool on use.
+    """
+
+    bits: np.ndarray
+    width: int
+    stability_score: np.ndarray
+    predicted_iou: np.ndarray
+    box: np.ndarray
+    point: np.ndarray
+    area: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.bits.shape[0])
+
+    @property
+    def masks(self) -> np.ndarray:
+        return np.unpackbits(self.bits, axis=-1, count=self.width).view(bool)
+
+    def packed(self) -> np.ndarray:
+        return self.bits
+
+    per_mask = MaskSet.per_mask
+
+
+@dataclass
+class Masked:
+    """One image's masks and both priors, from a masker that derives the priors itself.
+
+    masks: a MaskSet or PackedMaskSet. seg_prior: (H, W) float32. boundary_prior: (H, W)
+    uint8 in {0, 1} (``precompute.priors``' definitions). seconds: the masker's time by
+    phase.
+    """
+
+    masks: MaskSet | PackedMaskSet
+    seg_prior: np.ndarray
+    boundary_prior: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from typing import Annotated
 import click
 import typer
 
+from precompute import __version__
 from precompute.types import SamaugError
 
 try:  # typer >= 0.20 raises usage errors from its own copy of click, not from click's
@@ -41,12 +42,24 @@ reproduce_commands.register(app)
 app.add_typer(store_commands.app, name="store")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"samaug {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     verbose: Annotated[
         bool,
         typer.Option(
             "--verbose", envvar="SAMAUG_VERBOSE", help="Show tracebacks (errors, failed images)."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
         ),
     ] = False,
 ) -> None:

@@ -26,11 +26,38 @@ def pytest_configure(config) -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (``pytest.mark.usefixtures``): with tiny models
+    a second thread only adds synchronisation, very costly on a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     from tests.support.tiny_sam import save_tiny_sam
 
     return save_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_checkpoint(tmp_path_factory) -> Path:
+    """A random SAM 2 of the smallest official size (Hiera tiny), built from the sam2
+    package's own classes and saved as the official files are: {"model": state dict}."""
+    pytest.importorskip("sam2")
+    import torch
+
+    from precompute.maskers.sam2_masker import build_sam2_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sam2") / "sam2_random_tiny.pt"
+    torch.save({"model": build_sam2_model("sam2_hiera_t").state_dict()}, path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ SHARED = (
     "--certainty",
     "--tta",
     "--min-size",
+    "--model-checkpoint",
     "--save-probabilities",
     "--probability-format",
     "--overlay",
@@ -104,3 +105,10 @@ def test_verbose_shows_the_traceback(tmp_path):
     )
     assert out.returncode == 1
     assert "Traceback" in out.stderr and out.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_version_prints_the_package_version():
+    from precompute import __version__
+
+    out = subprocess.run([*SAMAUG, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == f"samaug {__version__}\n", out.stderr

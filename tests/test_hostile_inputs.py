@@ -78,7 +78,16 @@ def test_model_options_and_patch_sizes_are_bounded(hostile, tmp_path):
     train = ("train", "--store", store, "--task", "glands", "--protocol", "patches", "--out")
     found = lines(
         (*train, tmp_path / "r1", "--model-option", "depth=99"),
-        (*train, tmp_path / "r2", "--model", "swin_unet", "--model-option", "patch_size=20000"),
+        (
+            *train,
+            tmp_path / "r2",
+            "--model",
+            "swin_unet",
+            "--pretrained",
+            "none",
+            "--model-option",
+            "patch_size=20000",
+        ),
         (*train, tmp_path / "r3", "--patch-size", "100000"),
         (
             *train,
@@ -252,13 +261,13 @@ def test_received_json_is_bounded_and_checked_by_its_schema(hostile, tmp_path):
                 "export",
                 hostile[f"checkpoint: {name}"].parent,
                 tmp_path / f"{name}.zip",
-                "--checkpoint",
+                "--model-checkpoint",
                 "last.pt",
             )
         )
     argvs += [
         (*predict, tmp_path / "passwd", run, "--model-checkpoint", "/etc/passwd"),
-        ("export", run, tmp_path / "passwd.zip", "--checkpoint", "/etc/passwd"),
+        ("export", run, tmp_path / "passwd.zip", "--model-checkpoint", "/etc/passwd"),
     ]
     found = lines(*argvs)
     expected = [

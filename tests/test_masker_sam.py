@@ -8,12 +8,11 @@ that NMS, crops and the crop-edge filter have something to decide.
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 
 from precompute.downloads import sha256_file
@@ -27,8 +26,16 @@ from precompute.maskers.sam_loader import (
     infer_sam_config,
 )
 from precompute.maskers.sam_masks import threshold_torch, upscaling_layout
-from precompute.types import MaskSet, SamaugError, SettingError
-from tests.support.tiny_sam import build_tiny_sam, save_tiny_sam
+from precompute.maskers.sam_settings import generator_settings
+from precompute.types import SamaugError, SettingError
+from tests.support.tiny_sam import (
+    assert_identical,
+    build_tiny_sam,
+    noise,
+    save_tiny_sam,
+    tiny_sams,
+)
+from tests.support.tiny_sam import masker_settings as settings
 
 
 def tiny_config(**overrides) -> dict:
@@ -211,63 +218,12 @@ def test_files_that_are_not_sam_checkpoints(tmp_path):
 # ---------------------------------------------------------------------------- exactness
 
 
-class BlobDecoder(torch.nn.Module):
-    """Stands in for SAM's mask decoder (same call, same outputs) with masks around the
-    prompt: the similarity of the prompt's embedding to the positional encoding of every
-    low-res pixel, at three levels, plus a little of the image embedding.
-    """
-
-    def __init__(self, sam, levels=(0.1, 0.25, 0.4), gain=20.0):
-        super().__init__()
-        self.pe_layer = sam.prompt_encoder.pe_layer
-        self.side = 4 * sam.prompt_encoder.image_embedding_size[0]
-        self.register_buffer("levels", torch.tensor(levels)[None, :, None, None])
-        self.gain = gain
-
-    def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, **_):
-        size = (self.side, self.side)
-        pe = self.pe_layer(size)
-        sim = torch.einsum("bc,chw->bhw", sparse_prompt_embeddings[:, 0], pe) / len(pe)
-        texture = F.interpolate(image_embeddings.mean(1, keepdim=True), size, mode="bilinear")
-        masks = self.gain * (sim[:, None] - self.levels + 0.05 * texture)
-        # Small masks "predict" a high IoU, so an IoU threshold drops the large ones.
-        return masks, 1 - torch.sigmoid(masks).mean((-2, -1))
-
-
-def blob_sam():
-    sam = build_tiny_sam()
-    sam.mask_decoder = BlobDecoder(sam)
-    return sam
-
-
-def assert_identical(ours: MaskSet, ref: MaskSet) -> None:
-    for f in fields(MaskSet):
-        a, b = getattr(ours, f.name), getattr(ref, f.name)
-        assert a.dtype == b.dtype and a.shape == b.shape, f.name
-        np.testing.assert_array_equal(a, b, err_msg=f.name)
-
-
-def noise(shape, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models: two threads only add synchronisation, very costly on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def models() -> dict:
-    return {"speckle": build_tiny_sam(), "blobs": blob_sam()}
-
-
-def settings(**kwargs) -> SamMaskerSettings:
-    base = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    return SamMaskerSettings(**{**base, **kwargs})
+    return tiny_sams()
 
 
 @pytest.mark.parametrize(
@@ -356,7 +312,9 @@ def test_empty_union_scores_zero_where_segment_anything_says_nan(models):
     blobs = models["blobs"]
     image = noise((64, 80), seed=4)
     s = settings(box_nms_thresh=1.0)
-    raw = SamAutomaticMaskGenerator(blobs, output_mode="binary_mask", **asdict(s)).generate(image)
+    raw = SamAutomaticMaskGenerator(
+        blobs, output_mode="binary_mask", **generator_settings(s)
+    ).generate(image)
     nan = np.isnan([a["stability_score"] for a in raw])
     ours = SamMasker(blobs, s, info={}).generate(image)
     assert 0 < nan.sum() < len(ours)

@@ -26,20 +26,30 @@ from samaug.demo.synthetic import tissue_image
 # Small settings per masker, so that each generates in well under a second.
 FAST = {
     "sam": {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+    "sam2": {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
     "superpixel": {},
 }
 
 
+@pytest.fixture
+def checkpoints(request) -> dict:
+    """Each masker's tiny checkpoint (the SAM 2 one made only when a test asks for it)."""
+    return {
+        "sam": request.getfixturevalue("tiny_sam_checkpoint"),
+        "sam2": lambda: request.getfixturevalue("tiny_sam2_checkpoint"),
+    }
+
+
 def test_the_command_line_offers_exactly_the_registered_maskers():
-    assert list(get_args(MaskerName)) == list_maskers() == ["sam", "superpixel"]
+    assert list(get_args(MaskerName)) == list_maskers() == ["sam", "sam2", "superpixel"]
     assert sorted(FAST) == list_maskers()
 
 
 def test_unknown_masker_or_setting_lists_the_valid_ones():
     with pytest.raises(
-        SettingError, match="--masker 'sam2': no such masker; valid: sam, superpixel"
+        SettingError, match="--masker 'sam3': no such masker; valid: sam, sam2, superpixel"
     ):
-        masker_kind("sam2")
+        masker_kind("sam3")
     with pytest.raises(SettingError, match="unknown sam masker setting.*points_per_sid;.*valid"):
         make_settings("sam", {"points_per_sid": 4})
     with pytest.raises(SettingError, match="the sam masker needs --checkpoint PATH"):
@@ -47,8 +57,9 @@ def test_unknown_masker_or_setting_lists_the_valid_ones():
 
 
 @pytest.mark.parametrize("name", list_maskers())
-def test_every_masker_generates_and_records_every_setting(name, tiny_sam_checkpoint):
-    checkpoint = str(tiny_sam_checkpoint)
+def test_every_masker_generates_and_records_every_setting(name, checkpoints):
+    made = checkpoints.get(name)
+    checkpoint = str(made() if callable(made) else made)
     provenance = masker_provenance(name, checkpoint, FAST[name])
     assert provenance["kind"] == name
     assert provenance["settings"] == asdict(make_settings(name, FAST[name]))

@@ -13,7 +13,7 @@ import torch
 from precompute.pipeline import run as run_priors
 from precompute.store import Target, lock, open_store, pack_store
 from precompute.types import SamaugError, SettingError
-from samaug.reproduce.driver import ReproduceSettings
+from samaug.reproduce.driver import ReproduceSettings, weights_for
 from tests.support.cli import one_error_line, samaug
 from tests.support.http import running
 from tests.support.image_files import rgb, save
@@ -156,12 +156,12 @@ def test_verify_of_a_packed_store_advises_what_a_packed_store_allows(tmp_path):
 
 
 def test_pretrained_weights_for_a_model_that_takes_none_are_named_so(tmp_path):
-    with pytest.raises(SettingError) as refused:
-        ReproduceSettings(table="monuseg", store=str(tmp_path / "s.zarr"), pretrained={"unet": "X"})
-    assert str(refused.value) == (
-        "--pretrained unet=X: unet starts from no pretrained weights (of the monuseg table, "
-        "swin_unet can)"
+    settings = ReproduceSettings(
+        table="monuseg", store=str(tmp_path / "s.zarr"), pretrained={"unet": "X"}
     )
+    with pytest.raises(SettingError) as refused:
+        weights_for(settings, "unet")
+    assert str(refused.value) == "--pretrained unet=X: unet takes no pretrained weights"
 
 
 def test_the_lock_of_a_predict_names_predict(tmp_path):

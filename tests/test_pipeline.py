@@ -116,6 +116,29 @@ def test_cluster_run_equals_in_process_run(glas, tmp_path, tiny_sam_checkpoint):
     assert (again.done, again.skipped) == (0, 6)
 
 
+def _threads_and_malloc() -> tuple:
+    import torch
+
+    return (
+        os.environ.get("OMP_NUM_THREADS"),
+        os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        (torch.get_num_threads()),
+    )
+
+
+def test_cluster_workers_start_with_their_threads_and_glibc_malloc(
+    glas, tmp_path, tiny_sam_checkpoint
+):
+    # Dask's own worker environment sets MALLOC_TRIM_THRESHOLD_, which made every large
+    # allocation of the masker a fresh mmap (system time as large as user time).
+    from precompute.pipeline.workers import open_workers
+
+    with open_workers(config(glas, tmp_path / "s.zarr", tiny_sam_checkpoint, workers=2)) as workers:
+        workers.start()
+        seen = workers.client.run(_threads_and_malloc)
+    assert list(seen.values()) == [("1", None, 1)] * 2
+
+
 def test_corrupt_image_is_reported_others_finish_rerun_redoes_only_it(
     glas, tmp_path, tiny_sam_checkpoint
 ):

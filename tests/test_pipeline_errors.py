@@ -49,7 +49,7 @@ def superpixel(data_root, store, workers=0, **kwargs) -> PriorsConfig:
         (["--threads", "0"], "--threads must be at least 1, not 0"),
         (["--pred-iou-thresh", "2"], "pred_iou_thresh must be at most 1"),  # once: 0 masks
         (["--device", "gpu"], "--device 'gpu' is not a device"),
-        (["--masker", "sam2"], "'sam2' is not one of 'sam', 'superpixel'"),
+        (["--masker", "sam3"], "'sam3' is not one of 'sam', 'sam2', 'superpixel'"),
         (["--scheduler-timeout", "0"], "--scheduler-timeout must be greater than 0"),
     ],
 )
@@ -69,7 +69,7 @@ def test_bad_options_are_one_line_and_create_nothing(
         ({"workers": -1}, "--workers must be at least 0"),
         ({"torch_threads": 1.5}, "--threads must be a whole number"),
         ({"device": "cuda:x"}, "is not a device"),
-        ({"masker": "sam2"}, "--masker 'sam2': no such masker; valid: sam, superpixel"),
+        ({"masker": "sam3"}, "--masker 'sam3': no such masker; valid: sam, sam2, superpixel"),
         ({"masker": "sam"}, "the sam masker needs --checkpoint PATH"),
         ({"masker_settings": (("sigma", -1),)}, "superpixel setting sigma must be at least 0"),
         ({"masker_settings": (("sigmas", 1),)}, "unknown superpixel masker setting"),

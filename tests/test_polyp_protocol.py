@@ -214,7 +214,7 @@ def test_a_multi_scale_joint_run_takes_six_steps_a_batch(polyp_store, tmp_path):
     summary = train(config, log=lambda line: None)
     assert summary["steps"] == 6 and summary["val_images"] == 0
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert rows[1].split(",")[:3] == ["0", "6", "0.0001"]  # the pranet recipe's rate
+    assert rows[1].split(",")[:3] == ["1", "6", "0.0001"]  # the pranet recipe's rate
 
 
 def test_pranet_trains_and_tests_under_the_polyp_protocol(polyp_store, tmp_path):

@@ -307,8 +307,9 @@ def test_score_names_missing_and_extra_predictions_and_a_size_mismatch(tmp_path)
         write_prediction(labels, image_id, labels=square)
     write_prediction(pred, "a", labels=square)
     write_prediction(pred, "c", labels=square)
-    with pytest.raises(SamaugError, match=r"no prediction for 1 of 2 images \(b\)"):
+    with pytest.raises(SamaugError, match=r"no prediction for 1 of 2 images \(b\)") as err:
         prepare_scoring(pred, labels=labels, task="nuclei")
+    assert "1 of its predictions (c.png, ...) are of images the ground truth" in str(err.value)
     write_prediction(pred, "b", labels=np.zeros((8, 9), np.int32))
     job = prepare_scoring(pred, labels=labels, task="nuclei")
     assert [p.name for p in job.extra] == ["c.png"]
@@ -322,3 +323,35 @@ def test_score_names_missing_and_extra_predictions_and_a_size_mismatch(tmp_path)
     assert np.array_equal(read_prediction(pred / "b.png"), square)
     with pytest.raises(SettingError, match="give --task"):
         prepare_scoring(pred, labels=labels)
+
+
+def test_predict_and_eval_name_the_images_where_nothing_was_predicted(trained, tmp_path):
+    data, store, run_dir = trained
+    # The run's model made to predict background everywhere: its head's bias far below zero.
+    blind = tmp_path / "blind"
+    shutil.copytree(run_dir, blind)
+    state = torch.load(blind / "best.pt", map_location="cpu", weights_only=False)
+    state["model"]["head.bias"] = torch.full_like(state["model"]["head.bias"], -1e4)
+    torch.save(state, blind / "best.pt")
+
+    images = new_images(data, tmp_path / "new")
+    predicted = samaug(
+        "predict", blind, "--images", images, "--out", tmp_path / "out", "--strategy", "raw"
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    warning = f"warning: {tmp_path / 'out'}: nothing predicted in 2 of 2 images: testA_1, testA_2"
+    assert warning in predicted.stderr.splitlines()
+    assert [e["objects"] for e in read_index(tmp_path / "out")["images"]] == [0, 0]
+
+    evaluated = samaug("eval", blind, "--split", "testA", "--device", "cpu")
+    assert evaluated.returncode == 0, evaluated.stderr
+    for strategy in ("raw", "samaug", "ensemble", "select"):
+        line = f"warning: {blind} testA/{strategy}: nothing predicted in 2 of 2 images"
+        assert f"{line}: testA_1, testA_2" in evaluated.stderr.splitlines()
+    empty = json.loads((blind / "metrics.json").read_text())["test_empty"]
+    assert empty == {"testA": {s: ["testA_1", "testA_2"] for s in empty["testA"]}}
+    assert sorted(empty["testA"]) == ["ensemble", "raw", "samaug", "select"]
+
+    # The trained model predicts something somewhere: no warning names its images.
+    fine = samaug("eval", run_dir, "--split", "testA", "--device", "cpu")
+    assert fine.returncode == 0 and "nothing predicted" not in fine.stderr

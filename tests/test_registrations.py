@@ -92,7 +92,7 @@ class RectangleKind:
         return {"toy": 1}
 
     @staticmethod
-    def build(settings: RectangleSettings, checkpoint: str | None, device) -> RectangleMasker:
+    def build(settings: RectangleSettings, checkpoint, device, runtime) -> RectangleMasker:
         return RectangleMasker(settings)
 
     @staticmethod

@@ -122,3 +122,30 @@ def test_pack_then_info_and_verify_the_file(tmp_path):
         [*SAMAUG, "store", "verify", str(packed)], capture_output=True, text=True
     )
     assert check.returncode == 0 and check.stdout.strip() == "3 images checked, 0 problems"
+
+
+def test_ls_lists_each_image_and_info_tells_a_subset_from_unfinished_work(tmp_path):
+    store = tmp_path / "s.zarr"
+    toy_store(store)
+    listed = subprocess.run([*SAMAUG, "store", "ls", str(store)], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split() for line in listed.stdout.splitlines()] == [
+        ["id", "split", "size", "masks", "label"],
+        ["c_3", "test", "257x513", "70", "yes"],
+        ["a_1", "train", "300x270", "12", "yes"],
+        ["b_2", "train", "40x33", "0", "no"],
+    ]
+
+    subset = tmp_path / "sub.zarr"
+    made = subprocess.run(
+        [*SAMAUG, "store", "subset", str(store), str(subset), "--split", "train"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    info = subprocess.run([*SAMAUG, "store", "info", str(subset)], capture_output=True, text=True)
+    lines = [line.strip() for line in info.stdout.splitlines()]
+    assert "test         not in this subset (the dataset has 1)" in lines, info.stdout
+    assert "train        2 of 2 complete" in lines
+    listed = subprocess.run([*SAMAUG, "store", "ls", str(subset)], capture_output=True, text=True)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["id", "a_1", "b_2"]

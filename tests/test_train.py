@@ -55,7 +55,9 @@ def test_short_training_learns(glas_store, tmp_path):
     assert state["task"] == "glands" and state["num_outputs"] == 3
     # best.pt is the epoch of the best validation Dice, as the log records it.
     dice = [float(row.split(",")[4]) for row in rows[1:]]
-    assert state["epoch"] == summary["best_epoch"] == int(np.argmax(dice))
+    # Epochs in log.csv and metrics.json count from 1, the checkpoint's index from 0.
+    assert [row.split(",")[0] for row in rows[1:]] == [str(e) for e in range(1, 26)]
+    assert state["epoch"] + 1 == summary["best_epoch"] == int(np.argmax(dice)) + 1
     assert summary["best_val_dice"] == pytest.approx(max(dice), abs=1e-6)
 
 
@@ -238,24 +240,36 @@ def test_eval_scores_every_strategy_and_tabulates(glas_store, tmp_path):
     assert "object_f1" in table.splitlines()[0] and len(table.splitlines()) == 2 + len(rows)
 
 
-def test_show_writes_the_four_panel_figure(glas_store, tmp_path):
+def test_show_writes_the_prior_panels_and_the_ground_truth(glas_store, tmp_path):
     from PIL import Image
+
+    from train.results.show import label_panel
 
     out = samaug("show", glas_store, "testA_1", "--out", tmp_path / "fig.png")
     assert out.returncode == 0, out.stderr
     figure = np.asarray(Image.open(tmp_path / "fig.png"))
-    assert figure.shape == (96 + 18, 4 * 128 + 3 * 8, 3)
+    title = figure.shape[0] - 96  # a band of titles above the panels
+    assert title >= 15 and figure.shape[1:] == (5 * 128 + 4 * 8, 3)
     from precompute.store import open_store
 
     store = open_store(glas_store)
     image = store.read("testA_1", "image")
-    np.testing.assert_array_equal(figure[18:, :128], image)
+    np.testing.assert_array_equal(figure[title:, :128], image)
     # The augmented panel is the add fusion: green + seg prior, blue + boundary prior.
     augmented = image / 255.0
     augmented[..., 1] += store.read("testA_1", "seg_prior")
     augmented[..., 2] += store.read("testA_1", "boundary_prior")
     expected = (np.clip(augmented, 0, 1) * 255).round().astype(np.uint8)
-    np.testing.assert_array_equal(figure[18:, 3 * (128 + 8) :], expected)
+    np.testing.assert_array_equal(figure[title:, 3 * (128 + 8) : 3 * (128 + 8) + 128], expected)
+    # The ground truth: every object a colour of its own on black.
+    label = store.read("testA_1", "label")
+    truth = figure[title:, 4 * (128 + 8) :]
+    np.testing.assert_array_equal(truth, label_panel(label))
+    assert (truth[label == 0] == 0).all()
+    colours = {tuple(truth[label == k][0]) for k in np.unique(label[label > 0])}
+    assert len(colours) == len(np.unique(label[label > 0])) and (0, 0, 0) not in colours
+    # The titles are drawn (dark pixels in the white title band of each panel).
+    assert all((figure[:title, k * 136 : k * 136 + 128] < 100).any() for k in range(5))
 
 
 def test_polyp_store_trains_a_one_channel_model_and_scores_the_polyp_metrics(tmp_path):

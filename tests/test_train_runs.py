@@ -113,7 +113,7 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(glas_store, tmp_pa
     train(config, log=quiet, stop_after=0)  # resume: no epoch, only the repairs
     assert checkpoint(run, "best.pt")["epoch"] == 1
     assert (run / "best.pt").read_bytes() == (run / "last.pt").read_bytes()
-    assert [row["epoch"] for row in log_rows(run)] == ["0", "1"]
+    assert [row["epoch"] for row in log_rows(run)] == ["1", "2"]  # counted from 1
     assert partial_files(run) == []
 
     (run / "best.pt").write_bytes(b"")  # the original defect: a 0-byte best.pt
@@ -179,6 +179,17 @@ def test_a_checkpoint_that_would_run_code_is_refused(glas_store, finished_run, t
     assert not marker.exists()
 
 
+def test_a_finished_run_says_so_and_trains_nothing(glas_store, finished_run, tmp_path):
+    again = copy_run(finished_run, tmp_path / "again")
+    before = (again / "log.csv").read_text()
+    lines = []
+    train(tiny(glas_store, again), log=lines.append)
+    assert f"{again} is finished (2 epochs): nothing to train" in lines
+    assert (again / "log.csv").read_text() == before
+    rows = before.splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1", "2"]  # epochs counted from 1
+
+
 # ---------------------------------------------------------------- resuming
 
 
@@ -230,7 +241,7 @@ def test_no_validation_images_is_said_once_and_no_score_is_made_up(glas_store, t
     assert "nan" not in said.lower() and "-1" not in said
     assert result.stdout.splitlines()[-1] == f"{out}: best.pt is the last epoch, 2"
     summary = json.loads((out / "metrics.json").read_text())["train"]
-    assert summary["best_val_dice"] is None and summary["best_epoch"] == 1
+    assert summary["best_val_dice"] is None and summary["best_epoch"] == 2  # the last, from 1
     assert summary["validation"].startswith("no validation images (--val-fraction 0.05 of 8")
     assert [row["val_dice"] for row in log_rows(out)] == ["", ""]
     assert checkpoint(out, "best.pt")["epoch"] == 1
@@ -272,10 +283,19 @@ def test_every_setting_is_checked_when_the_config_is_made(setting, message):
         (("--lr", "nan"), "--lr must be a finite number, not nan"),
         (("--device", "gpu7"), "--device 'gpu7' is not a device"),
         (("--mode", "both"), "Invalid value for '--mode'"),
+        (("--model", "swin_unet", "--pretrained", "/no/swin.pth"), "--pretrained /no/swin.pth: no"),
         (
-            ("--model", "swin_unet", "--model-option", "pretrained=/no/swin.pth"),
-            "pretrained=/no/swin.pth: no such file",
+            ("--model", "swin_unet", "--weights-dir", "/no"),
+            "/no/swin_tiny_patch4_window7_224.pth: no such file, and swin_unet starts from these "
+            "ImageNet weights as its paper trains it; fetch them (make weights), give "
+            "--pretrained PATH, or --pretrained none for a random start",
         ),
+        (("--pretrained", "/no/w.pth"), "--pretrained /no/w.pth: unet takes no pretrained"),
+        (
+            ("--model-option", "pretrained=none"),
+            "--model-option pretrained: give the weights with --pretrained PATH (or none)",
+        ),
+        (("--pretrained", "pnet=none"), "--pretrained pnet=...: this run trains unet"),
     ],
 )
 def test_train_option_errors_are_one_line_before_the_store_is_opened(tmp_path, option, message):

@@ -107,7 +107,7 @@ def test_show_reads_through_the_cache_from_the_command_line(served, tmp_path):
             [*args, "--out", str(tmp_path / "a.png")], capture_output=True, text=True
         )
         assert first.returncode == 0, first.stderr
-        assert len(server.reset()) == 3  # the root metadata, the image and priors shards
+        assert len(server.reset()) == 4  # the root metadata, the image, priors and label shards
         again = subprocess.run(
             [*args, "--out", str(tmp_path / "b.png")], capture_output=True, text=True
         )

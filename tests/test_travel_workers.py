@@ -1,5 +1,6 @@
 """A Dask worker process killed during a run (not the driver) does not fail the run: Dask
-gives its image to another worker (a restarted one, or the other), and the store ends whole."""
+gives its images to another worker (a restarted one, or the other), and the store ends
+whole."""
 
 import os
 import signal
@@ -30,5 +31,8 @@ def test_a_killed_worker_does_not_fail_the_run(tmp_path):
 
     summary = run(config, on_progress=progress)
     assert (summary.done, summary.failures) == (8, [])
-    assert not any(w.endswith(f":{killed[0]}") for w in after_kill)  # it did no more
+    # Images come back a chunk (a task) at a time: the rest of the killed worker's finished
+    # chunk, done before the kill, comes first; it did no more.
+    by_killed = [w.endswith(f":{killed[0]}") for w in after_kill]
+    assert by_killed == sorted(by_killed, reverse=True) and not all(by_killed)
     assert verify(str(store)) == ([], 8)

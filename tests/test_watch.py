@@ -3,6 +3,8 @@ across a resume), progress reported step by step, and the command line's bars.""
 
 import csv
 import io
+import re
+import time
 
 import numpy as np
 import pytest
@@ -60,7 +62,7 @@ def test_a_run_writes_curves_images_and_progress_png_that_continue_across_a_resu
     assert png.size == (800, 600)
 
 
-def test_bars_draw_on_a_terminal_and_nothing_elsewhere(capsys):
+def test_bars_draw_on_a_terminal_and_a_line_every_interval_elsewhere(capsys, monkeypatch):
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=120)
     with Bars(enabled=True, console=console) as bars:
@@ -72,10 +74,27 @@ def test_bars_draw_on_a_terminal_and_nothing_elsewhere(capsys):
     assert "a line above the bars" in drawn
 
     with Bars(enabled=False, console=console) as bars:
-        bars("epoch 2/3", 1, 4)
+        bars("epoch 2/3", 1, 4)  # within the first 30 s: no line
         bars.echo("plain")
     assert "epoch 2/3" not in screen.getvalue()
-    assert capsys.readouterr().out == "plain\n"
+    out = capsys.readouterr()
+    assert out.out == "plain\n" and out.err == ""
+
+    # In a log: a line each time the interval (SAMAUG_PROGRESS_SECONDS) has passed.
+    monkeypatch.setenv("SAMAUG_PROGRESS_SECONDS", "0.05")
+    with Bars(enabled=False) as bars:
+        bars("testA", 1, 80)  # not 0.05 s since the command began yet
+        time.sleep(0.06)
+        bars("testA", 5, 80)
+        bars("testA", 6, 80)  # too soon after the last line
+        time.sleep(0.06)
+        bars("testA", 80, 80)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "progress: testA 5/80",
+        "progress: testA 80/80",
+    ]
+    assert re.fullmatch(r"progress: testA 80/80 \(\d+\.\d\d/s, 0 s\)", lines[1]), lines[1]
 
 
 def test_download_bars_count_bytes_and_take_an_unknown_length():

@@ -32,7 +32,7 @@ from precompute.readers import DATASETS
 from precompute.registry import Registry
 from precompute.types import SamaugError
 from train.losses import binary_loss, instance_loss
-from train.postprocess import instances_from_probs
+from train.postprocess import binary_from_probs, instances_from_probs
 from train.targets import binary_target, instance_target
 
 from . import metrics as M
@@ -77,6 +77,13 @@ class Task:
         expected = "sigmoid" if self.num_outputs == 1 else "softmax"
         assert self.activation == expected, (self.name, self.num_outputs, self.activation)
         assert self.prediction_kind in ("labels", "probability"), self.prediction_kind
+
+    def predicts_nothing(self, decision: np.ndarray) -> bool:
+        """Whether a ``prediction`` map holds nothing: no object in a label map, no pixel
+        at ``p >= 0.5`` in a probability (the mask a prediction file is saved as)."""
+        if self.prediction_kind == "labels":
+            return not np.any(decision)
+        return not np.any(binary_from_probs(decision))
 
     def score(self, probs: np.ndarray, label: np.ndarray, min_size: int) -> dict[str, float]:
         """The scores of one image from its probabilities (K, H, W) in [0, 1]."""

@@ -1,4 +1,5 @@
-"""The masker registry: the only switch between maskers, ``sam`` (default) and ``superpixel``.
+"""The masker registry: the only switch between maskers: ``sam`` (default), ``sam2`` and
+``superpixel``.
 
 A masker has ``generate(image: HxWx3 uint8 RGB) -> MaskSet`` and ``provenance() -> dict``.
 Each kind registers itself here with ``@register_masker(name)`` on a small class that says
@@ -23,13 +24,32 @@ from precompute.registry import Registry
 from precompute.types import MaskSet, SettingError
 
 # The names the command line offers; tests/test_maskers.py keeps it equal to list_maskers().
-MaskerName = Literal["sam", "superpixel"]
+MaskerName = Literal["sam", "sam2", "superpixel"]
 
 
 class Masker(Protocol):
     def generate(self, image) -> MaskSet: ...
 
     def provenance(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class MaskerRuntime:
+    """How a masker runs, where that does not change what it makes (so it is not recorded
+    in a store, nor part of its signature): compile, ``torch.compile`` the model; image_batch
+    (>= 1), images (crops) its image encoder takes at once. Maskers without a model ignore
+    both. Both change only the rounding of the model's arithmetic (``make bench`` measures
+    how far masks agree)."""
+
+    compile: bool = False
+    image_batch: int = 1
+
+    def __post_init__(self) -> None:
+        from precompute import checks
+
+        checks.integer("--image-batch", self.image_batch, minimum=1)
+        if not isinstance(self.compile, bool):
+            raise SettingError(f"--compile must be true or false, not {self.compile!r}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,9 @@ class MaskerKind(Protocol):
     def identity(checkpoint: str | None) -> dict: ...
 
     @staticmethod
-    def build(settings: Any, checkpoint: str | None, device: Any) -> Masker: ...
+    def build(
+        settings: Any, checkpoint: str | None, device: Any, runtime: MaskerRuntime
+    ) -> Masker: ...
 
     @staticmethod
     def describe(provenance: Mapping) -> str: ...
@@ -100,7 +122,8 @@ def check_checkpoint(name: str, checkpoint: str | None) -> str | None:
         return None
     if checkpoint is None:
         raise SettingError(
-            f"the {name} masker needs --checkpoint PATH (get one with `make weights`)"
+            f"the {name} masker needs --checkpoint PATH (make: SAM_CHECKPOINT=PATH; get one "
+            "with `make weights`)"
         )
     return checkpoint
 
@@ -114,12 +137,19 @@ def masker_provenance(name: str, checkpoint: str | None, settings: dict[str, Any
     return {"kind": name, "settings": full, **kind.identity(check_checkpoint(name, checkpoint))}
 
 
-def build_masker(name: str, checkpoint: str | None, settings: dict[str, Any], device=None):
+def build_masker(
+    name: str,
+    checkpoint: str | None,
+    settings: dict[str, Any],
+    device=None,
+    runtime: MaskerRuntime | None = None,
+):
     """A ready masker. ``device`` (a torch.device or its name) is used by maskers that run a
-    model (``sam`` loads the checkpoint onto it) and ignored by the others."""
+    model (``sam`` loads the checkpoint onto it) and ignored by the others, as ``runtime``."""
     kind = masker_kind(name)
     parsed = make_settings(name, settings)
-    return kind.build(parsed, check_checkpoint(name, checkpoint), device)
+    runtime = runtime or MaskerRuntime()
+    return kind.build(parsed, check_checkpoint(name, checkpoint), device, runtime)
 
 
 def describe_masker(provenance: Mapping) -> str:
@@ -139,8 +169,18 @@ def recorded_checkpoint(provenance: Mapping) -> RecordedCheckpoint | None:
 
 def portable_provenance(provenance: Mapping) -> dict:
     """``provenance`` less where its checkpoint lay (``checkpoint``, a path on the machine
-    that made the masks): what another machine's masker must match (the sha256 counts)."""
-    return {key: value for key, value in provenance.items() if key != "checkpoint"}
+    that made the masks): what another machine's masker must match (the sha256 counts).
+
+    Settings the kind added after a store was made (its settings class's ``added_later``:
+    e.g. sam's precision, fp32 before it could be chosen) are filled in with the value the
+    store was made with, so that such a store still resumes and its models still predict.
+    """
+    portable = {key: value for key, value in provenance.items() if key != "checkpoint"}
+    kind, settings = provenance.get("kind"), provenance.get("settings")
+    if kind in MASKERS and isinstance(settings, Mapping):
+        added = getattr(MASKERS.get(kind).settings_class(), "added_later", {})
+        portable["settings"] = {**added, **settings}
+    return portable
 
 
 @register_masker("sam")
@@ -164,10 +204,16 @@ class _SamKind:
         return checkpoint_info(checkpoint)
 
     @staticmethod
-    def build(settings, checkpoint: str | None, device) -> Masker:
+    def build(settings, checkpoint: str | None, device, runtime: MaskerRuntime) -> Masker:
         from precompute.maskers.sam import SamMasker
 
-        return SamMasker.from_checkpoint(checkpoint, settings, device or "cpu")
+        return SamMasker.from_checkpoint(
+            checkpoint,
+            settings,
+            device or "cpu",
+            compile=runtime.compile,
+            image_batch=runtime.image_batch,
+        )
 
     @staticmethod
     def describe(provenance: Mapping) -> str:
@@ -179,6 +225,37 @@ class _SamKind:
     @staticmethod
     def recorded_checkpoint(provenance: Mapping) -> RecordedCheckpoint:
         return RecordedCheckpoint(provenance.get("checkpoint"), provenance.get("checkpoint_sha256"))
+
+
+@register_masker("sam2")
+class _Sam2Kind:
+    """SAM 2's automatic mask generator (precompute/maskers/sam2_masker.py, the ``sam2``
+    package: ``pip install 'samaug[sam2]'``); its identity is the checkpoint, its sha256 and
+    its architecture (sam2_hiera_t ... sam2.1_hiera_l)."""
+
+    needs_checkpoint = True
+    uses_device = True
+
+    @staticmethod
+    def settings_class() -> type:
+        from precompute.maskers.sam2_settings import Sam2MaskerSettings
+
+        return Sam2MaskerSettings
+
+    @staticmethod
+    def identity(checkpoint: str | None) -> dict:
+        from precompute.maskers.sam2_masker import sam2_checkpoint_info
+
+        return sam2_checkpoint_info(checkpoint)
+
+    @staticmethod
+    def build(settings, checkpoint: str | None, device, runtime: MaskerRuntime) -> Masker:
+        from precompute.maskers.sam2_masker import Sam2Masker
+
+        return Sam2Masker.from_checkpoint(checkpoint, settings, device or "cpu")
+
+    describe = _SamKind.describe
+    recorded_checkpoint = _SamKind.recorded_checkpoint
 
 
 @register_masker("superpixel")
@@ -199,7 +276,7 @@ class _SuperpixelKind:
         return {"scikit_image": version("scikit-image")}
 
     @staticmethod
-    def build(settings, checkpoint: str | None, device) -> Masker:
+    def build(settings, checkpoint: str | None, device, runtime: MaskerRuntime) -> Masker:
         from precompute.maskers.superpixel import SuperpixelMasker
 
         return SuperpixelMasker(settings)

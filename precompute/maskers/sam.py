@@ -5,48 +5,37 @@
 predicted IoUs, boxes and points, in the same order. ``reference_generate`` runs that
 generator itself; the tests show the two agree and ``bench_masker`` times them.
 
-Where the reference spends its time on a CPU (1000 x 1000 image, 32 x 32 prompts, tiny
-SAM, ~1100 masks kept), and what is done here instead (the speed-up is ``make bench``'s
-masker_speedup, measured by ``bench_masker``):
-
-- it upscales every low-res mask of a 64-prompt batch at once (768 MB of fresh float
-  memory per batch) and only then drops those whose predicted IoU is too low. Here the
-  IoU filter runs first and the survivors are upscaled a few at a time into memory that
-  stays in cache, each in the channel it has in the reference's batch (torch's choice
-  of CPU kernel depends on the channel count; see ``upscaling_layout``);
-- its stability score sums whole bool batches with torch (a third of its time); here
-  numpy compares and counts one mask at a time, the same integer counts;
-- it encodes each kept mask to an uncompressed RLE (Python list per mask), deep-copies
-  those lists when it concatenates batches and crops, and decodes them again with a
-  Python loop per run (about half its time); here kept masks wait bit-packed (on a GPU:
-  as bool tensors on the device) for one gather per sub-batch into the output array.
-
-Everything that decides which masks are kept (the model calls with the same point
-batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and torchvision's
-``batched_nms`` per crop and across crops) is the reference's own code on the same inputs.
+How: the image encoder and the prompts are the reference's own calls on the same inputs;
+the masks are post-processed by ``sam_host`` (survivors first: fastest on a CPU, where it
+is 6-8x the reference's speed) or ``sam_device`` (flags on the device, no host
+synchronisation per batch: for GPUs). ``stream`` runs many images with the encoder working
+ahead on a thread (``sam_stream``).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
 from segment_anything.utils.amg import (
     batch_iterator,
     build_all_layer_point_grids,
     generate_crop_boxes,
-    is_box_near_crop_edge,
     uncrop_boxes_xyxy,
     uncrop_points,
 )
+from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
+from precompute.maskers.sam_host import process_batch, to_maskset
 from precompute.maskers.sam_loader import (
     architecture_name,
     build_sam_from_checkpoint,
@@ -55,14 +44,25 @@ from precompute.maskers.sam_loader import (
 from precompute.maskers.sam_masks import (
     Candidates,
     PackedMasks,
-    mask_boxes,
+    annotations_to_maskset,
     threshold_numpy,
     threshold_torch,
-    unpack_rows,
-    upscaling_layout,
 )
-from precompute.maskers.sam_settings import SamMaskerSettings
+from precompute.maskers.sam_settings import SamMaskerSettings, generator_settings
 from precompute.types import MaskSet, SamaugError
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Encoded:
+    """One crop of an image after the image encoder: features (1, C, h, w) float32 on the
+    model's device; input_size, the (H, W) of the crop resized to the encoder's longest
+    side (before padding); original_size, the crop's own (H, W)."""
+
+    features: torch.Tensor
+    input_size: tuple[int, int]
+    original_size: tuple[int, int]
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -77,6 +77,21 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def points_per_batch(setting: int | str, model: Sam, device: torch.device) -> int:
+    """Prompts per decoder call: the setting, or for "auto" 64 off a GPU and on one as many
+    as half its free memory holds at an estimated 16 copies of the image embedding per
+    prompt (the decoder's attention activations), in steps of 64 up to 1024."""
+    if setting != "auto":
+        return int(setting)
+    if device.type != "cuda":
+        return 64
+    free, _ = torch.cuda.mem_get_info(device)
+    encoder = model.image_encoder
+    side = encoder.img_size // encoder.patch_embed.proj.kernel_size[0]
+    per_prompt = 16 * 4 * model.prompt_encoder.embed_dim * side * side
+    return int(min(1024, max(64, (free // 2 // per_prompt) // 64 * 64)))
+
+
 class SamMasker:
     """SAM's automatic mask generator, with exactly the reference's output, faster.
 
@@ -87,6 +102,13 @@ class SamMasker:
     upscale_bytes: memory for the float logits upscaled at once, at least one prompt's
         masks (default: 24 MiB on a CPU, to stay in its last-level cache, 1 GiB on a
         GPU); results do not depend on it.
+    compile: run the image encoder and mask decoder through ``torch.compile`` (incidental:
+        not recorded; its agreement with the eager model is ``make bench``'s).
+    image_batch: crops the image encoder takes at once in ``stream`` (incidental).
+    on_device: post-process the decoder's masks with ``sam_device`` (every mask of a batch
+        kept on the device with a keep flag, no host synchronisation per batch, priors on
+        the device, only bit-packed masks copied back) instead of this module's selection
+        of survivors first (fastest on a CPU). Default: on a GPU. Both give the same output.
 
     One deliberate difference: the reference divides by zero for a mask whose
     low-threshold union is empty (stability score NaN); here its score is 0. With
@@ -105,11 +127,14 @@ class SamMasker:
         *,
         info: dict[str, Any] | None = None,
         upscale_bytes: int | None = None,
+        compile: bool = False,
+        image_batch: int = 1,
+        on_device: bool | None = None,
     ) -> None:
         self.settings = settings if settings is not None else SamMaskerSettings()
         self.model = (model if device is None else model.to(device)).eval()
         self.device = self.model.device
-        self.predictor = SamPredictor(self.model)
+        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
         s = self.settings
         self.point_grids = build_all_layer_point_grids(
             s.points_per_side, s.crop_n_layers, s.crop_n_points_downscale_factor
@@ -127,7 +152,14 @@ class SamMasker:
             upscale_bytes = (1 << 30) if self.device.type == "cuda" else (24 << 20)
         self.upscale_bytes = upscale_bytes
         self.last_timings: dict[str, float] = {}
-        self._threshold = threshold_numpy if self.device.type == "cpu" else threshold_torch
+        self.threshold = threshold_numpy if self.device.type == "cpu" else threshold_torch
+        self.image_batch = image_batch
+        self.on_device = self.device.type == "cuda" if on_device is None else on_device
+        self.points_per_batch = points_per_batch(s.points_per_batch, self.model, self.device)
+        self.encoder, self.decoder = self.model.image_encoder, self.model.mask_decoder
+        if compile:
+            self.encoder = torch.compile(self.encoder, dynamic=False)
+            self.decoder = torch.compile(self.decoder, dynamic=False)
 
     @classmethod
     def from_checkpoint(
@@ -135,18 +167,56 @@ class SamMasker:
         path: str | Path,
         settings: SamMaskerSettings | None = None,
         device: str | torch.device = "cpu",
+        **options,
     ) -> SamMasker:
-        """A masker with the SAM stored at path (architecture inferred, see sam_loader)."""
+        """A masker with the SAM stored at path (architecture inferred, see sam_loader);
+        ``options`` as the constructor's (compile, image_batch, on_device)."""
         model, info = build_sam_from_checkpoint(path, str(device))
-        return cls(model, settings, device, info=info)
+        return cls(model, settings, device, info=info, **options)
 
     def provenance(self) -> dict[str, Any]:
         """What the store records: kind, every setting, and the checkpoint's identity."""
         return {"kind": "sam", "settings": asdict(self.settings), **self.info}
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not self.on_device:
             torch.cuda.synchronize(self.device)
+
+    def autocast(self):
+        """The context the model runs in: autocast to the settings' precision, or none."""
+        dtype = AUTOCAST.get(self.settings.precision)
+        return torch.autocast(self.device.type, dtype) if dtype else nullcontext()
+
+    # ----------------------------------------------------------------- the image encoder
+
+    def crops(self, image: np.ndarray) -> list[tuple[list[int], int]]:
+        """(crop_box XYXY, layer index) of every crop of an HxWx3 image, as the reference."""
+        s = self.settings
+        boxes, layers = generate_crop_boxes(image.shape[:2], s.crop_n_layers, s.crop_overlap_ratio)
+        return list(zip(boxes, layers, strict=True))
+
+    def prepare(self, image: np.ndarray, crop_box: list[int]) -> tuple[torch.Tensor, tuple]:
+        """The CPU's part of encoding a crop (``SamPredictor.set_image``'s resize): the crop
+        resized to the encoder's longest side, (1, 3, h, w) uint8 on the CPU, and the crop's
+        (H, W)."""
+        x0, y0, x1, y1 = crop_box
+        cropped = image[y0:y1, x0:x1, :]
+        resized = torch.as_tensor(self.transform.apply_image(cropped))
+        return resized.permute(2, 0, 1).contiguous()[None], cropped.shape[:2]
+
+    @torch.no_grad()
+    def encode(self, prepared: list[tuple[torch.Tensor, tuple]]) -> list[Encoded]:
+        """The image encoder on prepared crops (``prepare``'s), all in one batch: what
+        ``SamPredictor.set_torch_image`` computes for each."""
+        inputs = [self.model.preprocess(x.to(self.device)) for x, _ in prepared]
+        with self.autocast():
+            features = self.encoder(torch.cat(inputs)).float()
+        return [
+            Encoded(features[k : k + 1], tuple(x.shape[-2:]), tuple(size))
+            for k, (x, size) in enumerate(prepared)
+        ]
+
+    # ----------------------------------------------------------------- one image
 
     @torch.no_grad()
     def generate(self, image: np.ndarray) -> MaskSet:
@@ -156,54 +226,71 @@ class SamMasker:
         prompt. stability_score, predicted_iou: (N,) float32. area: (N,) int64.
         """
         image = _check_image(image)
-        timings = {"encoder": 0.0, "decoder": 0.0, "postprocess": 0.0}
+        encoded, seconds = [], 0.0
+        for crop_box, _ in self.crops(image):
+            start = time.perf_counter()
+            encoded += self.encode([self.prepare(image, crop_box)])
+            self._sync()
+            seconds += time.perf_counter() - start
+        return self.decode(image, encoded, seconds)
+
+    def stream(self, items: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, Any]]:
+        """``(key, Masked or the exception it raised)`` for each ``(key, image)``, in order,
+        the images encoded ahead (``image_batch`` crops at a time) on a thread while the
+        masks of earlier ones are post-processed: see ``sam_stream``."""
+        from precompute.maskers.sam_stream import stream
+
+        return stream(self, items)
+
+    @torch.no_grad()
+    def decode(self, image: np.ndarray, encoded: list[Encoded], encoder_s: float = 0.0):
+        """Masks of an image from its crops' encodings (``crops`` order): a MaskSet, or
+        with ``on_device`` a Masked (bit-packed masks and the priors)."""
+        if self.on_device:
+            from precompute.maskers.sam_device import decode_on_device
+
+            return decode_on_device(self, image, encoded, encoder_s)
+        timings = {"encoder": encoder_s, "decoder": 0.0, "postprocess": 0.0}
         orig_size = image.shape[:2]
-        s = self.settings
-        crop_boxes, layer_idxs = generate_crop_boxes(
-            orig_size, s.crop_n_layers, s.crop_overlap_ratio
-        )
+        crops = self.crops(image)
         chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]] = []
         parts = [
-            self._process_crop(image, crop_box, layer_idx, chunks, timings)
-            for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True)
+            self._process_crop(crop, orig_size, layer_idx, enc, chunks, timings)
+            for (crop, layer_idx), enc in zip(crops, encoded, strict=True)
         ]
         start = time.perf_counter()
         kept = Candidates.cat(parts)
-        if len(crop_boxes) > 1:
+        if len(crops) > 1:
             # As the reference: prefer masks from smaller crops.
             scores = (1 / box_area(kept.crop_boxes)).to(kept.boxes.device)
             keep = batched_nms(
-                kept.boxes.float(), scores, torch.zeros(len(kept)), s.crop_nms_thresh
+                kept.boxes.float(), scores, torch.zeros(len(kept)), self.settings.crop_nms_thresh
             )
             kept = kept.select(keep)
-        result = self._to_maskset(kept, chunks, orig_size)
+        result = to_maskset(kept, chunks, orig_size)
         timings["postprocess"] += time.perf_counter() - start
         self.last_timings = timings
         return result
 
+    def crop_points(self, encoded: Encoded, layer_idx: int) -> np.ndarray:
+        """The crop's prompts, (n, 2) float64 XY pixels in the crop, as the reference."""
+        return self.point_grids[layer_idx] * np.array(encoded.original_size)[None, ::-1]
+
     def _process_crop(
         self,
-        image: np.ndarray,
         crop_box: list[int],
+        orig_size: tuple[int, ...],
         layer_idx: int,
+        encoded: Encoded,
         chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
         timings: dict[str, float],
     ) -> Candidates:
-        x0, y0, x1, y1 = crop_box
-        cropped = image[y0:y1, x0:x1, :]
-        start = time.perf_counter()
-        self.predictor.set_image(cropped)
-        self._sync()
-        timings["encoder"] += time.perf_counter() - start
-
-        crop_size = cropped.shape[:2]
-        points_for_image = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
         parts = [
-            self._process_batch(points, crop_box, image.shape[:2], chunks, timings)
-            for (points,) in batch_iterator(self.settings.points_per_batch, points_for_image)
+            process_batch(self, points, encoded, crop_box, orig_size, chunks, timings)
+            for (points,) in batch_iterator(
+                self.points_per_batch, self.crop_points(encoded, layer_idx)
+            )
         ]
-        self.predictor.reset_image()
-
         start = time.perf_counter()
         data = Candidates.cat(parts)
         keep = batched_nms(
@@ -219,129 +306,31 @@ class SamMasker:
         timings["postprocess"] += time.perf_counter() - start
         return data
 
-    def _process_batch(
-        self,
-        points: np.ndarray,
-        crop_box: list[int],
-        orig_size: tuple[int, ...],
-        chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
-        timings: dict[str, float],
-    ) -> Candidates:
-        """One decoder call on a batch of prompts (XY pixels in the crop, float64): the
-        masks it keeps, in the reference's order."""
-        model, predictor, s = self.model, self.predictor, self.settings
-        start = time.perf_counter()
-        low_res, iou_preds = self._decode(points)
-        after_decoder = time.perf_counter()
-        timings["decoder"] += after_decoder - start
-
-        per_point = low_res.shape[1]
-        iou_preds = iou_preds.flatten(0, 1)
-        if s.pred_iou_thresh > 0.0:  # as the reference: 0 filters nothing
-            candidates = torch.nonzero(iou_preds > s.pred_iou_thresh).flatten()
-        else:
-            candidates = torch.arange(len(iou_preds), device=iou_preds.device)
-        if len(candidates) == 0:
-            timings["postprocess"] += time.perf_counter() - after_decoder
-            return Candidates.empty(self.device)
-        # Only masks that pass the IoU filter are upscaled, a few rows at a time: a mask's
-        # upscaled logits depend on nothing but itself and its channel.
-        slot_row, slot_channel = upscaling_layout(candidates, per_point)
-        n_rows = int(slot_row.max()) + 1
-        crop_h, crop_w = predictor.original_size
-        step = max(1, self.upscale_bytes // (4 * per_point * crop_h * crop_w))
-        threshold, offset = model.mask_threshold, s.stability_score_offset
-        orig_box = [0, 0, orig_size[1], orig_size[0]]
-        low_res = low_res.flatten(0, 1)
-        found: list[tuple[torch.Tensor, ...]] = []
-        for first in range(0, n_rows, step):
-            here = torch.nonzero((slot_row >= first) & (slot_row < first + step)).flatten()
-            row, channel, index = slot_row[here] - first, slot_channel[here], candidates[here]
-            stacked = low_res.new_zeros((int(row.max()) + 1, per_point, *low_res.shape[-2:]))
-            stacked[row, channel] = low_res[index]
-            logits = model.postprocess_masks(
-                stacked, predictor.input_size, predictor.original_size
-            ).flatten(0, 1)
-            t = self._threshold(
-                logits, row * per_point + channel, threshold, offset, s.stability_score_thresh
-            )
-            del logits
-            boxes = mask_boxes(t.rows, t.cols)
-            binary, area, index, score = t.binary, t.area, index[t.kept], t.stability_score[t.kept]
-            near_edge = is_box_near_crop_edge(boxes, crop_box, orig_box)
-            if torch.any(near_edge):
-                keep = torch.nonzero(~near_edge).flatten()
-                binary, area, index, score, boxes = (
-                    v[keep] for v in (binary, area, index, score, boxes)
-                )
-            if len(index) == 0:
-                continue
-            chunk = torch.full((len(index),), len(chunks))
-            found.append((index, chunk, torch.arange(len(index)), score, boxes, area))
-            chunks.append((binary, crop_box))
-        timings["postprocess"] += time.perf_counter() - after_decoder
-        if not found:
-            return Candidates.empty(self.device)
-        index, chunk, row, score, boxes, area = (torch.cat(v) for v in zip(*found, strict=True))
-        # Back to the reference's order: by prompt, then by output.
-        order = torch.argsort(index)
-        index, score, boxes, area = index[order], score[order], boxes[order], area[order]
-        order = order.cpu()
-        return Candidates(
-            chunk=chunk[order],
-            row=row[order],
-            iou_preds=iou_preds[index],
-            stability_score=score,
-            boxes=boxes,
-            points=torch.as_tensor(points)[(index // per_point).cpu()],
-            area=area,
-        )
-
-    def _decode(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode_points(
+        self, points: np.ndarray | torch.Tensor, encoded: Encoded
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``predict_torch`` without its upscaling, on the very same inputs: the low-res
-        mask logits (B, 3, h, w) and predicted IoUs (B, 3) of a batch of point prompts."""
-        model, predictor = self.model, self.predictor
-        transformed = predictor.transform.apply_coords(points, predictor.original_size)
-        in_points = torch.as_tensor(transformed, device=self.device)
+        mask logits (B, 3, h, w) and predicted IoUs (B, 3), float32, of a batch of point
+        prompts (XY pixels in the crop, float64; a tensor already on the device is taken
+        as the transformed coordinates)."""
+        model = self.model
+        if isinstance(points, np.ndarray):
+            points = self.transform.apply_coords(points, encoded.original_size)
+        in_points = torch.as_tensor(points, device=self.device)
         in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=self.device)
         sparse, dense = model.prompt_encoder(
             points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None
         )
-        low_res, iou_preds = model.mask_decoder(
-            image_embeddings=predictor.features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
+        with self.autocast():
+            low_res, iou_preds = self.decoder(
+                image_embeddings=encoded.features,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
         self._sync()
-        return low_res, iou_preds
-
-    @staticmethod
-    def _to_maskset(
-        kept: Candidates,
-        chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
-        orig_size: tuple[int, ...],
-    ) -> MaskSet:
-        """The kept masks as a MaskSet: one gather per upscaled sub-batch into the
-        (N, H, W) output, placing each crop's masks in the image frame."""
-        height, width = orig_size
-        n = len(kept)
-        masks = np.zeros((n, height, width), bool)
-        chunk = kept.chunk.numpy()
-        row = kept.row.numpy()
-        for c in np.unique(chunk):
-            at = np.flatnonzero(chunk == c)
-            source, (x0, y0, x1, y1) = chunks[c]
-            masks[at, y0:y1, x0:x1] = unpack_rows(source, row[at])
-        return MaskSet(
-            masks=masks,
-            stability_score=kept.stability_score.cpu().numpy().astype(np.float32),
-            predicted_iou=kept.iou_preds.cpu().numpy().astype(np.float32),
-            box=kept.boxes.cpu().numpy().astype(np.int32).reshape(n, 4),
-            point=kept.points.cpu().numpy().astype(np.float32).reshape(n, 2),
-            area=kept.area.cpu().numpy().astype(np.int64),
-        )
+        return low_res.float(), iou_preds.float()
 
 
 def reference_generate(
@@ -355,17 +344,7 @@ def reference_generate(
     """
     settings = settings if settings is not None else SamMaskerSettings()
     image = _check_image(image)
-    generator = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **asdict(settings))
-    anns = generator.generate(image)
-    if not anns:
-        return MaskSet.empty(*image.shape[:2])
-    xywh = np.array([a["bbox"] for a in anns], np.int64).reshape(-1, 4)
-    stability = np.array([a["stability_score"] for a in anns], np.float32)
-    return MaskSet(
-        masks=np.stack([a["segmentation"] for a in anns]),
-        stability_score=np.nan_to_num(stability, nan=0.0),
-        predicted_iou=np.array([a["predicted_iou"] for a in anns], np.float32),
-        box=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.int32),
-        point=np.array([a["point_coords"][0] for a in anns], np.float32).reshape(-1, 2),
-        area=np.array([a["area"] for a in anns], np.int64),
+    generator = SamAutomaticMaskGenerator(
+        model, output_mode="binary_mask", **generator_settings(settings)
     )
+    return annotations_to_maskset(generator.generate(image), image.shape[:2])

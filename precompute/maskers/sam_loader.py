@@ -293,7 +293,7 @@ def build_sam(config: Mapping[str, Any]) -> Sam:
 def _missing_checkpoint(path: Path) -> SamaugError:
     return SamaugError(
         f"SAM checkpoint {path} does not exist; run `make weights` (downloads the official "
-        "checkpoints into checkpoints/) or pass --checkpoint PATH"
+        "checkpoints into checkpoints/) or give --checkpoint PATH (make: SAM_CHECKPOINT=PATH)"
     )
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from precompute.types import MaskSet
+
 
 @dataclass
 class Candidates:
@@ -165,9 +167,12 @@ def threshold_numpy(
     # torch compares float32 logits with a Python number after rounding it to float32.
     high, low = np.float32(threshold + offset), np.float32(threshold - offset)
     counts = np.empty((2, len(which)), np.int64)
+    # One scratch mask for every comparison: a fresh one per mask is a megabyte-sized
+    # allocation (and, where malloc returns it to the system, page faults) each time.
+    above = np.empty((height, width), bool)
     for i, w in enumerate(which):
-        counts[0, i] = np.count_nonzero(values[w] > high)
-        counts[1, i] = np.count_nonzero(values[w] > low)
+        counts[0, i] = np.count_nonzero(np.greater(values[w], high, out=above))
+        counts[1, i] = np.count_nonzero(np.greater(values[w], low, out=above))
     score, kept = _stability(torch.from_numpy(counts[0]), torch.from_numpy(counts[1]), keep_at)
     binary = np.empty((len(kept), height, width), bool)
     area = np.empty(len(kept), np.int64)
@@ -220,3 +225,20 @@ def mask_boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     left, right = _first_last(cols)
     boxes = torch.stack([left, top, right, bottom], dim=-1)
     return boxes * rows.any(-1, keepdim=True)
+
+
+def annotations_to_maskset(anns: list[dict], size: tuple[int, int]) -> MaskSet:
+    """``SamAutomaticMaskGenerator``'s (or SAM 2's) ``binary_mask`` annotations -> MaskSet:
+    XYWH boxes to XYXY inclusive, a NaN stability score (empty low-threshold union) to 0."""
+    if not anns:
+        return MaskSet.empty(*size)
+    xywh = np.array([a["bbox"] for a in anns], np.int64).reshape(-1, 4)
+    stability = np.array([a["stability_score"] for a in anns], np.float32)
+    return MaskSet(
+        masks=np.stack([a["segmentation"] for a in anns]).astype(bool),
+        stability_score=np.nan_to_num(stability, nan=0.0),
+        predicted_iou=np.array([a["predicted_iou"] for a in anns], np.float32),
+        box=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.int32),
+        point=np.array([a["point_coords"][0] for a in anns], np.float32).reshape(-1, 2),
+        area=np.array([a["area"] for a in anns], np.int64),
+    )

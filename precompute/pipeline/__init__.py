@@ -1,7 +1,8 @@
 """The precompute job: every image of a dataset -> masks -> priors -> its group in the store.
 
 ``process_image`` is the per-image work, a plain function (tested without Dask);
-``attempt_image`` wraps it so that a failure comes back as a ``Failure`` record. ``run``
+``attempt_image`` wraps it so that a failure comes back as a ``Failure`` record, and
+``attempt_images`` runs it over many images as a pipeline (``pipeline/flow.py``). ``run``
 checks everything it can before it creates anything, sets the workers up
 (``precompute/workers.py``: in this process when ``workers == 0``, else a Dask cluster), maps
 ``attempt_image`` over the images not yet complete, records failures without stopping, and
@@ -12,7 +13,6 @@ only its own image group, so no two tasks ever write the same chunk.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,11 +21,39 @@ from pathlib import Path
 from precompute import checks, store
 from precompute.devices import check_device
 from precompute.limits import max_pixels
-from precompute.maskers import check_checkpoint, make_settings, masker_kind, masker_provenance
-from precompute.pipeline.workers import masker, masker_loads, open_workers, reader, worker_name
-from precompute.priors import compute_priors
+from precompute.maskers import (
+    MaskerRuntime,
+    check_checkpoint,
+    make_settings,
+    masker_kind,
+    masker_provenance,
+)
+from precompute.pipeline.flow import (
+    Failure,
+    ImageResult,
+    attempt_chunk,
+    attempt_image,
+    attempt_images,
+    failure,
+    process_image,
+)
+from precompute.pipeline.workers import open_workers
 from precompute.readers import get_reader, normalise_reader_options
 from precompute.types import ImageRef, SamaugError, SettingError
+
+__all__ = [
+    "Failure",
+    "ImageResult",
+    "PriorsConfig",
+    "RunSummary",
+    "attempt_image",
+    "attempt_images",
+    "failure",
+    "log_path",
+    "process_image",
+    "run",
+    "store_attrs",
+]
 
 
 @dataclass(frozen=True)
@@ -58,9 +86,13 @@ class PriorsConfig:
     storage_options: dict | None = field(default=None, compare=False, repr=False)
     break_lock: bool = False  # replace the lock of a run that is not running any more
     command: str = "samaug priors"  # the command named in the store's lock while it runs
+    # How the masker runs, not what it makes (``MaskerRuntime``): never recorded.
+    compile: bool = False
+    image_batch: int = 1
 
     def __post_init__(self) -> None:
         masker_kind(self.masker)
+        MaskerRuntime(self.compile, self.image_batch)  # refuses bad values now
         settings = tuple(sorted((k, _hashable(v)) for k, v in dict(self.masker_settings).items()))
         make_settings(self.masker, dict(settings))
         check_device(self.device)
@@ -91,6 +123,10 @@ class PriorsConfig:
         return dict(self.masker_settings)
 
     @property
+    def runtime(self) -> MaskerRuntime:
+        return MaskerRuntime(compile=self.compile, image_batch=self.image_batch)
+
+    @property
     def options(self) -> dict:
         return dict(self.reader_options)
 
@@ -98,35 +134,6 @@ class PriorsConfig:
 def _hashable(value: object) -> object:
     # Settings key the per-worker masker cache; JSON lists from the command line become tuples.
     return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
-
-
-@dataclass
-class ImageResult:
-    image_id: str
-    split: str
-    mask_count: int
-    seconds: dict[str, float]
-    worker: str
-    masker_loads: int
-    warnings: list[str] = field(default_factory=list)  # from the reader, each naming its file
-
-
-@dataclass
-class Failure:
-    """An image that could not be done.
-
-    message: one line naming the file and the reason. user_error: the input is at fault (a
-    SamaugError: fix the file); otherwise something else failed (memory, a GPU, a bug) and
-    a rerun may succeed. traceback: the formatted traceback, for the log.
-    """
-
-    image_id: str
-    message: str
-    user_error: bool = True
-    traceback: str = ""
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass
@@ -153,76 +160,6 @@ class RunSummary:
     def warnings(self) -> list[tuple[str, str]]:
         """(image ID, warning) for every warning of the images done, in the order done."""
         return [(r.image_id, w) for r in self.results for w in r.warnings]
-
-
-# --------------------------------------------------------------------------- per image
-
-
-def process_image(ref: ImageRef, config: PriorsConfig) -> ImageResult:
-    """Read one image, generate masks, derive priors, write its group (marker last).
-
-    Raises InputError for an unreadable image or annotation; nothing is written then.
-    """
-    start = time.perf_counter()
-    record = reader(config).load(ref)
-    t_read = time.perf_counter()
-    image_masker = masker(config)
-    t_load = time.perf_counter()
-    masks = image_masker.generate(record.image)
-    t_mask = time.perf_counter()
-    seg_prior, boundary_prior = compute_priors(masks.masks, masks.stability_score, masks.box)
-    t_priors = time.perf_counter()
-    seconds = {
-        "read": t_read - start,
-        "mask": t_mask - t_load,
-        "priors": t_priors - t_mask,
-        **getattr(image_masker, "last_timings", {}),
-    }
-    store.write_image(
-        config.store,
-        ref.image_id,
-        ref.split,
-        record.image,
-        record.label,
-        masks,
-        seg_prior,
-        boundary_prior,
-        record.source,
-        seconds,
-        storage_options=config.storage_options,
-    )
-    seconds["write"] = time.perf_counter() - t_priors
-    seconds["total"] = time.perf_counter() - start - (t_load - t_read)
-    return ImageResult(
-        image_id=ref.image_id,
-        split=ref.split,
-        mask_count=len(masks),
-        seconds=seconds,
-        worker=worker_name(),
-        masker_loads=masker_loads(),
-        warnings=list(record.warnings),
-    )
-
-
-def attempt_image(ref: ImageRef, config: PriorsConfig) -> ImageResult | Failure:
-    """``process_image``, with any failure of this image returned as a Failure instead of
-    raised: the task both paths (in-process and Dask) run, so that a failure is recorded the
-    same way, the other images go on, and Dask never logs a failed task."""
-    try:
-        return process_image(ref, config)
-    except Exception as err:  # recorded and reported in the run's summary, not lost
-        return failure(ref, err)
-
-
-def failure(ref: ImageRef, err: BaseException) -> Failure:
-    """The Failure of ``ref`` for ``err``: a SamaugError's own message (it names the file),
-    else the image's path, the error's type and its first line."""
-    trace = "".join(traceback.format_exception(err))
-    if isinstance(err, SamaugError):
-        return Failure(ref.image_id, str(err), user_error=True, traceback=trace)
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    detail = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-    return Failure(ref.image_id, f"{ref.image_path}: {detail}", user_error=False, traceback=trace)
 
 
 # --------------------------------------------------------------------------- driver
@@ -328,7 +265,7 @@ def _run_locked(config, refs, target, workers, lock, on_progress, index_interval
         if on_progress:
             on_progress(summary.done + len(summary.failures), len(todo), outcome)
 
-    workers.map(attempt_image, todo, finished, lost=failure)
+    workers.map(attempt_images, attempt_chunk, todo, finished, lost=failure)
     with target.reaching("writing the index"):
         store.set_index(target, index)
         store.consolidate(target.store)

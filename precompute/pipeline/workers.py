@@ -7,7 +7,7 @@ the scheduler is reached first (within ``config.connect_timeout`` seconds) and t
 worker checks its device and loads the masker, which it keeps for all its images. Only then
 does the caller create the store. ``map`` runs a task function over image refs and hands
 each outcome to a callback as it finishes; the task function never raises (see
-``pipeline.attempt_image``), so Dask never logs a failed task.
+``pipeline.attempt_images``), so Dask never logs a failed task.
 
 Per-worker state (one dataset reader and one masker, built on first use and kept) lives
 here too: SAM is loaded once per worker, not once per task.
@@ -76,9 +76,29 @@ def worker_device(device: str):
     return resolved
 
 
+def cpu_share(processes: int) -> int:
+    """Cores per process when ``processes`` share this machine's cores (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(processes, 1))
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    """The environment a LocalCluster worker process starts with: ``threads`` OpenMP, MKL
+    and OpenBLAS threads (what torch and numpy size their pools by).
+
+    It replaces Dask's own (``distributed.nanny.pre-spawn-environ``), which also sets
+    ``MALLOC_TRIM_THRESHOLD_=65536``. That setting switches off glibc's adaptive mmap
+    threshold: every allocation above 128 KiB is then a fresh mmap, page-faulted in and
+    unmapped when freed. The masker's upscaled logits (megabytes per sub-batch, thousands
+    per image) then cost as much system time as computing them, and two workers on two
+    cores ran slower than one. Left to glibc, freed blocks are reused.
+    """
+    count = str(threads)
+    return {"OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count, "OPENBLAS_NUM_THREADS": count}
+
+
 def masker(config: PriorsConfig):
     """This process's masker for the config, built (and its model loaded) on first use."""
-    key = (config.masker, config.checkpoint, config.masker_settings, config.device)
+    key = (config.masker, config.checkpoint, config.masker_settings, config.device, config.runtime)
     if key not in _MASKERS:
         kind = masker_kind(config.masker)
         device = None
@@ -88,7 +108,9 @@ def masker(config: PriorsConfig):
             if config.torch_threads:
                 torch.set_num_threads(config.torch_threads)
             device = worker_device(config.device)
-        _MASKERS[key] = build_masker(config.masker, config.checkpoint, config.settings, device)
+        _MASKERS[key] = build_masker(
+            config.masker, config.checkpoint, config.settings, device, config.runtime
+        )
         _MASKER_LOADS["count"] += 1
     return _MASKERS[key]
 
@@ -140,14 +162,17 @@ class Workers:
 
     def map(
         self,
-        task: Callable[[ImageRef, PriorsConfig], Any],
+        task: Callable[[list[ImageRef], PriorsConfig], Iterable[Any]],
+        chunk_task: Callable[[list[ImageRef], PriorsConfig], list[Any]],
         refs: Iterable[ImageRef],
         finished: Callable[[Any], None],
         lost: Callable[[ImageRef, BaseException], Any],
     ) -> None:
-        """``finished(task(ref, config))`` for every ref, as each finishes. ``task`` returns
-        an outcome rather than raising; a task that never returns (its worker died) gives
-        ``finished(lost(ref, error))``."""
+        """``finished(outcome)`` for every outcome of ``task(refs, config)`` (one per ref,
+        as each finishes; in process, one stream over every ref) or, on a cluster, of
+        ``chunk_task`` (the same as a list) over chunks of refs. Tasks return outcomes
+        rather than raising; a chunk that never returns (its worker died) gives
+        ``finished(lost(ref, error))`` for each of its refs."""
         raise NotImplementedError
 
 
@@ -163,12 +188,12 @@ class InProcess(Workers):
             setup(self.config)
             self.ready = True
 
-    def map(self, task, refs, finished, lost) -> None:
+    def map(self, task, chunk_task, refs, finished, lost) -> None:
         refs = list(refs)
         if refs:
             self.start()
-        for ref in refs:
-            finished(task(ref, self.config))
+            for outcome in task(refs, self.config):
+                finished(outcome)
 
 
 class OnCluster(Workers):
@@ -217,13 +242,20 @@ class OnCluster(Workers):
                 import torch
 
                 n_workers = torch.cuda.device_count()  # one worker per GPU
-        self.cluster = LocalCluster(
-            n_workers=n_workers or 1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        )
+        n_workers = n_workers or 1
+        import dask
+
+        environment = worker_environment(config.torch_threads or cpu_share(n_workers))
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
+            self.cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                # Its HTTP server (health, metrics) on a free port: another cluster on 8787,
+                # the default, would make Dask warn that the port is in use.
+                dashboard_address=":0",
+                silence_logs=40,
+            )
         self.client = Client(self.cluster)
 
     def _set_up_workers(self) -> None:
@@ -241,22 +273,34 @@ class OnCluster(Workers):
             f"{min(problems)}): {messages[0]}{others}{hint}"
         )
 
-    def map(self, task, refs, finished, lost) -> None:
+    def map(self, task, chunk_task, refs, finished, lost) -> None:
         from distributed import as_completed
 
         refs = list(refs)
         if not refs:
             return
         self.start()
-        futures = self.client.map(task, refs, config=self.config, pure=False, retries=0)
-        ref_of = {f.key: ref for f, ref in zip(futures, refs, strict=True)}
+        chunks = chunked(refs, len(self.client.nthreads()), self.config.image_batch)
+        futures = self.client.map(chunk_task, chunks, config=self.config, pure=False, retries=0)
+        chunk_of = {f.key: chunk for f, chunk in zip(futures, chunks, strict=True)}
         for future in as_completed(futures):
             if future.status == "finished":
-                finished(future.result())
+                for outcome in future.result():
+                    finished(outcome)
             else:  # the worker died (KilledWorker) or the task was cancelled
                 error = future.exception() if future.status == "error" else None
-                finished(lost(ref_of[future.key], error or RuntimeError(future.status)))
+                for ref in chunk_of[future.key]:
+                    finished(lost(ref, error or RuntimeError(future.status)))
             future.release()
+
+
+def chunked(refs: list[ImageRef], workers: int, image_batch: int = 1) -> list[list[ImageRef]]:
+    """refs in consecutive chunks, one task each: about four per worker so that the
+    workers finish together, at most 16 images (a lost worker loses little), and at least
+    ``image_batch`` (the encoder's batches fill) and 2 (a chunk's pipeline overlaps)."""
+    size = len(refs) // (4 * max(workers, 1))
+    size = max(2, image_batch, min(16, size))
+    return [refs[first : first + size] for first in range(0, len(refs), size)]
 
 
 def open_workers(config: PriorsConfig) -> Workers:

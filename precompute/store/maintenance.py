@@ -32,6 +32,35 @@ from precompute.store.schema import repair_advice
 from precompute.types import SamaugError
 
 
+def image_lines(location: str, storage_options: dict | None = None) -> list[str]:
+    """One line per complete image of a store: its ID, split, size (H x W), mask count and
+    whether it has a label; then how many of the dataset's images are not complete."""
+    store = open_store(location, storage_options)
+    rows = [("id", "split", "size", "masks", "label")]
+    for split in store.splits():
+        for image_id in store.ids(split):
+            try:
+                attrs = store.image_attrs(image_id)
+            except DamagedStoreError as err:
+                rows.append((image_id, split, "damaged", "", str(err).rpartition(": ")[2]))
+                continue
+            height, width = attrs["shape"]
+            label = "yes" if store.has(image_id, "label") else "no"
+            rows.append((image_id, split, f"{height}x{width}", str(attrs["mask_count"]), label))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    planned = sum(store.attrs["dataset"].get("splits", {}).values())
+    waiting = planned - (len(rows) - 1)
+    if waiting > 0 and not any(
+        step.get("operation") == "subset" for step in store.attrs.get("lineage", [])
+    ):
+        lines.append(f"({waiting} more images of the dataset are not complete yet)")
+    return lines
+
+
 def info_lines(location: str, storage_options: dict | None = None) -> list[str]:
     """A human summary of a store: dataset, splits, masker provenance, sizes."""
     store = open_store(location, storage_options)
@@ -54,10 +83,13 @@ def info_lines(location: str, storage_options: dict | None = None) -> list[str]:
             f"lineage    {step.get('operation')} at {step.get('at')}"
             + (f" from {', '.join(str(s.get('store')) for s in sources)}" if sources else "")
         )
+    subset = any(step.get("operation") == "subset" for step in attrs.get("lineage", []))
     for split in sorted(set(planned) | set(complete)):
-        lines.append(
-            f"  {split:<12} {complete.get(split, 0)} of {planned.get(split, '?')} complete"
-        )
+        done, of = complete.get(split, 0), planned.get(split, "?")
+        if done == 0 and subset:  # left out on purpose, not waiting to be computed
+            lines.append(f"  {split:<12} not in this subset (the dataset has {of})")
+        else:
+            lines.append(f"  {split:<12} {done} of {of} complete")
     lines.append(f"masker     {masker['kind']}")
     described = describe_masker(masker)
     if described:

@@ -25,7 +25,6 @@ from precompute.store.schema import (
     SCHEMA_VERSION,
     TILE,
     codecs,
-    pack_masks,
     sha256_of,
 )
 from precompute.store.target import Target
@@ -173,7 +172,7 @@ def write_image(
         "label": label,
         "seg_prior": seg_prior,
         "boundary_prior": boundary_prior,
-        "masks/bits": pack_masks(masks.masks),
+        "masks/bits": masks.packed(),
         **{f"masks/{name}": values for name, values in masks.per_mask().items()},
     }
     # Hashes are of the logical arrays, whatever the layout stores them as.

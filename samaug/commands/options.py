@@ -64,6 +64,23 @@ ProbabilityFormatOption = Annotated[
 OverlayOption = Annotated[
     bool, typer.Option(help="Also write contours over the image (eval: with --save-predictions).")
 ]
+# The weights a model starts from (train, reproduce; make's PRETRAINED=).
+PretrainedOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="The pretrained weights file, or none for random weights (default: the ImageNet "
+        "weights the model's paper starts from, in --weights-dir); MODEL=PATH for one model.",
+    ),
+]
+WeightsDirOption = Annotated[
+    Path, typer.Option(help="Where make weights put the ImageNet backbones.")
+]
+DEFAULT_WEIGHTS_DIR = "checkpoints"
+# Which checkpoint of a run directory a model is read from (eval, predict, export).
+ModelCheckpointOption = Annotated[
+    str, typer.Option(help="Which checkpoint of a run directory: best.pt or last.pt.")
+]
+DEFAULT_MODEL_CHECKPOINT = "best.pt"
 # The CSV copy of a printed table (eval, score): checked by ``check_table``.
 TableOption = Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")]
 
@@ -150,3 +167,39 @@ def parse_numbers(text: str | None, what: str) -> list[float | int] | None:
             raise SettingError(f"{what} {text!r}: {part!r} is not a number") from None
         values.append(int(number) if number.is_integer() and "." not in part else number)
     return values
+
+
+def pretrained_choice(values: list[str] | None) -> dict[str, str]:
+    """``--pretrained`` values as {model: path or "none"}: ``MODEL=PATH`` for one model,
+    a bare ``PATH`` or ``none`` for every model (key ``"*"``)."""
+    chosen: dict[str, str] = {}
+    for item in values or []:
+        model, sep, value = item.partition("=")
+        key, value = (model, value) if sep else ("*", item)
+        if not value:
+            raise SettingError(f"--pretrained {item!r} is not PATH, none or MODEL=PATH")
+        if key in chosen and chosen[key] != value:
+            raise SettingError(f"--pretrained for {key} is given twice")
+        chosen[key] = str(value)
+    return chosen
+
+
+def model_kwargs(
+    model: str, options: list[str] | None, pretrained: list[str] | None, weights_dir: Path
+) -> dict:
+    """``samaug train``'s model options with the pretrained weights resolved
+    (``train.models.backbones.pretrained_for``: the paper's weights in ``weights_dir`` unless
+    ``--pretrained`` says otherwise); ``pretrained`` given as a model option too is refused."""
+    from train.models.backbones import pretrained_for
+
+    kwargs = parse_pairs(options, "--model-option")
+    if "pretrained" in kwargs:
+        raise SettingError(
+            "--model-option pretrained: give the weights with --pretrained PATH (or none)"
+        )
+    chosen = pretrained_choice(pretrained)
+    others = sorted(set(chosen) - {"*", model})
+    if others:
+        raise SettingError(f"--pretrained {others[0]}=...: this run trains {model}")
+    path = pretrained_for(model, chosen.get(model, chosen.get("*")), weights_dir)
+    return kwargs if path is None else {**kwargs, "pretrained": path}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -20,6 +20,8 @@ from samaug.commands.options import (
     storage_options,
     verbose,
 )
+
+Precision = Literal["fp32", "bf16", "fp16"]  # precompute.maskers.sam_settings.PRECISIONS
 
 # What `samaug weights` fetches unnamed: the paper's SAM (ViT-H, as the released
 # SAMAug_barebone.py loads) and Swin-UNet's ImageNet Swin-T.
@@ -62,6 +64,14 @@ def priors(
     box_nms_thresh: Annotated[float | None, typer.Option(help="In [0, 1].")] = None,
     crop_n_layers: Annotated[int | None, typer.Option(help="0 or more.")] = None,
     crop_nms_thresh: Annotated[float | None, typer.Option(help="In [0, 1].")] = None,
+    precision: Annotated[
+        Precision | None,
+        typer.Option(help="SAM's arithmetic: fp32 (exactly the reference's masks), bf16, fp16."),
+    ] = None,
+    compile: Annotated[bool, typer.Option(help="torch.compile the model (not recorded).")] = False,
+    image_batch: Annotated[
+        int, typer.Option(help="Images (crops) the image encoder takes at once (not recorded).")
+    ] = 1,
     masker_option: Annotated[
         list[str] | None, typer.Option(help="Any masker setting as KEY=VALUE (repeatable).")
     ] = None,
@@ -112,6 +122,7 @@ def priors(
             "box_nms_thresh": box_nms_thresh,
             "crop_n_layers": crop_n_layers,
             "crop_nms_thresh": crop_nms_thresh,
+            "precision": precision,
         }.items()
         if v is not None
     }
@@ -137,6 +148,8 @@ def priors(
         connect_timeout=scheduler_timeout,
         storage_options=storage_options(storage_option),
         break_lock=break_lock,
+        compile=compile,
+        image_batch=image_batch,
     )
     with Bars() as bars:
         summary = run(config, on_progress=_show_progress(bars))

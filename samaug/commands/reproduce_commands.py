@@ -7,13 +7,18 @@ from typing import Annotated
 
 import typer
 
+from samaug.commands.bars import Bars
 from samaug.commands.options import (
     DEFAULT_DEVICE,
+    DEFAULT_WEIGHTS_DIR,
     CacheOption,
     CertaintyOption,
     DeviceOption,
+    PretrainedOption,
     StorageOption,
+    WeightsDirOption,
     parse_pairs,
+    pretrained_choice,
     store_access,
 )
 from train.choices import DEFAULT_CERTAINTY
@@ -38,13 +43,8 @@ def reproduce_command(
     ] = None,
     device: DeviceOption = DEFAULT_DEVICE,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
-    weights_dir: Annotated[
-        Path, typer.Option(help="Where the ImageNet backbones are (make weights).")
-    ] = Path("checkpoints"),
-    pretrained: Annotated[
-        list[str] | None,
-        typer.Option(help="MODEL=PATH (or MODEL=none) instead of weights-dir's file."),
-    ] = None,
+    weights_dir: WeightsDirOption = Path(DEFAULT_WEIGHTS_DIR),
+    pretrained: PretrainedOption = None,
     model_option: Annotated[
         list[str] | None,
         typer.Option(
@@ -73,12 +73,13 @@ def reproduce_command(
         device=device,
         workers=workers,
         weights_dir=str(weights_dir),
-        pretrained={k: str(v) for k, v in parse_pairs(pretrained, "--pretrained").items()},
+        pretrained=pretrained_choice(pretrained),
         model_kwargs=parse_pairs(model_option, "--model-option"),
         train_options=parse_pairs(train_option, "--train-option"),
         certainty=certainty,
     )
-    result = reproduce(settings, log=typer.echo)
+    with Bars() as bars:
+        result = reproduce(settings, log=bars.echo, progress=bars)
     typer.echo(
         f"{len(result['runs'])} runs ({result['trained']} trained, {result['evaluated']} "
         f"evaluated this time)\n{result['markdown']}\n{result['csv']}\n{result['figure']}"

@@ -13,10 +13,12 @@ import typer
 from samaug.commands.bars import Bars
 from samaug.commands.options import (
     DEFAULT_DEVICE,
+    DEFAULT_MODEL_CHECKPOINT,
     CacheOption,
     CertaintyOption,
     DeviceOption,
     MinSizeOption,
+    ModelCheckpointOption,
     OverlayOption,
     ProbabilityFormatOption,
     SaveProbabilitiesOption,
@@ -74,15 +76,13 @@ def predict_command(
     overlay: OverlayOption = False,
     certainty: CertaintyOption = DEFAULT_CERTAINTY,
     min_size: MinSizeOption = DEFAULT_MIN_SIZE,
-    model_checkpoint: Annotated[
-        str, typer.Option(help="Which checkpoint of a run directory.")
-    ] = "best.pt",
+    model_checkpoint: ModelCheckpointOption = DEFAULT_MODEL_CHECKPOINT,
     cache: CacheOption = None,
     storage_option: StorageOption = None,
 ) -> None:
     """Segment new images with a trained model (priors computed with its own masker)."""
     from train.inference.predictor import PredictSettings
-    from train.results.saving import FileSettings
+    from train.results.saving import FileSettings, empty_warning
     from train.results.serving import PredictConfig, prepare_prediction, run_prediction
 
     config = PredictConfig(
@@ -110,6 +110,9 @@ def predict_command(
     )
     if summary.priors is not None and summary.priors.skipped:
         typer.echo(f"priors of {summary.priors.skipped} images reused from {masker_store}")
+    empty = [entry["image_id"] for entry in summary.entries if entry["objects"] == 0]
+    if empty:
+        typer.echo(empty_warning(str(job.out), empty, len(summary.entries)), err=True)
     if summary.failures:
         typer.echo(f"failed ({len(summary.failures)}):", err=True)
         for image_id, message in summary.failures:
@@ -166,12 +169,12 @@ def score_command(
 def export_command(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     out: Annotated[Path, typer.Argument(help="The bundle to write, e.g. model.zip.")],
-    checkpoint: Annotated[str, typer.Option(help="Which checkpoint of the run.")] = "best.pt",
+    model_checkpoint: ModelCheckpointOption = DEFAULT_MODEL_CHECKPOINT,
 ) -> None:
     """Write a model bundle: safetensors weights, config, provenance, metrics, README."""
     from train.results.bundle import export_bundle
 
-    typer.echo(f"bundle written to {export_bundle(run, out, checkpoint)}")
+    typer.echo(f"bundle written to {export_bundle(run, out, model_checkpoint)}")
 
 
 def register(app: typer.Typer) -> None:

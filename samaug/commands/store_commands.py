@@ -32,6 +32,15 @@ def store_info(store: StoreArg, storage_option: StorageOption = None) -> None:
         typer.echo(line)
 
 
+@app.command("ls")
+def store_ls(store: StoreArg, storage_option: StorageOption = None) -> None:
+    """List a store's complete images: ID, split, size, masks, label."""
+    from precompute.store.maintenance import image_lines
+
+    for line in image_lines(store, options(storage_option)):
+        typer.echo(line)
+
+
 @app.command("verify")
 def store_verify(store: StoreArg, storage_option: StorageOption = None) -> None:
     """Check every image: completion, every chunk, checksums, shapes, priors recomputed from
@@ -59,6 +68,36 @@ def store_verify(store: StoreArg, storage_option: StorageOption = None) -> None:
         typer.echo(repair_advice(store, what))
     if result.problems:
         raise typer.Exit(1)
+
+
+@app.command("compare")
+def store_compare(
+    store_a: StoreArg,
+    store_b: StoreArg,
+    storage_option: StorageOption = None,
+) -> None:
+    """How far two stores of the same images agree (e.g. made in fp32 and in bf16): the
+    fraction of A's masks matched in B at IoU >= 0.9, masks gained and lost, the largest
+    seg prior difference, the fraction of boundary prior pixels that differ."""
+    from precompute.agreement import Agreement
+    from precompute.store import open_store
+    from precompute.types import SamaugError
+
+    a = open_store(store_a, storage_options=options(storage_option))
+    b = open_store(store_b, storage_options=options(storage_option))
+    shared = sorted(set(a.ids()) & set(b.ids()))
+    if not shared:
+        raise SamaugError(f"{store_a} and {store_b} hold no image in common: nothing to compare")
+    agreement = Agreement()
+    for image_id in shared:
+        agreement.add(
+            a.masks(image_id)[0],
+            b.masks(image_id)[0],
+            (a.read(image_id, "seg_prior"), a.read(image_id, "boundary_prior")),
+            (b.read(image_id, "seg_prior"), b.read(image_id, "boundary_prior")),
+        )
+    for name, value in agreement.lines():
+        typer.echo(f"{name}: {value}")
 
 
 @app.command("repair")

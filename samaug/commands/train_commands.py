@@ -15,19 +15,24 @@ import typer
 from samaug.commands.bars import Bars
 from samaug.commands.options import (
     DEFAULT_DEVICE,
+    DEFAULT_MODEL_CHECKPOINT,
+    DEFAULT_WEIGHTS_DIR,
     CacheOption,
     CertaintyOption,
     DeviceOption,
     MinSizeOption,
+    ModelCheckpointOption,
     OverlayOption,
+    PretrainedOption,
     ProbabilityFormatOption,
     SaveProbabilitiesOption,
     StorageOption,
     TableOption,
     TtaOption,
+    WeightsDirOption,
     check_table,
+    model_kwargs,
     parse_numbers,
-    parse_pairs,
     store_access,
 )
 from train.choices import (
@@ -122,6 +127,7 @@ def train_command(
     seg_scale: Annotated[float, typer.Option(help="Factor on the seg prior.")] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    train_split: Annotated[str, typer.Option(help="The store's split to train on.")] = "train",
     val_split: Annotated[
         str | None,
         typer.Option(help="Validation split (default: --val-fraction of the training split)."),
@@ -142,6 +148,8 @@ def train_command(
     model_option: Annotated[
         list[str] | None, typer.Option(help="Model argument KEY=VALUE, e.g. base_channels=16.")
     ] = None,
+    pretrained: PretrainedOption = None,
+    weights_dir: WeightsDirOption = Path(DEFAULT_WEIGHTS_DIR),
     cache: CacheOption = None,
     storage_option: StorageOption = None,
 ) -> None:
@@ -180,13 +188,14 @@ def train_command(
         seg_scale=seg_scale,
         seed=seed,
         workers=workers,
+        train_split=train_split,
         val_split=val_split,
         val_fraction=val_fraction,
         save_every=save_every,
         device=device,
         amp=amp,
         task=task,
-        model_kwargs=parse_pairs(model_option, "--model-option"),
+        model_kwargs=model_kwargs(model, model_option, pretrained, weights_dir),
     )
     config.check_files()
     access = store_access(store, storage_option, cache)
@@ -197,11 +206,11 @@ def train_command(
     with Bars() as bars:
         summary = train(config, log=bars.echo, progress=bars, access=access)
     if summary["best_val_dice"] is None:  # no validation images (said once, when starting)
-        typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch'] + 1}")
+        typer.echo(f"{out}: best.pt is the last epoch, {summary['best_epoch']}")
     else:
         typer.echo(
             f"{out}: best validation Dice {summary['best_val_dice']:.4f} "
-            f"at epoch {summary['best_epoch'] + 1}"
+            f"at epoch {summary['best_epoch']}"
         )
 
 
@@ -230,13 +239,14 @@ def eval_command(
     probability_format: ProbabilityFormatOption = DEFAULT_PROBABILITY_FORMAT,
     overlay: OverlayOption = False,
     table: TableOption = None,
+    model_checkpoint: ModelCheckpointOption = DEFAULT_MODEL_CHECKPOINT,
     cache: CacheOption = None,
     storage_option: StorageOption = None,
 ) -> None:
     """Score runs with raw / samaug / ensemble / select and print one comparison table."""
     from train.inference.predictor import PredictSettings
     from train.results.evaluation import prepare_evaluation, score_run
-    from train.results.saving import FileSettings
+    from train.results.saving import FileSettings, empty_warning
     from train.results.tables import comparison_rows, format_table, write_csv
 
     check_table(table)
@@ -247,7 +257,14 @@ def eval_command(
     # Every run is checked and loaded before any is scored.
     jobs = [
         prepare_evaluation(
-            run, access, split, settings, files, device=device, save_predictions=folder
+            run,
+            access,
+            split,
+            settings,
+            files,
+            device=device,
+            checkpoint=model_checkpoint,
+            save_predictions=folder,
         )
         for run, folder in zip(runs, folders, strict=True)
     ]
@@ -256,6 +273,11 @@ def eval_command(
             score_run(job, progress=bars)
     rows = comparison_rows([job.run_dir for job in jobs])
     typer.echo(format_table(rows))
+    for run, job in zip(runs, jobs, strict=True):
+        for split, strategies in job.empty.items():
+            total = len(job.store.ids(split))
+            for strategy, ids in strategies.items():
+                typer.echo(empty_warning(f"{run} {split}/{strategy}", ids, total), err=True)
     for run, job in zip(runs, jobs, strict=True):
         if job.run_dir != run:
             typer.echo(f"{run}: results in {job.run_dir}")

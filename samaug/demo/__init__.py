@@ -68,7 +68,7 @@ def run_demo(out: str | Path, epochs: int = 12, log=print) -> dict:
         result = train(config, log=lambda line, mode=mode: log(f"   {mode}: {line}"))
         log(
             f"3/5 trained {mode}: best validation Dice {result['best_val_dice']:.3f} "
-            f"at epoch {result['best_epoch'] + 1}"
+            f"at epoch {result['best_epoch']}"
         )
         runs.append(config.out)
     for run_dir in runs:

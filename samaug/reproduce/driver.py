@@ -20,10 +20,11 @@ its options (once, on the CPU, without weights) and the pretrained weights it re
 Model options: ``KEY=VALUE`` for every model of the grid, ``MODEL.KEY=VALUE`` for one
 (``swin_unet.embed_dim=48``); the latter wins.
 
-Pretrained weights: Swin-UNet starts from ImageNet Swin-T and PraNet from ImageNet
-Res2Net-50 as their papers train them, read from ``weights_dir`` (``PRETRAINED_FILES``;
-``make weights`` fetches Swin-T) unless ``pretrained`` names another file, or ``none`` for a
-random start.
+Pretrained weights, as ``samaug train`` takes them (``train.models.backbones.pretrained_for``):
+Swin-UNet starts from ImageNet Swin-T, PraNet from ImageNet Res2Net-50 and HSNet from
+PVTv2-B2 as their papers train them, read from ``weights_dir`` (``PAPER_WEIGHTS``; ``make
+weights`` fetches Swin-T and PVTv2-B2) unless ``pretrained`` names another file for a model,
+or ``none`` for a random start (``{"*": "none"}``: every model).
 """
 
 from __future__ import annotations
@@ -43,22 +44,13 @@ from samaug.reproduce.render import write_table
 from samaug.reproduce.runs import load_runs
 from train.choices import DEFAULT_CERTAINTY
 from train.inference.predictor import PredictSettings
-from train.models import model_options
-from train.models.backbones import BACKBONES
-from train.results.evaluation import evaluate_run
+from train.models.backbones import pretrained_for
+from train.results.evaluation import prepare_evaluation, score_run
 from train.strategies import check_certainty
 from train.training.checkpoint import read_json, update_metrics
 from train.training.config import TrainConfig
 from train.training.loop import train
 
-# The ImageNet weights each model's paper starts from, as files in ``weights_dir``: Swin-T
-# (``make weights``), and Res2Net-50 v1b 26w4s as its authors release it (no pinned
-# download: fetch it from the Res2Net release, or give timm's res2net50d file).
-PRETRAINED_FILES = {
-    "swin_unet": BACKBONES["swin_t"].filename,
-    "pranet": "res2net50_v1b_26w_4s-3cf99910.pth",
-}
-NO_WEIGHTS = "none"
 # Seeds per run and bootstrap resamples: far beyond a table's needs (3 seeds, 10,000
 # resamples), small enough that listing them takes no memory to speak of.
 MAX_SEEDS = 1000
@@ -88,9 +80,9 @@ class ReproduceSettings:
     out: the folder of the runs (``runs/``) and the table files. seeds: seeds 0..seeds-1.
     epochs: every run's epochs (None: its recipe's). samples_per_epoch: every run's training
       items per epoch (None: the protocol's). device, workers: as ``samaug train``'s.
-    weights_dir: where ``PRETRAINED_FILES`` are. pretrained: {model: path or "none"},
-      overriding them. model_kwargs: extra options, for every model ("base_channels") or
-      one ("swin_unet.embed_dim").
+    weights_dir: where ``PAPER_WEIGHTS`` are. pretrained: {model: path or "none"}, or
+      {"*": "none"} for every model, overriding them. model_kwargs: extra options, for
+      every model ("base_channels") or one ("swin_unet.embed_dim").
     train_options: other ``TrainConfig`` fields for every run (e.g. {"batch_size": 16});
       the grid's own (store, model, mode, out, seed) and the ones above cannot be given.
     certainty: how ``select`` chooses (default the released code's). n_boot: bootstrap
@@ -124,17 +116,11 @@ class ReproduceSettings:
         checks.integer("--n-boot", self.n_boot, minimum=1, maximum=MAX_BOOT)
         check_device(self.device)
         check_certainty(self.certainty)
-        for model, given in self.pretrained.items():
-            if model not in grid.models:
+        for model in self.pretrained:
+            if model not in grid.models and model != "*":
                 raise SettingError(
                     f"--pretrained {model}=...: {model} is not a model of the {grid.name} "
                     f"table ({', '.join(grid.models)})"
-                )
-            if given != NO_WEIGHTS and "pretrained" not in model_options(model):
-                takers = [m for m in grid.models if "pretrained" in model_options(m)]
-                raise SettingError(
-                    f"--pretrained {model}={given}: {model} starts from no pretrained weights "
-                    f"(of the {grid.name} table, {', '.join(takers) or 'no model'} can)"
                 )
         for key in self.model_kwargs:
             model = key.partition(".")[0] if "." in key else None
@@ -173,12 +159,11 @@ class ReproduceSettings:
 
 def weights_for(settings: ReproduceSettings, model: str) -> str | None:
     """The pretrained file a model's runs start from, or None (module doc)."""
-    given = settings.pretrained.get(model)
-    if given is not None:
-        return None if given == NO_WEIGHTS else str(given)
-    if model not in PRETRAINED_FILES:
-        return None
-    return str(Path(settings.weights_dir) / PRETRAINED_FILES[model])
+    given = settings.pretrained.get(model, settings.pretrained.get("*"))
+    try:
+        return pretrained_for(model, given, settings.weights_dir)
+    except SettingError as err:
+        raise SettingError(str(err).replace("--pretrained ", f"--pretrained {model}=")) from err
 
 
 def plan_runs(settings: ReproduceSettings) -> list[TrainConfig]:
@@ -193,13 +178,6 @@ def plan_runs(settings: ReproduceSettings) -> list[TrainConfig]:
         kwargs = settings.options_for(model)
         weights = weights_for(settings, model)
         if weights is not None:
-            if not Path(weights).is_file():
-                raise SettingError(
-                    f"{weights}: no such file, and {model} starts from these ImageNet weights "
-                    f"as its paper trains it; fetch them (make weights), give "
-                    f"--pretrained {model}=PATH, or --pretrained {model}={NO_WEIGHTS} for a "
-                    "random start"
-                )
             kwargs["pretrained"] = weights
         for arm in grid.arms:
             for seed in range(settings.seeds):
@@ -267,7 +245,11 @@ def test_splits_of(settings: ReproduceSettings, store: SamaugStore) -> list[str]
     return splits
 
 
-def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print) -> dict:
+def reproduce(
+    settings: ReproduceSettings,
+    log: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
     """Train and evaluate every run of the grid that is not done yet, then write the table,
     its CSV and the figure (module doc). Returns {"runs": [run directories], "trained": n,
     "evaluated": n, "markdown": path, "csv": path, "figure": path}."""
@@ -281,7 +263,12 @@ def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print) -
     for number, config in enumerate(configs, start=1):
         name = f"[{number}/{len(configs)}] {Path(config.out).name}"
         before = _finished_steps(Path(config.out))
-        summary = train(config, log=lambda line, name=name: log(f"{name}: {line}"), access=access)
+        summary = train(
+            config,
+            log=lambda line, name=name: log(f"{name}: {line}"),
+            progress=progress,
+            access=access,
+        )
         trained += summary["steps"] != before
         record = {
             "steps": summary["steps"],
@@ -291,7 +278,8 @@ def reproduce(settings: ReproduceSettings, log: Callable[[str], None] = print) -
         }
         if _evaluated_record(Path(config.out)) != record:
             log(f"{name}: evaluating on {', '.join(splits)}")
-            evaluate_run(config.out, access, splits, predict, device=settings.device)
+            job = prepare_evaluation(config.out, access, splits, predict, device=settings.device)
+            score_run(job, progress=progress)
             update_metrics(config.out, {"reproduce": record})
             evaluated += 1
         else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precompute.downloads import fetch
-from precompute.types import SamaugError
+from precompute.types import SamaugError, SettingError
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,51 @@ BACKBONES = {
         model="hsnet",
     ),
 }
+
+
+# The ImageNet weights each model starts from as its paper trains it, a file of the weights
+# folder (``--weights-dir``, default ``checkpoints``): Swin-T and PVTv2-B2 as ``make
+# weights`` fetches them, Res2Net-50 v1b 26w4s as its authors release it (no pinned
+# download: fetch it from the Res2Net release, or give timm's res2net50d file).
+PAPER_WEIGHTS = {
+    "swin_unet": BACKBONES["swin_t"].filename,
+    "pranet": "res2net50_v1b_26w_4s-3cf99910.pth",
+    "hsnet": BACKBONES["pvt_v2_b2"].filename,
+}
+NO_WEIGHTS = "none"  # --pretrained none: a random start
+DEFAULT_WEIGHTS_DIR = "checkpoints"
+
+
+def pretrained_for(
+    model: str, given: str | None, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR
+) -> str | None:
+    """The pretrained weights file a run of ``model`` starts from, or None (random).
+
+    given: ``--pretrained``: a path, ``none`` for a random start, or None for the paper's
+    weights (``PAPER_WEIGHTS``) in ``weights_dir``, which must be there (a model without
+    paper weights starts random). SettingError naming the file and the three ways out when a
+    file is not there, or when ``model`` takes no pretrained weights but a path is given.
+    """
+    from train.models.factory import model_options
+
+    if given == NO_WEIGHTS:
+        return None
+    if given is None:
+        if model not in PAPER_WEIGHTS:
+            return None
+        path = Path(weights_dir) / PAPER_WEIGHTS[model]
+        if not path.is_file():
+            raise SettingError(
+                f"{path}: no such file, and {model} starts from these ImageNet weights as its "
+                f"paper trains it; fetch them (make weights), give --pretrained PATH, or "
+                f"--pretrained {NO_WEIGHTS} for a random start"
+            )
+        return str(path)
+    if "pretrained" not in model_options(model):
+        raise SettingError(f"--pretrained {given}: {model} takes no pretrained weights")
+    if not Path(given).is_file():
+        raise SettingError(f"--pretrained {given}: no such file")
+    return str(given)
 
 
 def download_backbones(

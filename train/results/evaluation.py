@@ -20,7 +20,8 @@ MoNuSeg and polyp metrics are computed per image and averaged over the images of
 challenge's: pooled over all images of a split (F1 from the summed counts; object Dice and
 Hausdorff weighting each object by its share of the whole split's gland area); their
 per-image means are reported too, as ``*_image_mean``. Results go to ``metrics.json`` in
-the run directory, under "test" (the settings under "test_settings"), and every image's
+the run directory, under "test" (the settings under "test_settings", and under "test_empty"
+{split: {strategy: [image IDs]}} the images where nothing was predicted), and every image's
 scores to ``test_per_image.csv``.
 
 A model is a run directory, a bundle or a checkpoint file
@@ -33,7 +34,7 @@ strategy (``train.results.saving``), the label maps being the ones scored, so
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,8 @@ class Evaluation:
     checkpoint: str
     files: FileSettings
     predictions: Path | None = None  # --save-predictions: <it>/<split>/<strategy>/
+    # After score_run: {split: {strategy: image IDs where nothing was predicted}}.
+    empty: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def prepare_evaluation(
@@ -173,13 +176,17 @@ def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
             took[split].append(predicted.took_samaug)
             label = item["label"].numpy()
             for strategy, probs in predicted.probs.items():
-                scores = task.score(probs[0].cpu().numpy(), label, job.files.min_size)
+                decision = task.prediction(probs[0].cpu().numpy(), job.files.min_size)
+                scores = task.score_prediction(decision, label)
                 image_rows.append(
                     {"split": split, "image_id": item["image_id"], "strategy": strategy, **scores}
                 )
+                if task.predicts_nothing(decision):
+                    job.empty.setdefault(split, {}).setdefault(strategy, [])
+                    job.empty[split][strategy].append(item["image_id"])
                 if job.predictions is not None:
                     folder = job.predictions / split / strategy
-                    entry = save_probs(folder, item, probs, task, job.files)
+                    entry = save_probs(folder, item, probs, task, job.files, decision)
                     entries.setdefault((split, strategy), []).append(entry)
             if progress is not None:
                 progress(split, index + 1, len(dataset))
@@ -207,7 +214,9 @@ def score_run(job: Evaluation, progress: Progress | None = None) -> dict:
         write_index(job.predictions / split / strategy, info, found)
     _prepare_results(job)
     write_csv(image_rows, job.run_dir / "test_per_image.csv")
-    update_metrics(job.run_dir, {"test": results, "test_settings": settings})
+    update_metrics(
+        job.run_dir, {"test": results, "test_settings": settings, "test_empty": job.empty}
+    )
     return results
 
 

@@ -45,15 +45,21 @@ class FileSettings:
 
 
 def save_probs(
-    folder: str | Path, item: dict, probs: Tensor, task: Task, settings: FileSettings
+    folder: str | Path,
+    item: dict,
+    probs: Tensor,
+    task: Task,
+    settings: FileSettings,
+    decision: np.ndarray | None = None,
 ) -> dict:
     """Write one image's prediction files into ``folder``; returns its predictions.json entry.
 
     item: the image's item (``image_id``; ``image`` (3, H, W) float in [0, 1] for an overlay).
     probs: ``(1, K, H, W)`` probabilities in [0, 1] (``train.strategies`` conventions).
+    decision: ``task.prediction`` of ``probs`` where the caller has it already.
     """
-    array = probs[0].detach().cpu().numpy()
-    decision = task.prediction(array, settings.min_size)
+    if decision is None:
+        decision = task.prediction(probs[0].detach().cpu().numpy(), settings.min_size)
     if task.prediction_kind == "labels":
         maps = {"labels": decision}
     else:
@@ -77,6 +83,15 @@ def save_probs(
     )
 
 
+def empty_warning(where: str, empty: list[str], total: int, shown: int = 10) -> str:
+    """The line that names the images where nothing was predicted (no object, or an
+    all-background mask): a model that predicts nothing is worth a look before its scores."""
+    names = ", ".join(empty[:shown])
+    if len(empty) > shown:
+        names += f" and {len(empty) - shown} more"
+    return f"warning: {where}: nothing predicted in {len(empty)} of {total} images: {names}"
+
+
 def made_by(
     source: str | Path, path: Path, state: dict, task: Task, strategy: str, settings: dict
 ) -> dict:
@@ -87,7 +102,7 @@ def made_by(
         "model": {
             "source": str(source),
             "file": str(path),
-            "epoch": state["epoch"],
+            "epoch": state["epoch"] + 1,  # the epochs trained: counted from 1
             "task": task.name,
             "config": state["config"],
         },

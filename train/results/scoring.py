@@ -93,9 +93,17 @@ def prepare_scoring(
     )
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if missing[5:] else "")
+        hint = f"give a {chosen.prediction_kind} file named after each image ID"
+        if extra:  # predictions of images the ground truth does not hold: another set
+            others = ", ".join(sorted(path.name for path in extra)[:3])
+            hint = (
+                f"{len(extra)} of its predictions ({others}, ...) are of images the ground "
+                "truth does not hold: score them against the store, --split or --labels "
+                "they were made from"
+            )
         raise SamaugError(
             f"{predictions}: no prediction for {len(missing)} of {len(images)} images ({shown}); "
-            f"give a {chosen.prediction_kind} file named after each image ID"
+            f"{hint}"
         )
     out_dir = Path(out) if out is not None else predictions
     if out_dir.exists() and not out_dir.is_dir():

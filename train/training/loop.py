@@ -110,7 +110,7 @@ class RunState:
         if not validates or (val_dice is not None and (self.best is None or val_dice > self.best)):
             self.best_epoch, self.best = epoch, val_dice
         row = {
-            "epoch": epoch,
+            "epoch": epoch + 1,  # counted from 1, as the screen counts
             "step": self.step,
             "lr": f"{lr:.6g}",
             "train_loss": f"{train_loss:.6f}",
@@ -146,7 +146,7 @@ def train(
 ) -> dict:
     """Train one model as ``config`` (a ``TrainConfig``, resolved against the store's
     dataset first) says; returns the run's summary (metrics.json's "train"): epochs
-    (complete), steps (optimizer steps), best_epoch (0-based), best_val_dice (None without
+    (complete), steps (optimizer steps), best_epoch (counted from 1), best_val_dice (None without
     validation images), validation (a sentence), train_images, val_images, world_size,
     pretrained (what the model's pretrained weights loaded, or None).
 
@@ -203,7 +203,7 @@ def train(
     summary = {
         "epochs": completed,
         "steps": run.step,
-        "best_epoch": run.best_epoch,
+        "best_epoch": None if run.best_epoch is None else run.best_epoch + 1,
         "best_val_dice": run.best,
         "validation": validation,
         "train_images": len(data.train_ids),
@@ -250,9 +250,10 @@ def _announce(log, trainer: Trainer, config, out, run, resumed, batches, validat
         f"{config.batch_size} = {_count(config.epochs * batches * per_batch, 'optimizer step')}"
         f"{how}"
     )
-    if trainer.pretrained is not None:
-        log(trainer.pretrained)
-    if resumed:
+    log(trainer.pretrained or f"{config.model}: random initial weights (no pretrained file)")
+    if resumed and run.epoch >= config.epochs and not run.skip:
+        log(f"{out} is finished ({_count(config.epochs, 'epoch')}): nothing to train")
+    elif resumed:
         within = f", batch {run.skip + 1} of {batches}" if run.skip else ""
         log(f"resuming {out} at epoch {run.epoch + 1}{within}")
     if validation.startswith("no validation"):

@@ -47,7 +47,7 @@ def read_log(log_csv: str | Path) -> dict[str, np.ndarray]:
     """The plotted columns of ``log.csv``, one float64 value per epoch in epoch order.
 
     Returns {"epoch": (E,), "train_loss": (E,), "val_dice": (E,)}; a missing value or
-    column is NaN. Without an ``epoch`` column the rows are epochs 0, 1, ...
+    column is NaN. Without an ``epoch`` column the rows are epochs 1, 2, ...
     InputError naming the file (and line) when it cannot be read or a value is not a number.
     """
     path = Path(log_csv)
@@ -65,7 +65,7 @@ def read_log(log_csv: str | Path) -> dict[str, np.ndarray]:
         values = {
             name: _number(row.get(name), path, number + 2, name) for name in ("epoch", *PLOTTED)
         }
-        epoch = values.pop("epoch") if "epoch" in columns else float(number)
+        epoch = values.pop("epoch") if "epoch" in columns else float(number + 1)
         if math.isnan(epoch):
             raise InputError(f"{path}, line {number + 2}: the epoch is missing")
         by_epoch[epoch] = values  # a repeated epoch: the later row wins
@@ -82,7 +82,7 @@ def write_progress_png(log_csv: str | Path, out_png: str | Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     table = read_log(log_csv)
-    epochs = table["epoch"] + 1  # counted from 1, as the command line counts them
+    epochs = table["epoch"]  # counted from 1, as log.csv and the command line count them
     figure = Figure(figsize=FIGURE_INCHES, dpi=FIGURE_DPI, layout="constrained")
     loss_axes, dice_axes = figure.subplots(2, 1, sharex=True)
     for axes, name, colour, title in (

@@ -1,0 +1,149 @@
+"""The sam masker's post-processing on the host: the survivors of each filter first.
+
+Where the reference spends its time on a CPU (1000 x 1000 image, 32 x 32 prompts, tiny
+SAM, ~1100 masks kept), and what is done here instead (the speed-up is ``make bench``'s
+masker_speedup, measured by ``bench_masker``):
+
+- it upscales every low-res mask of a 64-prompt batch at once (768 MB of fresh float
+  memory per batch) and only then drops those whose predicted IoU is too low. Here the
+  IoU filter runs first and the survivors are upscaled a few at a time into memory that
+  stays in cache, each in the channel it has in the reference's batch (torch's choice
+  of CPU kernel depends on the channel count; see ``upscaling_layout``);
+- its stability score sums whole bool batches with torch (a third of its time); here
+  numpy compares and counts one mask at a time, the same integer counts;
+- it encodes each kept mask to an uncompressed RLE (Python list per mask), deep-copies
+  those lists when it concatenates batches and crops, and decodes them again with a
+  Python loop per run (about half its time); here kept masks wait bit-packed (on a GPU:
+  as bool tensors on the device) for one gather per sub-batch into the output array.
+
+Everything that decides which masks are kept (the model calls with the same point
+batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and torchvision's
+``batched_nms`` per crop and across crops) is the reference's own code on the same inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from segment_anything.utils.amg import is_box_near_crop_edge
+
+from precompute.maskers.sam_masks import (
+    Candidates,
+    PackedMasks,
+    mask_boxes,
+    unpack_rows,
+    upscaling_layout,
+)
+from precompute.types import MaskSet
+
+if TYPE_CHECKING:
+    from precompute.maskers.sam import Encoded, SamMasker
+
+
+def process_batch(
+    masker: SamMasker,
+    points: np.ndarray,
+    encoded: Encoded,
+    crop_box: list[int],
+    orig_size: tuple[int, ...],
+    chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
+    timings: dict[str, float],
+) -> Candidates:
+    """One decoder call on a batch of prompts (XY pixels in the crop, float64): the
+    masks it keeps, in the reference's order."""
+    model, s = masker.model, masker.settings
+    start = time.perf_counter()
+    low_res, iou_preds = masker.decode_points(points, encoded)
+    after_decoder = time.perf_counter()
+    timings["decoder"] += after_decoder - start
+
+    per_point = low_res.shape[1]
+    iou_preds = iou_preds.flatten(0, 1)
+    if s.pred_iou_thresh > 0.0:  # as the reference: 0 filters nothing
+        candidates = torch.nonzero(iou_preds > s.pred_iou_thresh).flatten()
+    else:
+        candidates = torch.arange(len(iou_preds), device=iou_preds.device)
+    if len(candidates) == 0:
+        timings["postprocess"] += time.perf_counter() - after_decoder
+        return Candidates.empty(masker.device)
+    # Only masks that pass the IoU filter are upscaled, a few rows at a time: a mask's
+    # upscaled logits depend on nothing but itself and its channel.
+    slot_row, slot_channel = upscaling_layout(candidates, per_point)
+    n_rows = int(slot_row.max()) + 1
+    crop_h, crop_w = encoded.original_size
+    step = max(1, masker.upscale_bytes // (4 * per_point * crop_h * crop_w))
+    threshold, offset = model.mask_threshold, s.stability_score_offset
+    orig_box = [0, 0, orig_size[1], orig_size[0]]
+    low_res = low_res.flatten(0, 1)
+    found: list[tuple[torch.Tensor, ...]] = []
+    for first in range(0, n_rows, step):
+        here = torch.nonzero((slot_row >= first) & (slot_row < first + step)).flatten()
+        row, channel, index = slot_row[here] - first, slot_channel[here], candidates[here]
+        stacked = low_res.new_zeros((int(row.max()) + 1, per_point, *low_res.shape[-2:]))
+        stacked[row, channel] = low_res[index]
+        logits = model.postprocess_masks(
+            stacked, encoded.input_size, encoded.original_size
+        ).flatten(0, 1)
+        t = masker.threshold(
+            logits, row * per_point + channel, threshold, offset, s.stability_score_thresh
+        )
+        del logits
+        boxes = mask_boxes(t.rows, t.cols)
+        binary, area, index, score = t.binary, t.area, index[t.kept], t.stability_score[t.kept]
+        near_edge = is_box_near_crop_edge(boxes, crop_box, orig_box)
+        if torch.any(near_edge):
+            keep = torch.nonzero(~near_edge).flatten()
+            binary, area, index, score, boxes = (
+                v[keep] for v in (binary, area, index, score, boxes)
+            )
+        if len(index) == 0:
+            continue
+        chunk = torch.full((len(index),), len(chunks))
+        found.append((index, chunk, torch.arange(len(index)), score, boxes, area))
+        chunks.append((binary, crop_box))
+    timings["postprocess"] += time.perf_counter() - after_decoder
+    if not found:
+        return Candidates.empty(masker.device)
+    index, chunk, row, score, boxes, area = (torch.cat(v) for v in zip(*found, strict=True))
+    # Back to the reference's order: by prompt, then by output.
+    order = torch.argsort(index)
+    index, score, boxes, area = index[order], score[order], boxes[order], area[order]
+    order = order.cpu()
+    return Candidates(
+        chunk=chunk[order],
+        row=row[order],
+        iou_preds=iou_preds[index],
+        stability_score=score,
+        boxes=boxes,
+        points=torch.as_tensor(points)[(index // per_point).cpu()],
+        area=area,
+    )
+
+
+def to_maskset(
+    kept: Candidates,
+    chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
+    orig_size: tuple[int, ...],
+) -> MaskSet:
+    """The kept masks as a MaskSet: one gather per upscaled sub-batch into the
+    (N, H, W) output, placing each crop's masks in the image frame."""
+    height, width = orig_size
+    n = len(kept)
+    masks = np.zeros((n, height, width), bool)
+    chunk = kept.chunk.numpy()
+    row = kept.row.numpy()
+    for c in np.unique(chunk):
+        at = np.flatnonzero(chunk == c)
+        source, (x0, y0, x1, y1) = chunks[c]
+        masks[at, y0:y1, x0:x1] = unpack_rows(source, row[at])
+    return MaskSet(
+        masks=masks,
+        stability_score=kept.stability_score.cpu().numpy().astype(np.float32),
+        predicted_iou=kept.iou_preds.cpu().numpy().astype(np.float32),
+        box=kept.boxes.cpu().numpy().astype(np.int32).reshape(n, 4),
+        point=kept.points.cpu().numpy().astype(np.float32).reshape(n, 2),
+        area=kept.area.cpu().numpy().astype(np.int64),
+    )
