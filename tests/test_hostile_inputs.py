@@ -4,7 +4,7 @@ one ``error:`` line before anything it claims is allocated, or read as it should
 Every command here runs in a child whose address space is capped at its size after imports
 plus 1 GiB (``tests.support.limited``): a regression that allocates what a bomb claims fails
 the test instead of swapping the machine. The files come from the hostile corpus
-(``tests.hostile.corpus``), built once for the module.
+(``tests.support.hostile_corpus``), built once for the module.
 """
 
 import json
@@ -18,7 +18,7 @@ from PIL import Image
 
 from precompute import store as st
 from precompute.store import open_store
-from tests.hostile import corpus
+from tests.support import hostile_corpus as corpus
 from tests.support.cli import one_error_line
 from tests.support.http import running
 from tests.support.limited import samaug_many

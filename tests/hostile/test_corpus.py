@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from tests.hostile import corpus
+from tests.support import hostile_corpus as corpus
 from tests.support.limited import HEADROOM, run_limited
 
 _WALK = """
-from tests.hostile.walk import walk
+from tests.support.hostile_walk import walk
 from pathlib import Path
 results = walk(Path({folder!r}))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10

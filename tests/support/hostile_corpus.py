@@ -2,7 +2,7 @@
 
 ``build(folder)`` writes every case under ``folder`` and a ``manifest.json`` listing them:
 ``{"name", "kind", "path", "expect"}``, where ``kind`` says how samaug reads it
-(``walk.READERS``) and ``expect`` what must happen: "refused" (one SamaugError line),
+(``hostile_walk.READERS``) and ``expect`` what must happen: "refused" (one SamaugError line),
 "flagged" (a store that opens but ``verify`` reports), or "read" (a sound file beside the
 hostile ones, so that the walk shows the readers still read what they should). Nothing here
 is committed: the bombs are a few megabytes of deflate that claim gigabytes, written as a
