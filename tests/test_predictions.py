@@ -210,12 +210,19 @@ def test_prepare_folder_replaces_only_a_previous_runs_files(tmp_path):
         out, "a", labels=numbered(3, 3), image=np.zeros((3, 3, 3), np.uint8), overlay=True
     )
     (out / "notes.txt").write_text("mine")
-    # Only names inside the folder are removed, whatever a (hand-edited) index says.
+    # An index naming anything but a file of the folder (a hand-edited one) is refused
+    # before a file is removed.
+    listed = dict(entry["files"])
     entry["files"]["elsewhere"] = "../outside.png"
     write_index(out, {}, [entry])
     (tmp_path / "outside.png").write_bytes(b"keep")
-    prepare_folder(out)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(InputError, match=r"lists '\.\./outside\.png', which is no file name"):
+        prepare_folder(out)
+    assert sorted(p.name for p in out.iterdir()) == before
     assert (tmp_path / "outside.png").read_bytes() == b"keep"
+    write_index(out, {}, [{**entry, "files": listed}])
+    prepare_folder(out)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     with pytest.raises(SettingError, match=r"new holds other files \(notes\.txt\)"):
         prepare_folder(out)

@@ -131,5 +131,6 @@ def test_a_copy_that_disagrees_is_reported_by_verify_over_http(made, tmp_path):
         problems = check_store(url).problems
     assert problems == [
         "consolidated metadata: images/testA_2: the consolidated metadata differs from its "
-        "zarr.json (`samaug store repair` writes it again)"
+        "zarr.json (`samaug store repair` on the machine that holds the store folder writes it "
+        "again)"
     ]

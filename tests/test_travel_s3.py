@@ -143,7 +143,8 @@ def test_one_writer_at_a_time(s3, tmp_path):
         with pytest.raises(SamaugError, match="run again with --break-lock"):
             st.lock.acquire(target)
         taken = st.lock.acquire(target, break_lock=True)
-        assert taken.replaced.startswith("samaug priors on host elsewhere")
+        assert taken.replaced.startswith("the lock of samaug priors on host elsewhere")
+        assert taken.replaced.endswith(", broken with --break-lock")
         # The run whose lock was broken notices at its next refresh and stops.
         st.lock._write(target, other, exclusive=False)
         with pytest.raises(SamaugError, match="this run's lock was broken"):

@@ -85,6 +85,7 @@ class PriorsConfig:
     # fsspec options of a --store URL (credentials): never saved, printed or compared.
     storage_options: dict | None = field(default=None, compare=False, repr=False)
     break_lock: bool = False  # replace the lock of a run that is not running any more
+    command: str = "samaug priors"  # the command named in the store's lock while it runs
     # How the masker runs, not what it makes (``MaskerRuntime``): never recorded.
     compile: bool = False
     image_batch: int = 1
@@ -144,7 +145,7 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     log: str | None = None  # the file the failures' tracebacks were written to
-    lock_replaced: str | None = None  # a stale lock this run replaced, described
+    lock_replaced: str | None = None  # the lock this run replaced, and why it could
 
     @property
     def done(self) -> int:
@@ -231,7 +232,7 @@ def run(
     target = store.Target(config.store, config.storage_options)
     with open_workers(config) as workers:
         workers.preflight()
-        with store.lock.holding(target, "samaug priors", config.break_lock) as lock:
+        with store.lock.holding(target, config.command, config.break_lock) as lock:
             summary = _run_locked(config, refs, target, workers, lock, on_progress, index_interval)
     summary.lock_replaced = lock.replaced
     summary.seconds = time.perf_counter() - started

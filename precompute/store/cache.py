@@ -17,6 +17,12 @@ An entry is checked before its first use in a process: a chunk by its crc32c (ev
 the schema ends with one), a shard by its index's crc32c and each inner chunk's, metadata by
 parsing. An entry that fails is discarded and fetched again; ``forget`` lets the reader do
 the same when a chunk from the cache fails to decode later.
+
+A crc32c says a chunk is whole, not whose it is: a shard of another image copied over this
+one's (a poisoned cache) passes it. So before the reader uses an image's array read through
+the cache (once per process), ``check_against_record`` decodes it whole and compares each
+logical array it holds with the sha256 the store records for it; on a mismatch the cached
+objects are discarded and fetched again, and a store whose own bytes still differ is damage.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import google_crc32c
@@ -35,6 +42,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
 from precompute.files import atomic_write_bytes
+from precompute.received import parse_or_none
 from precompute.store.zipstore import _span
 from precompute.types import SamaugError, SettingError
 
@@ -85,11 +93,7 @@ def entry_problem(key: str, data: bytes) -> str | None:
     parse; a chunk must end with the crc32c of the rest; a shard (key ``.../c/0/0[/0]``) must
     end with an index that passes its crc32c, listing inner chunks that pass their own."""
     if key.endswith("zarr.json"):
-        try:
-            json.loads(data)
-        except ValueError:
-            return "metadata that does not parse"
-        return None
+        return "metadata that does not parse" if parse_or_none(data) is None else None
     if _crc_ok(data):
         return None
     coords = key.rpartition("/c/")[2].split("/")
@@ -127,6 +131,7 @@ class CachingStore(WrapperStore):
         self.cache, self.location = cache, location
         self.folder: Path | None = None
         self._checked: set[str] = set()
+        self._arrays_checked: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         root = cache.roots.get(location)
         if root is not None:
@@ -136,12 +141,20 @@ class CachingStore(WrapperStore):
         return type(self)(store, self.cache, self.location)
 
     def _bind(self, root: bytes) -> None:
-        try:
-            parsed = json.loads(root)
-        except ValueError:
+        parsed = parse_or_none(root)
+        if parsed is None:
             return  # not a store: the reader says so
         self.cache.roots[self.location] = root
         self.folder = self.cache.directory / identity(self.location, parsed)
+
+    def unchecked(self, image_id: str, array: str) -> bool:
+        """Whether the image's physical ``array`` is still to be checked against the store's
+        recorded sha256 in this process; marks it checked (``check_against_record``)."""
+        with self._lock:
+            if (image_id, array) in self._arrays_checked:
+                return False
+            self._arrays_checked.add((image_id, array))
+            return True
 
     def path(self, key: str) -> Path | None:
         """The cache file of ``key`` (None until the root metadata is known)."""
@@ -219,3 +232,21 @@ def _read(path: Path, byte_range: ByteRequest | None) -> bytes:
 def _answer(data: bytes, byte_range: ByteRequest | None, prototype: BufferPrototype) -> Buffer:
     start, stop = _span(byte_range, len(data))
     return prototype.buffer.from_bytes(data[start:stop])
+
+
+def check_against_record(store, image_id: str, array: str, forget: Callable[[str], None]) -> None:
+    """Decode physical ``array`` of an image of ``store`` (a ``SamaugStore`` reading through
+    a cache) whole and compare every logical array it holds with the sha256 the image
+    records; on a mismatch ``forget`` the cached objects (a key prefix) and compare again
+    with what the store itself holds; DamagedStoreError if that differs too (module doc)."""
+    from precompute.store.schema import ARRAY_NAMES, damaged
+
+    recorded = store.image_attrs(image_id)["sha256"]
+    held = [n for n in ARRAY_NAMES if store.layout.source(n).array == array and n in recorded]
+    for attempt in (1, 2):
+        wrong = [name for name in held if store.checksum(image_id, name) != recorded[name]]
+        if not wrong:
+            return
+        if attempt == 1:
+            forget(f"images/{image_id}/{array}/")
+    raise damaged(store.location, image_id, f"{wrong[0]}: sha256 differs from the recorded one")

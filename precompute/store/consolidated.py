@@ -15,7 +15,6 @@ the warning is silenced where samaug consolidates.
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import zarr
 from zarr.errors import ZarrUserWarning
 
+from precompute.received import parse_or_none
 from precompute.types import image_id_problem
 
 _WARNING = "Consolidated metadata is currently not part"
@@ -69,6 +69,18 @@ def entries(root_meta: Any) -> dict[str, dict] | None:
     return found if isinstance(found, dict) else None
 
 
+def well_formed(block: Any) -> bool:
+    """Whether a root's ``consolidated_metadata`` is zarr-python's inline copy: ``kind``
+    "inline", ``must_understand`` false, ``metadata`` a mapping of node paths to metadata
+    objects (anything else makes zarr refuse to open the store)."""
+    if not isinstance(block, dict) or block.get("kind", "inline") != "inline":
+        return False
+    if block.get("must_understand", False) is not False:
+        return False
+    found = block.get("metadata")
+    return isinstance(found, dict) and all(isinstance(meta, dict) for meta in found.values())
+
+
 def _same(entry: Any, own: Any) -> bool:
     # A group's consolidated entry carries "consolidated_metadata": null, its own file not.
     def clean(meta: Any) -> Any:
@@ -92,8 +104,8 @@ def read_local(path: str | Path) -> Callable[[str], Any]:
 
     def read(node: str) -> Any:
         try:
-            return json.loads((Path(path) / node / "zarr.json").read_text())
-        except (OSError, ValueError):
+            return parse_or_none((Path(path) / node / "zarr.json").read_bytes())
+        except OSError:
             return None
 
     return read
@@ -124,3 +136,13 @@ def disagreements(
         elif not _same(copy[node], own):
             lines.append(f"{node}: the consolidated metadata differs from its zarr.json")
     return lines
+
+
+def stale_markers(path: str) -> list[str]:
+    """Lines naming the image groups of a local store whose consolidated metadata disagrees
+    with their own zarr.json (completion marker and attributes), or that it lacks."""
+    own = read_local(path)
+    copy = entries(own("."))
+    if copy is None:
+        return []
+    return disagreements(copy, own, local_group_ids(path), groups_only=True)

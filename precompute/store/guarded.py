@@ -21,9 +21,10 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
+from precompute.received import check_bounds
 from precompute.store.schema import damaged
 from precompute.store.zipstore import ZipFormatError
-from precompute.types import SamaugError
+from precompute.types import InputError, SamaugError
 
 MEMORY_BYTES = 32 << 20
 
@@ -152,6 +153,8 @@ class GuardedStore(WrapperStore):
             raise unreachable(self.location, key, err) from err
         if value is None and self.strict and not key.endswith("zarr.json"):
             raise missing_chunk(self.location, key)
+        if value is not None and key.endswith("zarr.json"):
+            _check_metadata(self.location, key, value.to_bytes())
         if value is not None and len(value) > _asked(byte_range):
             value = prototype.buffer.from_bytes(self._range_of_whole(key, value, byte_range))
         return value
@@ -212,6 +215,19 @@ def _asked(byte_range) -> float:
     if isinstance(byte_range, SuffixByteRequest):
         return byte_range.suffix
     return float("inf")
+
+
+def _check_metadata(location: str, key: str, data: bytes) -> None:
+    """Metadata is parsed by zarr, whose JSON parser recurses: bounded first (size, nesting;
+    ``precompute.received``), so a crafted zarr.json is damage in one line, never a
+    RecursionError."""
+    try:
+        check_bounds(data, key)
+    except InputError as err:
+        problem = str(err).removeprefix(f"{key}: ")
+        if key == "zarr.json":
+            raise damaged(location, None, f"zarr.json: {problem}") from None
+        raise damaged_at(location, key, problem) from None
 
 
 def _where(key: str) -> tuple[str | None, str]:

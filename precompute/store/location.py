@@ -48,7 +48,22 @@ def url_problem(url: str, err: BaseException) -> SamaugError:
             f"{url}: {scheme}:// needs the package {package}{hint}; install it and run the "
             "same command again"
         )
+    if isinstance(err, OSError):
+        return SamaugError(
+            f"{url}: cannot reach it ({type(err).__name__}: {err}); check the address and that "
+            "the server is up"
+        )
     return SamaugError(f"{url}: cannot open this URL ({err})")
+
+
+def check_storage_options(storage_options: dict | None) -> None:
+    """SamaugError for an fsspec option samaug sets itself: ``asynchronous`` (the store is
+    read from zarr's event loop, so the file system must be asynchronous where it can be)."""
+    if storage_options and "asynchronous" in storage_options:
+        raise SamaugError(
+            "--storage-option asynchronous: samaug sets it itself (stores are read "
+            "asynchronously); leave it out"
+        )
 
 
 def filesystem(url: str, storage_options: dict | None = None) -> tuple[Any, str]:
@@ -59,7 +74,7 @@ def filesystem(url: str, storage_options: dict | None = None) -> tuple[Any, str]
 
     try:
         return fsspec.core.url_to_fs(url, **{"asynchronous": True, **(storage_options or {})})
-    except (ImportError, ValueError, TypeError) as err:
+    except (ImportError, ValueError, TypeError, OSError) as err:
         raise url_problem(url, err) from err
 
 
@@ -97,6 +112,7 @@ def http_options(url: str, storage_options: dict | None) -> dict | None:
 def read_store(location: str | Path, storage_options: dict | None = None):
     """A read-only zarr Store for the store at ``location`` (checked to exist when local)."""
     location = str(location)
+    check_storage_options(storage_options)
     storage_options = http_options(location, storage_options)
     if is_zip(location):
         if is_url(location):
@@ -109,7 +125,7 @@ def read_store(location: str | Path, storage_options: dict | None = None):
             return FsspecStore.from_url(
                 location, storage_options=storage_options or None, read_only=True
             )
-        except (ImportError, ValueError, TypeError) as err:
+        except (ImportError, ValueError, TypeError, OSError) as err:
             raise url_problem(location, err) from err
     check_local_store(Path(location), location)
     return LocalStore(location, read_only=True)

@@ -8,7 +8,9 @@ never copy it. The run refreshes it as it goes (``refreshed``) and removes it at
 
 A lock left by a run that died is *stale*: on the same host, its process is gone (or is
 another process with the same number), and the next run replaces it by itself, saying so;
-from another host nothing can be told but its age, and ``--break-lock`` replaces it.
+from another host nothing can be told but its age, and ``--break-lock`` replaces it. A lock
+whose run is alive on this host is never broken (stop that run first), and a lock file that
+is not the JSON a run writes is described as such, never as a run of host None.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from precompute.files import atomic_write_bytes
+from precompute.received import parse_or_none
 from precompute.store.location import filesystem
 from precompute.store.target import Target
 from precompute.types import SamaugError
@@ -60,7 +63,7 @@ class Lock:
 
     target: Target
     record: dict
-    replaced: str | None = None  # the stale lock it replaced, described
+    replaced: str | None = None  # the lock it replaced and why it could, in words
     held: bool = field(default=True, repr=False)
 
     def refresh(self) -> None:
@@ -87,10 +90,13 @@ class Lock:
 
 
 def describe(record: dict) -> str:
+    """Who holds a lock, in words (a lock file that is not a run's JSON says so)."""
+    if record.get("unreadable") or not any(record.get(k) for k in ("host", "pid", "command")):
+        return "an unreadable lock file (not the JSON a samaug run writes)"
     return (
-        f"{record.get('command', 'samaug')} on host {record.get('host')}, process "
-        f"{record.get('pid')}, started "
-        f"{record.get('started')}, last refreshed {record.get('refreshed')}"
+        f"{record.get('command', 'samaug')} on host {record.get('host', 'unknown')}, process "
+        f"{record.get('pid', 'unknown')}, started "
+        f"{record.get('started', 'unknown')}, last refreshed {record.get('refreshed', 'unknown')}"
     )
 
 
@@ -109,10 +115,7 @@ def read(target: Target) -> dict | None:
                 raw = f.read()
         except FileNotFoundError:
             return None
-    try:
-        found = json.loads(raw)
-    except ValueError:
-        found = None
+    found = parse_or_none(raw)
     return found if isinstance(found, dict) else {"unreadable": True}
 
 
@@ -180,9 +183,14 @@ def acquire(target: Target, break_lock: bool = False, command: str = "samaug pri
             except FileExistsError:
                 pass
             current = read(target) or {}
-            if not (break_lock or _stale(current)):
+            stale = _stale(current)
+            if not (break_lock or stale) or _alive_here(current):
                 raise SamaugError(_held_message(target, current))
-            replaced = describe(current)
+            replaced = (
+                f"the lock of a run that is no longer running ({describe(current)})"
+                if stale
+                else f"the lock of {describe(current)}, broken with --break-lock"
+            )
             _remove(target)
     raise SamaugError(
         f"{target.beside(SUFFIX)}: another run took the lock at the same moment; wait for it"
@@ -196,8 +204,26 @@ def _stale(record: dict) -> bool:
     return not _alive(record["pid"], record.get("process_start"))
 
 
+def _alive_here(record: dict) -> bool:
+    """Whether a lock's run is known to be alive: same host, its process running."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    return _alive(record["pid"], record.get("process_start"))
+
+
 def _held_message(target: Target, record: dict) -> str:
     where = target.beside(SUFFIX)
+    if describe(record).startswith("an unreadable"):
+        return (
+            f"{where} is there but cannot be read (not the JSON a samaug run writes); if no "
+            f"run is writing {target.location}, run again with --break-lock"
+        )
+    if _alive_here(record):
+        return (
+            f"{target.location} is being written by {describe(record)} (lock {where}), which "
+            "is still running on this host; wait for it to finish, or stop it, then run this "
+            "again (--break-lock never breaks the lock of a live run of this host)"
+        )
     if record.get("host") == socket.gethostname():
         return (
             f"{target.location} is being written by {describe(record)} (lock {where}); wait "

@@ -28,6 +28,7 @@ from precompute.store import (
     open_store,
 )
 from precompute.store.links import refuse_links
+from precompute.store.schema import repair_advice
 from precompute.types import SamaugError
 
 
@@ -138,7 +139,7 @@ def check_store(location: str, storage_options: dict | None = None) -> Verificat
             "missing from it reads as the fill value, so verify cannot tell whether chunks "
             "that were all zeros went missing (the sha256 checks still catch any other)"
         )
-    result.problems.extend(_consolidation_problems(store, location))
+    result.problems.extend(_consolidation_problems(store, location, storage_options))
     for image_id in store.ids():
         problems = _verify_image(store, image_id)
         result.problems.extend(f"{image_id}: {p}" for p in problems)
@@ -147,18 +148,52 @@ def check_store(location: str, storage_options: dict | None = None) -> Verificat
     return result
 
 
-def _consolidation_problems(store: SamaugStore, location: str) -> list[str]:
+def _consolidation_problems(
+    store: SamaugStore, location: str, storage_options: dict | None
+) -> list[str]:
     """One line per node whose consolidated metadata disagrees with its own zarr.json (every
-    node over a URL; on a local store also image folders the copy lacks)."""
-    copy = consolidated.entries(store.own_metadata("."))
+    node of the copy, every indexed image, and on a local store every image folder), or one
+    line when the copy is not one readers can use at all (they would refuse the store)."""
+    advice = repair_advice(location, "writes it again")
+    root = store.own_metadata(".")
+    copy = consolidated.entries(root)
+    unusable = _unusable_copy(root, copy, location, storage_options)
+    if unusable is not None:
+        return [
+            f"consolidated metadata: the root zarr.json's copy is not one readers can use "
+            f"({unusable}); {advice}"
+        ]
     if copy is None:
         return []
     local = not (is_url(location) or is_zip(location))
-    on_disk = consolidated.local_group_ids(location) if local else ()
+    groups = set(store.ids()) | set(consolidated.local_group_ids(location) if local else ())
     return [
-        f"consolidated metadata: {line} (`samaug store repair` writes it again)"
-        for line in consolidated.disagreements(copy, store.own_metadata, on_disk)
+        f"consolidated metadata: {line} ({advice})"
+        for line in consolidated.disagreements(copy, store.own_metadata, groups)
     ]
+
+
+def _unusable_copy(
+    root: object, copy: dict | None, location: str, storage_options: dict | None
+) -> str | None:
+    """Why the root's consolidated metadata would make readers refuse the store (what it
+    holds, or what opening the store as they do says), or None when there is none or it
+    is usable."""
+    block = root.get("consolidated_metadata") if isinstance(root, dict) else None
+    if block is None:
+        return None
+    if copy is None or not consolidated.well_formed(block):
+        return f"found {_brief(block)}"
+    try:
+        open_store(location, storage_options)  # as every reader opens it
+    except SamaugError as err:
+        return str(err)
+    return None
+
+
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def verify(location: str) -> tuple[list[str], int]:
@@ -246,6 +281,7 @@ def repair(location: str) -> Verification:
             store_module.unmark_images(location, result.flagged)  # consolidates at its end
         elif any(p.startswith("consolidated metadata: ") for p in result.problems):
             refuse_links(location, "repair it")
+            consolidated.drop(location)  # an unusable copy is not read to be replaced
             store_module.consolidate(location)
     return result
 

@@ -11,7 +11,6 @@ the inner chunks a read needs, ranges close together fetched as one (``shards``)
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from itertools import product
 from pathlib import Path
@@ -19,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from precompute.received import parse_or_none
 from precompute.store.access import StoreAccess
-from precompute.store.cache import CachingStore, StoreCache
+from precompute.store.cache import CachingStore, StoreCache, check_against_record
+from precompute.store.consolidated import stale_markers
 from precompute.store.guarded import (
     GuardedStore,
     StoreUnreachableError,
@@ -43,7 +44,7 @@ from precompute.store.schema import (
 from precompute.store.zipstore import ZipFormatError
 from precompute.types import NotInStoreError, SamaugError
 
-from . import consolidated, shards
+from . import shards
 
 __all__ = ["GuardedStore", "SamaugStore", "StoreUnreachableError", "open_store"]
 
@@ -159,6 +160,8 @@ class SamaugStore:
         """Decode ``array[selection]`` of physical array ``name``; a chunk that is missing or
         fails its checksum is damage."""
         array = self._array(image_id, name)
+        if self._caching is not None and self._caching.unchecked(image_id, name):
+            check_against_record(self, image_id, name, self._forget)
         for attempt in (1, 2):
             if array.shards is not None:
                 self._fetch_shard(image_id, name, array, selection)
@@ -167,12 +170,15 @@ class SamaugStore:
             except (ValueError, RuntimeError) as err:  # crc32c mismatch, undecodable blosc
                 if attempt == 1 and self._caching is not None:
                     # A cached copy damaged since it was checked: fetched again, once.
-                    prefix = f"images/{image_id}/{name}/"
-                    self._caching.forget(prefix)
-                    self._guarded.memory.forget(prefix)
+                    self._forget(f"images/{image_id}/{name}/")
                     continue
                 raise self._damaged(image_id, f"{name}: cannot decode a chunk ({err})") from err
         raise AssertionError("unreachable")
+
+    def _forget(self, prefix: str) -> None:
+        """Drop the cached files and fetched bytes of the keys under ``prefix``."""
+        self._caching.forget(prefix)
+        self._guarded.memory.forget(prefix)
 
     def _fetch_shard(self, image_id: str, name: str, array: zarr.Array, selection) -> None:
         """Bring the inner chunks ``selection`` reads into memory, checked (``shards.fetch``);
@@ -185,11 +191,7 @@ class SamaugStore:
         """The parsed ``<node>/zarr.json`` (``"."``: the root) as stored, None if missing or
         not JSON; read from the store each time, whatever the consolidated metadata says."""
         key = "zarr.json" if node in (".", "") else f"{node}/zarr.json"
-        raw = self._guarded.read(key)
-        try:
-            return None if raw is None else json.loads(raw)
-        except ValueError:
-            return None
+        return parse_or_none(self._guarded.read(key))
 
     def keys(self, image_id: str) -> list[str]:
         """Every key of the image's group as the schema lays it out: its ``zarr.json`` (and
@@ -361,7 +363,7 @@ def open_store(
     stale: list[str] = []
     local_folder = not (is_url(location) or is_zip(location))
     if local_folder and root.metadata.consolidated_metadata is not None:
-        stale = _stale_markers(location)
+        stale = stale_markers(location)
         # The markers win: read each node's own metadata.
         if stale:
             root = _open_root(guarded, location, False)
@@ -379,21 +381,14 @@ def _open_root(guarded: GuardedStore, location: str, use_consolidated: bool | No
         )
     except ZipFormatError as err:
         raise damaged(location, None, str(err)) from err
+    except FileNotFoundError as err:  # an HTTP 404, a missing object: the address is wrong
+        raise SamaugError(
+            f"{location}: no such store (nothing found at this address); check the address"
+        ) from err
     except transport_errors() as err:  # while opening, before any key was read
         raise unreachable(location, "zarr.json", err) from err
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise SamaugError(
             f"{location} is not a samaug store (its root zarr.json cannot be read: "
             f"{type(err).__name__})"
         ) from err
-
-
-def _stale_markers(path: str) -> list[str]:
-    """Lines naming the image groups of a local store whose consolidated metadata disagrees
-    with their own zarr.json (completion marker and attributes), or that it lacks."""
-    own = consolidated.read_local(path)
-    copy = consolidated.entries(own("."))
-    if copy is None:
-        return []
-    ids = consolidated.local_group_ids(path)
-    return consolidated.disagreements(copy, own, ids, groups_only=True)

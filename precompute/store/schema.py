@@ -17,6 +17,7 @@ import numpy as np
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from precompute.limits import max_masks, max_pixels
+from precompute.store.location import is_url, is_zip
 from precompute.types import SamaugError, image_id_problem
 
 # The version this samaug writes, and every version it reads (store_schema.md, "Versions").
@@ -64,6 +65,20 @@ class DamagedStoreError(SamaugError):
         self.problem = message if problem is None else problem
 
 
+def repair_advice(location: str, what: str = "marks it to be redone") -> str:
+    """How a damaged store at ``location`` is mended: ``samaug store repair`` (which ``what``)
+    changes a store folder in place; a packed store is read-only and a URL is not a folder
+    here, so for those the advice names what to do instead."""
+    if is_zip(location):
+        return (
+            "a packed store is read-only: pack it again from its source, or `samaug store "
+            f"unpack` it and run `samaug store repair` on the folder, which {what}"
+        )
+    if is_url(location):
+        return f"`samaug store repair` on the machine that holds the store folder {what}"
+    return f"`samaug store repair` {what}"
+
+
 def damaged(location: str, image_id: str | None, problem: str) -> DamagedStoreError:
     """The DamagedStoreError for ``problem`` of image ``image_id`` (None: the root)."""
     if image_id is None:
@@ -71,7 +86,7 @@ def damaged(location: str, image_id: str | None, problem: str) -> DamagedStoreEr
     else:
         message = (
             f"{location}: image {image_id!r}: {problem} (the store is damaged: `samaug store "
-            "verify` lists what is, `samaug store repair` marks it to be redone)"
+            f"verify` lists what is; {repair_advice(location)})"
         )
     return DamagedStoreError(message, image_id, problem)
 

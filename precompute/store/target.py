@@ -12,7 +12,6 @@ come from ``storage_options`` or the back end's usual sources, never from the st
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,7 +22,14 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from precompute.files import atomic_write_text
-from precompute.store.location import filesystem, is_url, is_zip, url_problem
+from precompute.received import parse_or_none
+from precompute.store.location import (
+    check_storage_options,
+    filesystem,
+    is_url,
+    is_zip,
+    url_problem,
+)
 from precompute.types import SamaugError
 
 
@@ -70,6 +76,7 @@ class Target:
     the fsspec options of a URL. ``store`` is the zarr Store over it (read-write)."""
 
     def __init__(self, location: str | Path, storage_options: dict | None = None) -> None:
+        check_storage_options(storage_options)
         self.location = str(location)
         self.storage_options = storage_options or None
         self.remote = is_url(self.location)
@@ -197,7 +204,4 @@ async def _first(items) -> bool:
 
 
 def _parse(raw: bytes | None) -> Any:
-    try:
-        return None if raw is None else json.loads(raw)
-    except ValueError:
-        return None
+    return parse_or_none(raw)

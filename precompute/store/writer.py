@@ -7,7 +7,6 @@ store by URL (``Target``); see ``links`` for why no writer goes through a symbol
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import zarr
 
 from precompute import __version__
+from precompute.received import parse_or_none
 from precompute.store.layout import ArraySpec, Layout, layout_of
 from precompute.store.links import refuse_link
 from precompute.store.schema import (
@@ -55,8 +55,8 @@ def store_root_attrs(dataset: dict, masker: dict, version: int = SCHEMA_VERSION)
 def read_json(path: Path) -> Any:
     """The parsed JSON file at ``path``, or None if it is missing or unreadable."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return parse_or_none(path.read_bytes())
+    except OSError:
         return None
 
 

@@ -54,6 +54,7 @@ class Member:
     size: int
     name_length: int
     data: int | None = None  # where its bytes start, once known
+    limit: int = 0  # where the next member (or the central directory) starts
 
 
 class FileSource:
@@ -150,6 +151,22 @@ def _parse_directory(raw: bytes) -> dict[str, Member]:
     return members
 
 
+def _check_disjoint(members: dict[str, Member], directory: int) -> None:
+    """Every member's header and bytes lie before the next member's header, and the last
+    before the central directory at ``directory``: ``pack`` never writes members that share
+    bytes, and a zip whose entries point into each other (one member's bytes read as every
+    image's) is refused. Sets each member's ``limit``, checked again once the start of its
+    bytes is known (``_data_offset``)."""
+    ordered = sorted(members.items(), key=lambda item: item[1].offset)
+    for k, (name, member) in enumerate(ordered):
+        member.limit = ordered[k + 1][1].offset if k + 1 < len(ordered) else directory
+        if member.offset + _LOCAL.size + member.name_length + member.size > member.limit:
+            raise ZipFormatError(
+                f"member {name} overlaps the next member or the central directory; a zip "
+                "whose members share bytes is not one `samaug store pack` wrote"
+            )
+
+
 def _zip64_fields(extra: bytes, size: int, compressed: int, offset: int) -> tuple[int, int, int]:
     at = 0
     while at + 4 <= len(extra):
@@ -205,6 +222,7 @@ class ZipRangeStore(Store):
         if offset < tail_start or len(directory) != size:
             raise ZipFormatError("the central directory lies outside the file (truncated?)")
         self._members = _parse_directory(directory)
+        _check_disjoint(self._members, offset)
         self._held = (tail_start, tail)
         self._flat = bool(found and found.group(2))
         self._is_open = True
@@ -218,7 +236,13 @@ class ZipRangeStore(Store):
                 if len(header) < _LOCAL.size or header[:4] != b"PK\x03\x04":
                     raise ZipFormatError(f"a member's local header at {member.offset} is damaged")
                 name_length, extra_length = struct.unpack_from("<2H", header, 26)
-                member.data = member.offset + _LOCAL.size + name_length + extra_length
+                start = member.offset + _LOCAL.size + name_length + extra_length
+                if start + member.size > member.limit:
+                    raise ZipFormatError(
+                        f"the member at {member.offset} overlaps the next member; a zip whose "
+                        "members share bytes is not one `samaug store pack` wrote"
+                    )
+                member.data = start
         return member.data
 
     async def _read(self, start: int, stop: int) -> bytes:

@@ -154,9 +154,7 @@ def priors(
     with Bars() as bars:
         summary = run(config, on_progress=_show_progress(bars))
     if summary.lock_replaced:
-        typer.echo(
-            f"replaced the lock of a run that is no longer running ({summary.lock_replaced})"
-        )
+        typer.echo(f"replaced {summary.lock_replaced}")
     if summary.replaced:
         typer.echo(f"replaced {summary.replaced}")
     typer.echo(

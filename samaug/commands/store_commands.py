@@ -17,8 +17,10 @@ app = typer.Typer(
 StoreArg = Annotated[
     str, typer.Argument(help="Store folder, .zarr.zip file, or URL of either.", show_default=False)
 ]
-LocalStoreArg = Annotated[Path, typer.Argument(help="Store folder.", show_default=False)]
-NewStoreArg = Annotated[Path, typer.Argument(help="The new store folder.", show_default=False)]
+# Kept as given (a string): a URL is refused by the library in words, never turned into a
+# path ("s3://bucket/x" would become "s3:/bucket/x").
+LocalStoreArg = Annotated[str, typer.Argument(help="Store folder.", show_default=False)]
+NewStoreArg = Annotated[str, typer.Argument(help="The new store folder.", show_default=False)]
 
 
 @app.command("info")
@@ -43,7 +45,9 @@ def store_ls(store: StoreArg, storage_option: StorageOption = None) -> None:
 def store_verify(store: StoreArg, storage_option: StorageOption = None) -> None:
     """Check every image: completion, every chunk, checksums, shapes, priors recomputed from
     the masks, consolidated metadata. One line per problem; exit 1 if there is any."""
+    from precompute.store import is_url, is_zip
     from precompute.store.maintenance import check_store
+    from precompute.store.schema import repair_advice
 
     result = check_store(store, options(storage_option))
     for note in result.notes:
@@ -52,12 +56,16 @@ def store_verify(store: StoreArg, storage_option: StorageOption = None) -> None:
         typer.echo(problem)
     typer.echo(f"{result.checked} images checked, {len(result.problems)} problems")
     if result.flagged:
-        typer.echo(
-            f"`samaug store repair {store}` marks the {len(result.flagged)} images with a problem "
-            "to be redone by the next `samaug priors` with the store's settings"
+        what = (
+            f"marks the {len(result.flagged)} images with a problem to be redone by the next "
+            "`samaug priors` with the store's settings"
         )
+    else:
+        what = "writes the consolidated metadata again"
+    if result.problems and not (is_url(store) or is_zip(store)):
+        typer.echo(f"`samaug store repair {store}` {what}")
     elif result.problems:
-        typer.echo(f"`samaug store repair {store}` writes the consolidated metadata again")
+        typer.echo(repair_advice(store, what))
     if result.problems:
         raise typer.Exit(1)
 
@@ -98,7 +106,7 @@ def store_repair(store: LocalStoreArg) -> None:
     from the index), so that the next `samaug priors` with the same settings redoes them."""
     from precompute.store.maintenance import repair
 
-    result = repair(str(store))
+    result = repair(store)
     for problem in result.problems:
         typer.echo(problem)
     if result.flagged:
@@ -126,7 +134,7 @@ def store_strip(src: StoreArg, dst: NewStoreArg, storage_option: StorageOption =
 @app.command("attach")
 def store_attach(
     store: Annotated[
-        Path, typer.Argument(help="A store made by `samaug store strip`.", show_default=False)
+        str, typer.Argument(help="A store made by `samaug store strip`.", show_default=False)
     ],
     data_root: Annotated[
         Path, typer.Option(help="Your copy of the dataset, original layout.", show_default=False)
@@ -151,7 +159,7 @@ def _left_out(built) -> None:
 @app.command("pack")
 def store_pack(
     src: StoreArg,
-    dst: Annotated[Path, typer.Argument(help="The .zarr.zip file to write.", show_default=False)],
+    dst: Annotated[str, typer.Argument(help="The .zarr.zip file to write.", show_default=False)],
     storage_option: StorageOption = None,
 ) -> None:
     """Write a store as one .zarr.zip file (members stored, readable in place, also over
@@ -160,7 +168,7 @@ def store_pack(
 
     built = pack_store(src, dst, options(storage_option))
     _left_out(built)
-    size = dst.stat().st_size / 1e6
+    size = Path(dst).stat().st_size / 1e6
     typer.echo(f"{dst}: {len(built.index)} images in one file of {size:.1f} MB")
 
 
@@ -216,7 +224,7 @@ def store_subset(
 def store_upgrade(
     store: StoreArg,
     out: Annotated[
-        Path | None, typer.Option(help="Write the upgraded store here (default: in place).")
+        str | None, typer.Option(help="Write the upgraded store here (default: in place).")
     ] = None,
     storage_option: StorageOption = None,
 ) -> None:

@@ -226,7 +226,8 @@ def eval_command(
         list[Path], typer.Argument(help="Run directories or model bundles (.zip) to compare.")
     ],
     store: Annotated[
-        str | None, typer.Option(help="Evaluate on this store (default: the run's).")
+        str | None,
+        typer.Option(help="Evaluate on this store (default: a run's own; a bundle needs it)."),
     ] = None,
     split: Annotated[
         list[str] | None, typer.Option(help="Splits (default: all not trained or validated on).")

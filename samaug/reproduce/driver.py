@@ -51,6 +51,10 @@ from train.training.checkpoint import read_json, update_metrics
 from train.training.config import TrainConfig
 from train.training.loop import train
 
+# Seeds per run and bootstrap resamples: far beyond a table's needs (3 seeds, 10,000
+# resamples), small enough that listing them takes no memory to speak of.
+MAX_SEEDS = 1000
+MAX_BOOT = 1_000_000
 # TrainConfig fields reproduce sets itself (the grid's, and its own options').
 OWN_FIELDS = (
     "store",
@@ -103,13 +107,13 @@ class ReproduceSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", access_of(self.store))
         grid = get_grid(self.table)
-        checks.integer("--seeds", self.seeds, minimum=1)
+        checks.integer("--seeds", self.seeds, minimum=1, maximum=MAX_SEEDS)
         if self.epochs is not None:
             checks.integer("--epochs", self.epochs, minimum=1)
         if self.samples_per_epoch is not None:
             checks.integer("--samples-per-epoch", self.samples_per_epoch, minimum=1)
         checks.integer("--workers", self.workers, minimum=0)
-        checks.integer("--n-boot", self.n_boot, minimum=1)
+        checks.integer("--n-boot", self.n_boot, minimum=1, maximum=MAX_BOOT)
         check_device(self.device)
         check_certainty(self.certainty)
         for model in self.pretrained:

@@ -21,12 +21,12 @@ the CSV has the main metric's column.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from precompute.received import read_json_file
 from precompute.types import InputError
 from samaug.reproduce.grids import Grid, arm_of
 
@@ -189,10 +189,7 @@ def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         hint = "train the run first" if what == "config" else "evaluate the run (samaug eval)"
         raise InputError(f"{path}: missing; {hint}")
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: cannot read it as JSON ({err})") from err
+    value = read_json_file(path)
     if not isinstance(value, dict):
         raise InputError(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value

@@ -260,6 +260,10 @@ class SwinUNet(nn.Module):
     # The released input side, 224 = 4 * 7 * 2**3: a 7x7 window tiles every stage. The
     # trainer's patch (or resize) side when no --patch-size is given (TrainConfig.resolve).
     default_patch_size = 224
+    # Bounds of its whole-number options (``factory.option_bounds``): stages (and blocks per
+    # stage, heads) at most 8 (the released model has 4), windows and patches far beyond any
+    # input side a model is trained at.
+    option_bounds = {"depths": 8, "num_heads": 64, "window_size": 64, "patch_size": 32}
 
     def __init__(
         self,
@@ -286,7 +290,7 @@ class SwinUNet(nn.Module):
         n = len(depths)
         self.stride = patch_size * 2 ** (n - 1)
         dims = [base_channels * 2**i for i in range(n)]
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         starts = [sum(depths[:i]) for i in range(n)]
 
         def stage(i: int) -> SwinStage:

@@ -14,26 +14,36 @@
 - ``README.md`` -- what the model was trained on and how to run it.
 
 ``read_bundle`` reads one back without unpickling anything (safetensors and JSON); every
-command takes a model through ``train.results.loading``, which reads bundles with it.
+command takes a model through ``train.results.loading``, which reads bundles with it. A
+bundle is received from someone else: each JSON member is bounded and checked against its
+schema below (``precompute.received``), and the weights are read only once their header
+agrees with the model the config describes, built on the meta device
+(``train.results.weights_member``), so a hostile bundle is refused in one line before
+anything it claims is allocated.
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from precompute import __version__
 from precompute.files import atomic_file
+from precompute.limits import max_json_bytes
 from precompute.maskers import describe_masker, recorded_checkpoint
+from precompute.received import INTEGER, NAMES, OBJECT, STRING, nullable, read_json
 from precompute.types import SamaugError, SettingError
-from train.training.checkpoint import MORE_RUN_FILES, RUN_FILES, load_checkpoint, read_json
+from train.models import MAX_CHANNELS, model_skeleton
+from train.results.weights_member import read_weights
+from train.training.checkpoint import MORE_RUN_FILES, RUN_FILES, load_checkpoint
+from train.training.checkpoint import read_json as read_run_json
+from train.training.config import TrainConfig
 
 FORMAT = "samaug-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -41,10 +51,76 @@ ABOUT = "model.json"
 PROVENANCE = "provenance.json"
 METRICS = "metrics.json"
 README = "README.md"
-MAX_JSON_BYTES = 64 * 2**20  # a member claiming more is not a bundle this tool wrote
 # Checkpoint keys a bundle keeps in model.json (the states for resuming are left out).
 KEPT = ("config", "task", "in_channels", "num_outputs", "epoch", "step", "best_epoch")
 KEPT_OPTIONAL = ("best_val_dice", "identity")
+
+# What reading a bundle relies on, as JSON Schemas (``precompute.received``): anything else
+# is refused in one line naming the member and the place.
+_CHANNELS = {**INTEGER, "minimum": 1, "maximum": MAX_CHANNELS}
+_MASKER = {
+    "type": "object",
+    "required": ["kind", "settings"],
+    "properties": {
+        "kind": STRING,
+        "settings": OBJECT,
+        "checkpoint": nullable(STRING),
+        "checkpoint_sha256": nullable(STRING),
+    },
+}
+_SIGNATURE = {
+    "type": "object",
+    "required": ["masker", "priors"],
+    "properties": {
+        "masker": _MASKER,
+        "priors": OBJECT,
+        "dataset": OBJECT,
+    },
+}
+ABOUT_SCHEMA = {
+    "type": "object",
+    "required": ["format", *KEPT, "identity"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "config": {
+            "type": "object",
+            "required": ["model"],
+            "properties": {
+                "model": STRING,
+                "mode": STRING,
+                "model_kwargs": OBJECT,
+            },
+        },
+        "task": STRING,
+        "in_channels": _CHANNELS,
+        "num_outputs": _CHANNELS,
+        "epoch": {**INTEGER, "minimum": -1},
+        "step": {**INTEGER, "minimum": 0},
+        "best_epoch": nullable({**INTEGER, "minimum": -1}),
+        "best_val_dice": nullable({"type": "number"}),
+        "identity": {
+            "type": "object",
+            "required": ["signature"],
+            "properties": {
+                "signature": _SIGNATURE,
+                "train_ids": NAMES,
+                "val_ids": NAMES,
+            },
+        },
+        "source": OBJECT,
+    },
+}
+PROVENANCE_SCHEMA = {
+    "type": "object",
+    "required": ["masker"],
+    "properties": {
+        "masker": _MASKER,
+        "dataset": OBJECT,
+        "priors": OBJECT,
+        "location": nullable(STRING),
+    },
+}
+METRICS_SCHEMA = {"type": "object", "properties": {"test": OBJECT, "train": OBJECT}}
 
 
 def export_bundle(run_dir: str | Path, out: str | Path, checkpoint: str = "best.pt") -> Path:
@@ -60,7 +136,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, checkpoint: str = "best.
     _check_replaceable(out)
     state = load_checkpoint(run_dir / checkpoint, "cpu", "restore it, or train the run again")
     metrics_path = run_dir / METRICS
-    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    metrics = read_run_json(metrics_path) if metrics_path.exists() else {}
     about = {
         "format": FORMAT,
         "samaug_version": __version__,
@@ -117,7 +193,10 @@ def read_bundle(path: str | Path, device: torch.device | str = "cpu") -> dict:
     ``device``), ``store`` (provenance.json) and ``metrics`` (metrics.json).
 
     SamaugError naming the file for anything that is not a bundle of this format: not a
-    zip, a missing member, JSON that does not parse, weights that are not safetensors.
+    zip, a missing member, JSON that does not parse or does not match its schema, a config
+    this samaug cannot build (options out of bounds included), weights that are not
+    safetensors or not the weights of the model the config describes (checked from their
+    header before they are read).
     """
     path = Path(path)
     try:
@@ -129,27 +208,34 @@ def read_bundle(path: str | Path, device: torch.device | str = "cpu") -> dict:
                     f"{path}: not a samaug model bundle (no {', '.join(missing)}); make one "
                     "with `samaug export RUN OUT.zip`"
                 )
-            about = _read_member_json(archive, ABOUT, path)
-            provenance = _read_member_json(archive, PROVENANCE, path)
-            metrics = _read_member_json(archive, METRICS, path) if METRICS in names else {}
-            weights = archive.read(WEIGHTS)
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
+            about = _read_member_json(archive, ABOUT, path, ABOUT_SCHEMA)
+            provenance = _read_member_json(archive, PROVENANCE, path, PROVENANCE_SCHEMA)
+            metrics = {}
+            if METRICS in names:
+                metrics = _read_member_json(archive, METRICS, path, METRICS_SCHEMA)
+            tensors = read_weights(archive, WEIGHTS, path, _skeleton_state(about, path))
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as err:
         raise SamaugError(f"{path}: cannot read the bundle ({err})") from err
-    if not isinstance(about, dict) or about.get("format") != FORMAT:
-        found = about.get("format") if isinstance(about, dict) else type(about).__name__
-        raise SamaugError(f"{path}: {ABOUT} is not of format {FORMAT} (found {found!r})")
-    absent = [key for key in KEPT if key not in about]
-    if absent:
-        raise SamaugError(f"{path}: {ABOUT} lacks {', '.join(absent)}")
-    try:
-        tensors = load_safetensors(weights)
-    except (SafetensorError, ValueError, RuntimeError) as err:
-        raise SamaugError(
-            f"{path}: {WEIGHTS} is not a safetensors file ({err}); bundles hold weights only "
-            "as safetensors, never pickles: export the model again with `samaug export`"
-        ) from err
     model = {name: tensor.to(device) for name, tensor in tensors.items()}
     return {**about, "model": model, "store": provenance, "metrics": metrics}
+
+
+def _skeleton_state(about: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict (meta tensors: names, shapes, dtypes) of the model ``about`` (a checked
+    model.json) describes; SamaugError naming the bundle for a config that cannot build one
+    here (bounds included)."""
+    try:
+        config = TrainConfig.from_dict(about["config"])
+        kwargs = dict(config.model_kwargs)
+        skeleton = model_skeleton(
+            config.model,
+            in_channels=about["in_channels"],
+            num_classes=about["num_outputs"],
+            **kwargs,
+        )
+    except SettingError as err:
+        raise SamaugError(f"{path}: its config is not valid here ({err})") from err
+    return skeleton.state_dict()
 
 
 def bundle_readme(about: dict, provenance: dict, metrics: dict) -> str:
@@ -235,13 +321,17 @@ def _json(value) -> str:
     return json.dumps(value, indent=2) + "\n"
 
 
-def _read_member_json(archive: zipfile.ZipFile, name: str, path: Path):
-    if archive.getinfo(name).file_size > MAX_JSON_BYTES:
-        raise SamaugError(f"{path}: {name} claims over {MAX_JSON_BYTES >> 20} MiB; not a bundle")
-    try:
-        return json.loads(archive.read(name))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SamaugError(f"{path}: {name} is not JSON ({err})") from err
+def _read_member_json(archive: zipfile.ZipFile, name: str, path: Path, schema: dict):
+    """A JSON member, bounded before it is read (``limits.max_json_bytes``: zipfile stops at
+    the size the directory states) and checked against ``schema``."""
+    where = f"{path}: {name}"
+    size, limit = archive.getinfo(name).file_size, max_json_bytes()
+    if size > limit:
+        raise SamaugError(
+            f"{where} claims {size:,} bytes, more than the limit of {limit:,} for JSON (set "
+            "SAMAUG_MAX_JSON_BYTES to read larger files)"
+        )
+    return read_json(archive.read(name), schema, where)
 
 
 __all__ = ["export_bundle", "is_bundle", "read_bundle", "bundle_readme"]

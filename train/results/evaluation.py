@@ -46,6 +46,7 @@ from train.choices import STRATEGIES
 from train.data.datasets import WholeImageDataset
 from train.inference.predictor import Predictor, PredictSettings
 from train.modes import get_mode
+from train.results.bundle import is_bundle
 from train.results.loading import LoadedModel, load_model
 from train.results.prediction_journal import Journal, open_journal
 from train.results.provenance import check_priors_match
@@ -108,10 +109,21 @@ def prepare_evaluation(
     on construction).
     """
     settings, files = settings or PredictSettings(), files or FileSettings()
+    access = access_of(store if store is not None else StoreAccess(None))
+    if access.location is None and is_bundle(run_dir):
+        raise SettingError(
+            f"{run_dir} is a model bundle: give --store (the store it names was chosen by "
+            "whoever exported it; a received file never chooses the data read)"
+        )
+    results = results_dir(run_dir)
+    if results.exists() and not results.is_dir():
+        raise SettingError(
+            f"{results} is a file, where evaluating {run_dir} writes its results folder; move "
+            "it, or the model"
+        )
     loaded = load_model(run_dir, checkpoint, device)
     config = loaded.config
     predictor = Predictor.of_run(loaded.model, config, loaded.task, settings)
-    access = access_of(store if store is not None else StoreAccess(None))
     if access.location is None and not is_url(config.store) and not Path(config.store).exists():
         raise SettingError(
             f"{run_dir}: its training store {config.store} is not on this machine; give --store"
@@ -136,7 +148,7 @@ def prepare_evaluation(
             for strategy in STRATEGIES
         }
     return Evaluation(
-        results_dir(run_dir),
+        results,
         loaded,
         predictor,
         opened,

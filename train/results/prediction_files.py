@@ -33,7 +33,6 @@ Reading them back, and predictions from other tools, is ``train.results.predicti
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +42,7 @@ from PIL import Image
 
 from precompute.checks import choice
 from precompute.files import atomic_file, atomic_save, atomic_write_bytes, atomic_write_json
+from precompute.received import check_schema, read_json_file
 from precompute.types import InputError, SettingError, check_image_id
 from train.choices import PROBABILITY_FORMATS
 
@@ -56,6 +56,28 @@ PROB_FORMATS = PROBABILITY_FORMATS
 OVERLAY_COLOUR = (0, 255, 0)
 PNG_MAX_LABEL = 65535
 MAX_LABEL = 2**31 - 1  # read back as int32 (precompute.imageio)
+
+# What reading an index relies on (``precompute.received``); file names are checked apart.
+INDEX_SCHEMA = {
+    "type": "object",
+    "required": ["images"],
+    "properties": {
+        "made_by": {"type": "object"},
+        "images": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["image_id", "files"],
+                "properties": {
+                    "image_id": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "objects": {"type": "integer"},
+                    "files": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
 
 Kind = Literal["labels", "mask", "probability"]
 KINDS = ("labels", "mask", "probability")
@@ -158,12 +180,11 @@ def write_index(folder: str | Path, info: dict, entries: list[dict]) -> Path:
 
 
 def read_index(folder: str | Path) -> dict:
-    """The ``predictions.json`` of ``folder``; InputError naming it when absent or not one."""
+    """The ``predictions.json`` of ``folder``; InputError naming it when absent, not one
+    (``INDEX_SCHEMA``, within the bounds of ``precompute.received``), or listing a name
+    that is no prediction file of the folder (``.``, ``..``, a path, the index itself)."""
     path = Path(folder) / INDEX_NAME
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"{path}: cannot read the prediction index ({err})") from err
+    index = read_json_file(path)
     if not isinstance(index, dict) or index.get("layout") != LAYOUT:
         raise InputError(f"{path}: not a samaug prediction index (no layout {LAYOUT!r})")
     if index.get("version") != LAYOUT_VERSION:
@@ -171,11 +192,14 @@ def read_index(folder: str | Path) -> dict:
             f"{path}: prediction layout version {index.get('version')!r}; this samaug reads "
             f"version {LAYOUT_VERSION}"
         )
-    images = index.get("images")
-    if not isinstance(images, list) or not all(_is_entry(e) for e in images):
-        raise InputError(
-            f"{path}: 'images' must be a list of entries with a 'files' table of names"
-        )
+    check_schema(index, INDEX_SCHEMA, str(path))
+    for entry in index["images"]:
+        for name in entry["files"].values():
+            if not _is_file_name(name):
+                raise InputError(
+                    f"{path}: lists {name!r}, which is no file name of a prediction in this "
+                    "folder; not an index samaug wrote"
+                )
     return index
 
 
@@ -184,8 +208,10 @@ def prepare_folder(folder: str | Path) -> Path:
 
     A missing folder is created. A folder holding a previous run's ``predictions.json``
     loses the files that index lists (and the index), so no stale prediction outlives the
-    new run; files it does not list are left alone. Any other non-empty folder, or a file,
-    is a SettingError naming it: predictions never mix with files samaug did not write.
+    new run; files it does not list are left alone. The index is checked whole first
+    (``read_index``; every name it lists a file, not a folder) and nothing is deleted if it
+    is not one samaug wrote. Any other non-empty folder, or a file, is a SettingError naming
+    it: predictions never mix with files samaug did not write.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -194,9 +220,19 @@ def prepare_folder(folder: str | Path) -> Path:
         folder.mkdir(parents=True)
         return folder
     if (folder / INDEX_NAME).exists():
-        for entry in read_index(folder)["images"]:
-            for name in entry["files"].values():
-                (folder / Path(name).name).unlink(missing_ok=True)
+        listed = [
+            folder / name
+            for entry in read_index(folder)["images"]
+            for name in entry["files"].values()
+        ]
+        for path in listed:
+            if path.is_dir() and not path.is_symlink():
+                raise SettingError(
+                    f"{path}: listed in {folder / INDEX_NAME} as a prediction file, but a "
+                    "folder; nothing was removed: give another --out, or remove the index"
+                )
+        for path in listed:
+            path.unlink(missing_ok=True)
         (folder / INDEX_NAME).unlink()
         return folder
     others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -287,6 +323,12 @@ def _count_regions(mask: np.ndarray) -> int:
     return int(ndimage.label(mask, structure=np.ones((3, 3), bool))[1])
 
 
-def _is_entry(entry: object) -> bool:
-    files = entry.get("files") if isinstance(entry, dict) else None
-    return isinstance(files, dict) and all(isinstance(name, str) for name in files.values())
+def _is_file_name(name: str) -> bool:
+    """Whether ``name`` can be a prediction file of the folder: a plain, visible name."""
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and name != INDEX_NAME
+    )

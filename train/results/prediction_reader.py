@@ -36,6 +36,9 @@ from train.results.prediction_files import (
     Kind,
 )
 
+# numpy dtype kinds a probability map may have: bool, unsigned integer, float.
+_PROBABILITY_KINDS = frozenset("buf")
+
 
 def read_prediction(path: str | Path, kind: Kind | None = None) -> np.ndarray:
     """One prediction file as an array, by ``kind`` (conversions in the module doc):
@@ -135,10 +138,8 @@ def _read_npz(path: Path) -> np.ndarray:
                     if version == (1, 0)
                     else np.lib.format.read_array_header_2_0
                 )
-                shape, _, _ = read_header(f)
-            if len(shape) != 2:
-                raise InputError(f"{path}: probability has shape {shape}; expected H x W")
-            check_pixels(shape[0], shape[1], str(path))
+                shape, _, dtype = read_header(f)
+            _check_npy_header(path, shape, dtype)
             with archive.open(member) as f:
                 values = np.lib.format.read_array(f, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
@@ -148,9 +149,25 @@ def _read_npz(path: Path) -> np.ndarray:
     return _as_probability(values, path)
 
 
+def _check_npy_header(path: Path, shape: tuple, dtype: np.dtype) -> None:
+    """InputError unless the ``.npy`` header claims what a probability map can be: H x W, both
+    at least 1, within the pixel limit, of bool, unsigned integers or floats of at most 8
+    bytes; checked before a byte of the array is inflated."""
+    if len(shape) != 2 or 0 in shape:
+        raise InputError(f"{path}: probability has shape {shape}; expected H x W, both above 0")
+    if dtype.kind not in _PROBABILITY_KINDS or dtype.itemsize > 8:
+        raise InputError(
+            f"{path}: {dtype.str} values cannot be a probability map; use floats in [0, 1] or "
+            "8/16-bit integers"
+        )
+    check_pixels(shape[0], shape[1], str(path))
+
+
 def _as_probability(values: np.ndarray, path: Path) -> np.ndarray:
-    if values.ndim != 2:
-        raise InputError(f"{path}: probability has shape {values.shape}; expected H x W")
+    if values.ndim != 2 or values.size == 0:
+        raise InputError(
+            f"{path}: probability has shape {values.shape}; expected H x W, both above 0"
+        )
     if values.dtype == bool:
         return values.astype(np.float32)
     if np.issubdtype(values.dtype, np.unsignedinteger):

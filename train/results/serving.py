@@ -297,6 +297,7 @@ def _priors_config(config: PredictConfig, masker: MaskerChoice, scratch: str) ->
         workers=config.workers,
         scheduler=config.scheduler,
         torch_threads=threads,
+        command="samaug predict",
     )
 
 

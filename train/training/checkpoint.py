@@ -31,23 +31,27 @@ the uninterrupted run computes.
 
 Checkpoints hold only tensors and plain values (dicts, lists, numbers, strings, None) and
 are read with ``torch.load(weights_only=True)``: a file that would need arbitrary objects
-unpickled (and so could run code it carries) is refused, never loaded.
+unpickled (and so could run code it carries) is refused, never loaded. A file that is not a
+zip (what ``torch.save`` writes) is no checkpoint and is not handed to torch at all; the plain
+values of one that loads are checked against ``STATE_SCHEMA`` (``precompute.received``)
+before any is used, so a crafted ``last.pt`` is refused in one line naming it.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import pickle
 import re
 import shutil
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from precompute.files import atomic_file, atomic_save, atomic_write_json
+from precompute.files import TORCH_LOAD_ERRORS, atomic_file, atomic_save, atomic_write_json
+from precompute.received import INTEGER, NAMES, OBJECT, check_schema, nullable, read_json_file
 from precompute.store import signature
 from precompute.types import SamaugError, SettingError
 from train.training.config import TrainConfig, differences
@@ -71,6 +75,46 @@ FORMAT = "samaug-checkpoint/1"
 REQUIRED = ("format", "model", "epoch", "config", "task", "in_channels", "num_outputs")
 RUN_FILES = ("config.json", "log.csv", "last.pt", "best.pt", "metrics.json", "progress.png")
 RETRAIN = "restore it from a copy, or delete last.pt and best.pt to train the run again"
+# The plain values of a checkpoint, as a JSON Schema (its tensors and states are left to
+# ``load_state_dict``): what resuming, evaluating and exporting rely on.
+_CELL = {"type": ["string", "number", "null"]}
+STATE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "format": {"const": FORMAT},
+        "model": OBJECT,
+        "config": OBJECT,
+        "task": {"type": "string"},
+        "in_channels": {**INTEGER, "minimum": 1},
+        "num_outputs": {**INTEGER, "minimum": 1},
+        "epoch": {**INTEGER, "minimum": -1},
+        "batch": {**INTEGER, "minimum": 0},
+        "step": {**INTEGER, "minimum": 0},
+        "best_epoch": nullable({**INTEGER, "minimum": 0}),
+        "best_val_dice": nullable({"type": "number"}),
+        "epoch_losses": {"type": "array"},
+        "log": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["epoch", "step"],
+                "properties": {
+                    "epoch": {**INTEGER, "minimum": 0},
+                    "step": {**INTEGER, "minimum": 0},
+                },
+                "additionalProperties": _CELL,
+            },
+        },
+        "identity": {
+            "type": "object",
+            "required": ["signature", "train_ids", "val_ids"],
+            "properties": {"signature": OBJECT, "train_ids": NAMES, "val_ids": NAMES},
+        },
+        "store": OBJECT,
+    },
+}
+# What a zip file starts with: every file ``torch.save`` writes.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 # --------------------------------------------------------------------------- reading
@@ -87,41 +131,63 @@ def load_checkpoint(
 ) -> dict:
     """A samaug checkpoint (a dict, see the module doc) with tensors on ``device``.
 
-    Refused with a SamaugError naming the file: a missing file; a file that would need
-    objects other than tensors and plain values unpickled (it could run code); a damaged
-    one (empty, truncated, not a checkpoint), whose message ends with ``remedy``.
+    Refused with a SamaugError naming the file: a missing file; a file that is no checkpoint
+    at all (not the zip ``torch.save`` writes); a file that would need objects other than
+    tensors and plain values unpickled (it could run code); a damaged one (empty, truncated),
+    whose message ends with ``remedy``; one whose plain values are not a samaug
+    checkpoint's (``STATE_SCHEMA``).
     """
     path = Path(path)
     if not path.is_file():
         raise SamaugError(f"{path}: no checkpoint; has `samaug train` finished this run?")
+    _check_container(path, remedy)
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
-            raise SamaugError(f"{path} is damaged ({_damage(err, path)}); {remedy}") from err
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if "Weights only load failed" not in str(err) or not found:
+            raise SamaugError(f"{path} is damaged ({_damage(err, path)}); {remedy}") from err
         raise SamaugError(
-            f"{path}: refused: it asks to build {found.group(1) if found else 'objects'}, which "
-            "a samaug checkpoint never holds, and loading it could run code it carries; "
-            "delete it, and use only run folders from a trusted source"
+            f"{path}: refused: it asks to build {found.group(1)}, which a samaug checkpoint "
+            "never holds, and loading it could run code it carries; delete it, and use only "
+            "run folders from a trusted source"
         ) from None
-    except (EOFError, RuntimeError, KeyError, ValueError, OSError) as err:
+    except TORCH_LOAD_ERRORS as err:
         raise SamaugError(f"{path} is damaged ({_damage(err, path)}); {remedy}") from err
     missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
-    if missing or state["format"] != FORMAT:
+    if missing:
         raise SamaugError(
-            f"{path} is not a checkpoint of this samaug ({FORMAT}; "
-            f"{'missing ' + ', '.join(missing) if missing else 'format ' + repr(state['format'])})"
+            f"{path} is not a checkpoint of this samaug ({FORMAT}; missing {', '.join(missing)})"
         )
+    plain = {key: value for key, value in state.items() if key in STATE_SCHEMA["properties"]}
+    try:
+        check_schema(plain, STATE_SCHEMA, str(path))
+    except SamaugError as err:
+        raise SamaugError(f"{err}: not a checkpoint of this samaug ({FORMAT})") from None
     return state
 
 
+def _check_container(path: Path, remedy: str) -> None:
+    """SamaugError unless ``path`` is a zip file, what ``torch.save`` writes: anything else
+    (a text file, a truncated or an empty file) is not given to torch's unpickler."""
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head == _ZIP_MAGIC and zipfile.is_zipfile(path):
+        return
+    if not head:
+        raise SamaugError(f"{path} is damaged (the file is empty); {remedy}")
+    if head == _ZIP_MAGIC:
+        raise SamaugError(f"{path} is damaged (a zip cut short or altered); {remedy}")
+    raise SamaugError(
+        f"{path} is not a checkpoint (a samaug checkpoint is the zip file torch.save writes; "
+        f"this one starts with {head!r}); give a run directory, a bundle or a .pt checkpoint"
+    )
+
+
 def read_json(path: str | Path) -> Any:
-    """A JSON file of the run directory; SamaugError naming it if it is unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SamaugError(f"{path}: cannot read it as JSON ({err})") from err
+    """A JSON file of the run directory; SamaugError naming it if it is unreadable (within
+    the bounds of ``precompute.received``)."""
+    return read_json_file(path)
 
 
 # --------------------------------------------------------------------------- writing
@@ -296,7 +362,7 @@ def _repair_best(out: Path, state: dict) -> None:
     if best.exists():
         try:
             held = torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"]
-        except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError) as err:
+        except TORCH_LOAD_ERRORS as err:
             problem = f"is damaged ({_damage(err, best)})"
         else:
             problem = f"holds epoch {held}"

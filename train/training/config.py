@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -10,6 +9,8 @@ from pathlib import Path
 from precompute import checks
 from precompute.devices import check_device
 from precompute.files import atomic_write_json
+from precompute.limits import max_patch_size
+from precompute.received import read_json_file
 from precompute.types import SamaugError, SettingError
 from train.choices import JOINT_UPDATES, LOSSES, LR_SCHEDULES, OPTIMIZERS, TEST_MAPS
 from train.modes import get_mode
@@ -24,6 +25,9 @@ from train.protocols import (
 # Patches smaller than this leave the deeper models (a U-Net of depth 4, Swin-UNet's
 # 4 x 4 patches in 7 x 7 windows) almost nothing but padding to learn from.
 MIN_PATCH_SIZE = 32
+
+# Seeds reach numpy and torch generators (and DataLoader workers, seed + worker): 32 bits.
+MAX_SEED = 2**32 - 1
 
 # Settings that do not change what a run computes: a run may resume with other values.
 # The store counts by its identity (``precompute.store.signature`` and the images), not by
@@ -194,7 +198,13 @@ class TrainConfig:
                 checks.integer(option(name), getattr(self, name), minimum=1)
         checks.integer("--val-every", self.val_every, minimum=1)
         if self.patch_size is not None:
+            largest = max_patch_size()
             checks.integer("--patch-size", self.patch_size, minimum=MIN_PATCH_SIZE)
+            if self.patch_size > largest:
+                raise SettingError(
+                    f"--patch-size must be at most {largest}, not {self.patch_size} (set "
+                    "SAMAUG_MAX_PATCH_SIZE to train on larger patches)"
+                )
         if self.scales is not None:
             object.__setattr__(self, "scales", check_scales(self.scales))
         for name, choices in (
@@ -221,9 +231,10 @@ class TrainConfig:
                 checks.integer("--lr-milestones", m, minimum=1) for m in self.lr_milestones
             )
             object.__setattr__(self, "lr_milestones", milestones)
-        for name in ("warmup_epochs", "seed", "workers", "save_every"):
+        for name in ("warmup_epochs", "workers", "save_every"):
             if getattr(self, name) is not None:
                 checks.integer(option(name), getattr(self, name), minimum=0)
+        checks.integer("--seed", self.seed, minimum=0, maximum=MAX_SEED)
         if not isinstance(self.amp, bool):
             raise SettingError(f"--amp must be true or false, not {self.amp!r}")
 
@@ -339,9 +350,9 @@ class TrainConfig:
     def load(cls, path: str | Path) -> TrainConfig:
         """The config of a ``config.json``; SamaugError naming the file if it is unreadable."""
         try:
-            values = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise SamaugError(f"{path}: cannot read it as a training config ({err})") from err
+            values = read_json_file(path)
+        except SamaugError as err:
+            raise SamaugError(f"{err}; not a training config") from err
         try:
             return cls.from_dict(values)
         except SettingError as err:
