@@ -41,7 +41,9 @@ for name in {preload!r}:
 def vm(field):
     return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 resource.setrlimit(resource.RLIMIT_AS, ((vm("VmSize") << 10) + {headroom}, resource.RLIM_INFINITY))
-started_rss = vm("VmRSS") << 10
+# The peak resident size so far (imports included), not the resident size now: pages of the
+# libraries that memory pressure evicted and the work faults in again do not count as growth.
+started_rss = vm("VmHWM") << 10
 {body}
 """
 
@@ -105,7 +107,7 @@ def samaug_limited(
     *args, headroom: int = HEADROOM, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """`samaug ARGS` under the cap; its last stdout line is ``memory: {"peak": ...,
-    "started": ...}`` (bytes: the peak resident size, and the size when the cap was set),
+    "started": ...}`` (bytes: the peak resident size, and the peak when the cap was set),
     which ``memory_of`` reads and ``without_memory`` removes."""
     return run_limited(_CLI.format(argv=[str(a) for a in args]), headroom, timeout)
 
