@@ -235,7 +235,8 @@ def test_a_bundle_predicts_the_same_in_a_fresh_process_and_evaluates(trained, tm
         f"{from_run['testA']['select']['mean_dice']:.4f}",
     ]
     scores = json.loads((tmp_path / "from_bundle" / "scores.json").read_text())
-    assert scores["scores"]["testA"] == from_run["testA"]["select"]
+    # Equal to the last digits when the probabilities are (see above).
+    assert scores["scores"]["testA"] == pytest.approx(from_run["testA"]["select"], abs=1e-9)
 
     assert evaluate_run(bundle, str(store), ["testA"], device="cpu") == from_run
     results = bundle.with_name("model_eval")
