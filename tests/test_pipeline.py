@@ -2,8 +2,10 @@
 
 import os
 import signal
+import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,10 +135,21 @@ def test_cluster_workers_start_with_their_threads_and_glibc_malloc(
     # allocation of the masker a fresh mmap (system time as large as user time).
     from precompute.pipeline.workers import open_workers
 
-    with open_workers(config(glas, tmp_path / "s.zarr", tiny_sam_checkpoint, workers=2)) as workers:
-        workers.start()
-        seen = workers.client.run(_threads_and_malloc)
+    # Dask's dashboard port (8787) taken, as by another cluster: no "already in use" warning.
+    with socket.socket() as taken, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            taken.bind(("", 8787))
+            taken.listen()
+        except OSError:
+            pass  # already taken by something else: the same situation
+        workers_config = config(glas, tmp_path / "s.zarr", tiny_sam_checkpoint, workers=2)
+        with open_workers(workers_config) as workers:
+            workers.start()
+            seen = workers.client.run(_threads_and_malloc)
     assert list(seen.values()) == [("1", None, 1)] * 2
+    assert not [w for w in caught if "in use" in str(w.message)], [str(w.message) for w in caught]
 
 
 def test_corrupt_image_is_reported_others_finish_rerun_redoes_only_it(
