@@ -42,7 +42,7 @@ from PIL import Image
 
 from precompute.checks import choice
 from precompute.files import atomic_file, atomic_save, atomic_write_bytes, atomic_write_json
-from precompute.received import check_schema, read_json_file
+from precompute.received import INTEGER, OBJECT, STRING, check_schema, read_json_file
 from precompute.types import InputError, SettingError, check_image_id
 from train.choices import PROBABILITY_FORMATS
 
@@ -62,17 +62,17 @@ INDEX_SCHEMA = {
     "type": "object",
     "required": ["images"],
     "properties": {
-        "made_by": {"type": "object"},
+        "made_by": OBJECT,
         "images": {
             "type": "array",
             "items": {
                 "type": "object",
                 "required": ["image_id", "files"],
                 "properties": {
-                    "image_id": {"type": "string"},
-                    "shape": {"type": "array", "items": {"type": "integer"}},
-                    "objects": {"type": "integer"},
-                    "files": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "image_id": STRING,
+                    "shape": {"type": "array", "items": INTEGER},
+                    "objects": INTEGER,
+                    "files": {**OBJECT, "additionalProperties": STRING},
                 },
             },
         },
