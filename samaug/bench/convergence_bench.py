@@ -65,7 +65,7 @@ def convergence(out: Path, minutes: float, width: int = WIDTH, workers: int = 0)
     emit("convergence_plan", lines[0])
     rows = list(_log_rows(Path(config.out) / "log.csv"))
     for row in rows:
-        epoch = int(row["epoch"]) + 1
+        epoch = int(row["epoch"])  # log.csv counts epochs from 1
         emit(f"convergence_epoch_{epoch}_train_loss", float(row["train_loss"]))
         emit(f"convergence_epoch_{epoch}_val_dice", float(row["val_dice"]))
     emit("convergence_epochs", len(rows))
