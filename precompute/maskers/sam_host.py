@@ -132,13 +132,24 @@ def to_maskset(
     (N, H, W) output, placing each crop's masks in the image frame."""
     height, width = orig_size
     n = len(kept)
-    masks = np.zeros((n, height, width), bool)
     chunk = kept.chunk.numpy()
     row = kept.row.numpy()
-    for c in np.unique(chunk):
-        at = np.flatnonzero(chunk == c)
-        source, (x0, y0, x1, y1) = chunks[c]
-        masks[at, y0:y1, x0:x1] = unpack_rows(source, row[at])
+    whole = [0, 0, width, height]
+    if all(isinstance(m, PackedMasks) and list(box) == whole for m, box in chunks):
+        # One crop (the default): gather the packed rows in order and unpack them once,
+        # straight into the output (no zeroed array written twice).
+        bits = np.empty((n, (height * width + 7) // 8), np.uint8)
+        for c in np.unique(chunk):
+            at = np.flatnonzero(chunk == c)
+            bits[at] = chunks[c][0].bits[row[at]]
+        flat = np.unpackbits(bits, axis=1, count=height * width)
+        masks = flat.view(bool).reshape(n, height, width)
+    else:
+        masks = np.zeros((n, height, width), bool)
+        for c in np.unique(chunk):
+            at = np.flatnonzero(chunk == c)
+            source, (x0, y0, x1, y1) = chunks[c]
+            masks[at, y0:y1, x0:x1] = unpack_rows(source, row[at])
     return MaskSet(
         masks=masks,
         stability_score=kept.stability_score.cpu().numpy().astype(np.float32),
