@@ -38,6 +38,19 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def two_torch_threads():
+    """Two torch threads for a module's tests (``pytest.mark.usefixtures``): where masks
+    are compared with segment_anything's generator, which with one thread upscales them
+    with a kernel that rounds differently (``sam_masks.upscale_logits``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     from tests.support.tiny_sam import save_tiny_sam

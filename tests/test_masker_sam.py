@@ -25,7 +25,7 @@ from precompute.maskers.sam_loader import (
     checkpoint_info,
     infer_sam_config,
 )
-from precompute.maskers.sam_masks import threshold_torch, upscaling_layout
+from precompute.maskers.sam_masks import threshold_torch, upscale_logits
 from precompute.maskers.sam_settings import generator_settings
 from precompute.types import SamaugError, SettingError
 from tests.support.tiny_sam import (
@@ -218,7 +218,7 @@ def test_files_that_are_not_sam_checkpoints(tmp_path):
 # ---------------------------------------------------------------------------- exactness
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")
@@ -270,27 +270,27 @@ def test_same_masks_with_a_crop_layer(models):
     assert len(ours) > 100 and sum(tuple(p) not in full_grid for p in ours.point) > 20
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("size", [(1000, 700), (131, 97), (40, 60)])
-def test_upscaling_layout_keeps_logits_bit_identical(models, threads, size):
-    # With one thread torch upscales 3-channel batches with another kernel than 1-channel
-    # ones (different rounding); sizes below 128 + 128 take it with any thread count.
+def test_upscaled_logits_are_the_multithreaded_references(models, threads, size):
+    # The reference upscales (B, 3, h, w) batches; with one torch thread torch takes another
+    # kernel for those (different rounding). Ours, one mask per 1-channel image, equal the
+    # reference's with two threads, whatever the thread count.
     model = models["speckle"]
     low_res = torch.randn(20, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 30
     scale = model.image_encoder.img_size / max(size)
     input_size = (round(size[0] * scale), round(size[1] * scale))
-    torch.set_num_threads(threads)
+    before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
         reference = model.postprocess_masks(low_res, input_size, size).flatten(0, 1)
+        torch.set_num_threads(threads)
         masks = torch.tensor([0, 1, 2, 4, 8, 9, 10, 14, 17, 26, 40, 41, 53, 59])
-        row, channel = upscaling_layout(masks, 3)
-        stacked = torch.zeros(int(row.max()) + 1, 3, 32, 32)
-        stacked[row, channel] = low_res.flatten(0, 1)[masks]
-        ours = model.postprocess_masks(stacked, input_size, size).flatten(0, 1)
+        ours = upscale_logits(model, low_res.flatten(0, 1)[masks], input_size, size)
     finally:
-        torch.set_num_threads(1)
-    assert int(row.max()) + 1 == 8  # 14 masks, 8 of them in channel 2
-    assert torch.equal(ours[row * 3 + channel], reference[masks])
+        torch.set_num_threads(before)
+    assert ours.shape == (14, *size)
+    assert torch.equal(ours, reference[masks])
 
 
 @pytest.mark.parametrize("thresholding", ["numpy", "torch"])
@@ -302,7 +302,7 @@ def test_one_mask_per_upscale_gives_the_same_masks(models, thresholding):
     s = settings(stability_score_thresh=0.2)
     masker = SamMasker(blobs, s, info={}, upscale_bytes=1)
     if thresholding == "torch":
-        masker._threshold = threshold_torch
+        masker.threshold = threshold_torch
     ours = masker.generate(image)
     assert 20 < len(ours) < 100
     assert_identical(ours, reference_generate(blobs, image, s))

@@ -20,7 +20,7 @@ from samaug.demo.synthetic import random_masks
 from tests.support.tiny_sam import assert_identical, noise, tiny_sams
 from tests.support.tiny_sam import masker_settings as settings
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")

@@ -99,8 +99,8 @@ class SamMasker:
     settings: the generator's settings. info: what identifies the checkpoint
         ({"checkpoint", "checkpoint_sha256", "architecture", "config"}); inferred from
         the model, without a checkpoint path or hash, when not given.
-    upscale_bytes: memory for the float logits upscaled at once, at least one prompt's
-        masks (default: 24 MiB on a CPU, to stay in its last-level cache, 1 GiB on a
+    upscale_bytes: memory for the float logits upscaled at once, at least one mask's
+        (default: 24 MiB on a CPU, to stay in its last-level cache, 1 GiB on a
         GPU); results do not depend on it.
     compile: run the image encoder and mask decoder through ``torch.compile`` (incidental:
         not recorded; its agreement with the eager model is ``make bench``'s).
@@ -113,7 +113,11 @@ class SamMasker:
     One deliberate difference: the reference divides by zero for a mask whose
     low-threshold union is empty (stability score NaN); here its score is 0. With
     stability_score_thresh > 0 both drop such a mask; with 0 it is kept by both, and
-    only the score differs. ``reference_generate`` maps the NaN to 0 as well.
+    only the score differs. ``reference_generate`` maps the NaN to 0 as well. And on a
+    CPU the masks are upscaled as the reference upscales them with two or more torch
+    threads, whatever the thread count (``sam_masks.upscale_logits``; the reference with
+    one thread rounds its upscaled logits differently). The model's own outputs on a
+    CPU can depend on the thread count too (the matrix products of a ViT-B do).
 
     After each ``generate``, ``last_timings`` holds the seconds spent in the image
     encoder, the prompt encoder + mask decoder, and everything else ("postprocess").
@@ -340,7 +344,8 @@ def reference_generate(
 
     The reference for tests and the benchmark: slow, but the definition of the output.
     image: HxWx3 uint8 RGB. Boxes come back from XYWH to XYXY inclusive; a NaN stability
-    score (empty low-threshold union, see SamMasker) becomes 0.
+    score (empty low-threshold union, see SamMasker) becomes 0. On a CPU, compare it with
+    ``SamMasker`` at two or more torch threads (see ``sam_masks.upscale_logits``).
     """
     settings = settings if settings is not None else SamMaskerSettings()
     image = _check_image(image)

@@ -3,10 +3,10 @@
 ``SamMasker``'s own post-processing (``sam.py``) selects the masks that survive each filter
 as soon as it can (``torch.nonzero``, ``torch.any``): on a CPU that is free and spares the
 upscaling of most masks; on a GPU each selection waits for the device (several host
-synchronisations per prompt batch). Here every mask of a decoder batch is upscaled in the
-reference's own (B, 3, h, w) layout (so its logits are the reference's, bit for bit), and
-its stability score, box, area and bit-packed pixels computed, with whether it survives
-the IoU, stability and crop-edge filters kept as a flag: all queued on the device without
+synchronisations per prompt batch). Here every mask of a decoder batch is upscaled
+(``upscale_logits``: its logits are the reference's, bit for bit), and its stability
+score, box, area and bit-packed pixels computed, with whether it survives the IoU,
+stability and crop-edge filters kept as a flag: all queued on the device without
 waiting. Once per crop the flags select the survivors (one synchronisation) for
 torchvision's NMS, as the reference; once per image the priors are derived from the packed
 masks (``precompute.prior_tensors``) and only packed masks, per-mask values and priors are
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torchvision.ops.boxes import batched_nms, box_area
 
-from precompute.maskers.sam_masks import mask_boxes
+from precompute.maskers.sam_masks import mask_boxes, upscale_logits
 from precompute.prior_tensors import pack_rows, priors_from_bits, unpack_rows
 from precompute.types import Masked, PackedMaskSet
 
@@ -75,16 +75,17 @@ def _near_crop_edge(boxes: torch.Tensor, crop: torch.Tensor, image: torch.Tensor
 
 def _batch(masker, low_res, iou, encoded, edges, first: int) -> list[torch.Tensor]:
     """One decoder batch's masks, all of them: [keep, bits, iou, score, boxes, area,
-    prompt index]; the upscaling a few prompts at a time (``upscale_bytes``)."""
+    prompt index]; the upscaling a few masks at a time (``upscale_bytes``)."""
     s, model = masker.settings, masker.model
-    n, per_point = low_res.shape[:2]
+    per_point = low_res.shape[1]
+    low_res = low_res.flatten(0, 1)
     height, width = encoded.original_size
-    step = max(1, masker.upscale_bytes // (4 * per_point * height * width))
+    step = max(1, masker.upscale_bytes // (4 * height * width))
     parts = []
-    for row in range(0, n, step):
-        logits = model.postprocess_masks(
-            low_res[row : row + step], encoded.input_size, encoded.original_size
-        ).flatten(0, 1)
+    for row in range(0, len(low_res), step):
+        logits = upscale_logits(
+            model, low_res[row : row + step], encoded.input_size, encoded.original_size
+        )
         parts.append(_flags(logits, model.mask_threshold, s.stability_score_offset))
         del logits
     score, bits, area, boxes = (torch.cat(v) for v in zip(*parts, strict=True))

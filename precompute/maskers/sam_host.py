@@ -7,14 +7,14 @@ masker_speedup, measured by ``bench_masker``):
 - it upscales every low-res mask of a 64-prompt batch at once (768 MB of fresh float
   memory per batch) and only then drops those whose predicted IoU is too low. Here the
   IoU filter runs first and the survivors are upscaled a few at a time into memory that
-  stays in cache, each in the channel it has in the reference's batch (torch's choice
-  of CPU kernel depends on the channel count; see ``upscaling_layout``);
+  stays in cache, each as its own 1-channel image (``upscale_logits``: torch's kernel
+  for that rounds as its multi-threaded one for the reference's 3-channel batches);
 - its stability score sums whole bool batches with torch (a third of its time); here
   numpy compares and counts one mask at a time, the same integer counts;
 - it encodes each kept mask to an uncompressed RLE (Python list per mask), deep-copies
   those lists when it concatenates batches and crops, and decodes them again with a
   Python loop per run (about half its time); here kept masks wait bit-packed (on a GPU:
-  as bool tensors on the device) for one gather per sub-batch into the output array.
+  as bool tensors on the device) and are unpacked once into the output array.
 
 Everything that decides which masks are kept (the model calls with the same point
 batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and torchvision's
@@ -35,7 +35,7 @@ from precompute.maskers.sam_masks import (
     PackedMasks,
     mask_boxes,
     unpack_rows,
-    upscaling_layout,
+    upscale_logits,
 )
 from precompute.types import MaskSet
 
@@ -69,27 +69,18 @@ def process_batch(
     if len(candidates) == 0:
         timings["postprocess"] += time.perf_counter() - after_decoder
         return Candidates.empty(masker.device)
-    # Only masks that pass the IoU filter are upscaled, a few rows at a time: a mask's
-    # upscaled logits depend on nothing but itself and its channel.
-    slot_row, slot_channel = upscaling_layout(candidates, per_point)
-    n_rows = int(slot_row.max()) + 1
+    # Only masks that pass the IoU filter are upscaled, a few at a time (each its own
+    # 1-channel image: its upscaled logits depend on nothing but itself).
     crop_h, crop_w = encoded.original_size
-    step = max(1, masker.upscale_bytes // (4 * per_point * crop_h * crop_w))
+    step = max(1, masker.upscale_bytes // (4 * crop_h * crop_w))
     threshold, offset = model.mask_threshold, s.stability_score_offset
     orig_box = [0, 0, orig_size[1], orig_size[0]]
     low_res = low_res.flatten(0, 1)
     found: list[tuple[torch.Tensor, ...]] = []
-    for first in range(0, n_rows, step):
-        here = torch.nonzero((slot_row >= first) & (slot_row < first + step)).flatten()
-        row, channel, index = slot_row[here] - first, slot_channel[here], candidates[here]
-        stacked = low_res.new_zeros((int(row.max()) + 1, per_point, *low_res.shape[-2:]))
-        stacked[row, channel] = low_res[index]
-        logits = model.postprocess_masks(
-            stacked, encoded.input_size, encoded.original_size
-        ).flatten(0, 1)
-        t = masker.threshold(
-            logits, row * per_point + channel, threshold, offset, s.stability_score_thresh
-        )
+    for first in range(0, len(candidates), step):
+        index = candidates[first : first + step]
+        logits = upscale_logits(model, low_res[index], encoded.input_size, encoded.original_size)
+        t = masker.threshold(logits, threshold, offset, s.stability_score_thresh)
         del logits
         boxes = mask_boxes(t.rows, t.cols)
         binary, area, index, score = t.binary, t.area, index[t.kept], t.stability_score[t.kept]
@@ -107,14 +98,11 @@ def process_batch(
     timings["postprocess"] += time.perf_counter() - after_decoder
     if not found:
         return Candidates.empty(masker.device)
+    # Candidates were upscaled in the reference's order: by prompt, then by output.
     index, chunk, row, score, boxes, area = (torch.cat(v) for v in zip(*found, strict=True))
-    # Back to the reference's order: by prompt, then by output.
-    order = torch.argsort(index)
-    index, score, boxes, area = index[order], score[order], boxes[order], area[order]
-    order = order.cpu()
     return Candidates(
-        chunk=chunk[order],
-        row=row[order],
+        chunk=chunk,
+        row=row,
         iou_preds=iou_preds[index],
         stability_score=score,
         boxes=boxes,

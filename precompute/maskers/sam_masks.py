@@ -133,11 +133,9 @@ def _stability(intersections: torch.Tensor, unions: torch.Tensor, keep_at: float
 
 
 def threshold_torch(
-    logits: torch.Tensor, which: torch.Tensor, threshold: float, offset: float, keep_at: float
+    logits: torch.Tensor, threshold: float, offset: float, keep_at: float
 ) -> Thresholded:
-    """(m, H, W) float32 logits, of which the (j,) int64 positions ``which`` count
-    -> Thresholded, with torch ops (any device)."""
-    logits = logits[which]
+    """(j, H, W) float32 logits -> Thresholded, with torch ops (any device)."""
     intersections = (logits > threshold + offset).sum((-2, -1))
     unions = (logits > threshold - offset).sum((-2, -1))
     score, kept = _stability(intersections, unions, keep_at)
@@ -153,7 +151,7 @@ def threshold_torch(
 
 
 def threshold_numpy(
-    logits: torch.Tensor, which: torch.Tensor, threshold: float, offset: float, keep_at: float
+    logits: torch.Tensor, threshold: float, offset: float, keep_at: float
 ) -> Thresholded:
     """The same as threshold_torch, for logits on the CPU, the kept masks packed.
 
@@ -162,22 +160,21 @@ def threshold_numpy(
     would be far slower), so a sub-batch stays in cache between the passes.
     """
     values = logits.numpy()
-    which = which.tolist()
     height, width = values.shape[1:]
     # torch compares float32 logits with a Python number after rounding it to float32.
     high, low = np.float32(threshold + offset), np.float32(threshold - offset)
-    counts = np.empty((2, len(which)), np.int64)
+    counts = np.empty((2, len(values)), np.int64)
     # One scratch mask for every comparison: a fresh one per mask is a megabyte-sized
     # allocation (and, where malloc returns it to the system, page faults) each time.
     above = np.empty((height, width), bool)
-    for i, w in enumerate(which):
-        counts[0, i] = np.count_nonzero(np.greater(values[w], high, out=above))
-        counts[1, i] = np.count_nonzero(np.greater(values[w], low, out=above))
+    for i, mask in enumerate(values):
+        counts[0, i] = np.count_nonzero(np.greater(mask, high, out=above))
+        counts[1, i] = np.count_nonzero(np.greater(mask, low, out=above))
     score, kept = _stability(torch.from_numpy(counts[0]), torch.from_numpy(counts[1]), keep_at)
     binary = np.empty((len(kept), height, width), bool)
     area = np.empty(len(kept), np.int64)
     for j, i in enumerate(kept.tolist()):
-        np.greater(values[which[i]], np.float32(threshold), out=binary[j])
+        np.greater(values[i], np.float32(threshold), out=binary[j])
         area[j] = np.count_nonzero(binary[j])
     return Thresholded(
         stability_score=score,
@@ -189,24 +186,22 @@ def threshold_numpy(
     )
 
 
-def upscaling_layout(masks: torch.Tensor, per_point: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where to put masks in a (rows, per_point, h, w) input to ``postprocess_masks``.
+def upscale_logits(
+    model, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+) -> torch.Tensor:
+    """(k, h, w) low-res mask logits -> (k, H, W) float32 logits at ``original_size``:
+    ``Sam.postprocess_masks``, each mask its own 1-channel image.
 
-    masks: (n,) increasing int64 indices into a decoder batch's flattened (B * per_point)
-    masks. Returns (row, channel), each (n,): every mask keeps its channel (its position
-    among its prompt's outputs) and rows are filled channel by channel.
-
-    The reference upscales (B, per_point, h, w) batches, and which CPU kernel torch picks
-    depends on the channel count (with one thread, 3 channels take a channels-last kernel
-    with different rounding), so keeping that shape and each mask's channel keeps its
-    upscaled logits bit-identical, while masks dropped by the IoU filter leave no gap.
+    The reference upscales (B, 3, h, w) batches. On a CPU with one torch thread, torch
+    takes another kernel for 3-channel inputs (channels-last: different rounding, and
+    2.5x the time); with two or more threads it takes the kernel that 1-channel inputs
+    take with any thread count. So these logits are, bit for bit, the reference's with
+    two or more threads, whatever this process's thread count; a single-threaded
+    reference can differ in the last bits. (On a GPU, torch's kernel for contiguous
+    inputs computes each output pixel alike whatever the channel count, by its source;
+    no GPU has checked it here.)
     """
-    channel = masks % per_point
-    row = torch.empty_like(masks)
-    for c in range(per_point):
-        here = channel == c
-        row[here] = torch.arange(int(here.sum()), device=masks.device)
-    return row, channel
+    return model.postprocess_masks(low_res[:, None], input_size, original_size)[:, 0]
 
 
 def _first_last(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
