@@ -101,7 +101,7 @@ bench: setup
 	$(BIN)/python -m samaug.bench $(if $(filter cuda%,$(DEVICE)),--device cuda)
 
 # Does the default recipe converge? The default MoNuSeg U-Net run on the data subset, on CPU.
-CONVERGENCE_MINUTES ?= 20
+CONVERGENCE_MINUTES ?= 45
 CONVERGENCE_DIR ?= convergence
 convergence: setup
 	$(BIN)/python -m samaug.bench.convergence_bench --minutes $(CONVERGENCE_MINUTES) \

@@ -85,7 +85,7 @@ def _log_rows(path: Path):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget")
+    parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
     parser.add_argument("--out", type=Path, help="keep the run here (default: a temp folder)")
     parser.add_argument("--width", type=int, default=WIDTH, help="the U-Net's base channels")
     args = parser.parse_args(argv)
