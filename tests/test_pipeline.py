@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from precompute.downloads import sha256_file
 from precompute.pipeline import PriorsConfig, log_path, process_image, run
@@ -47,6 +48,12 @@ def config(data_root, store, checkpoint, workers=0, **settings) -> PriorsConfig:
     )
 
 
+def superpixel_config(data_root, store) -> PriorsConfig:
+    return PriorsConfig(
+        dataset="glas", data_root=str(data_root), store=str(store), masker="superpixel", workers=0
+    )
+
+
 def store_contents(path) -> dict:
     """Everything that must be equal between two runs: per image, attrs (minus timings)."""
     store = open_store(path)
@@ -61,6 +68,13 @@ def store_contents(path) -> dict:
 @pytest.fixture
 def glas(tmp_path):
     return write_glas_like(tmp_path / "glas", {"train": 3, "testA": 2, "testB": 1}, size=(70, 90))
+
+
+def test_a_masker_without_a_model_records_no_made_on(glas, tmp_path):
+    cfg = superpixel_config(glas, tmp_path / "s.zarr")
+    assert run(cfg).done == 6
+    store = open_store(cfg.store)
+    assert all("made_on" not in store.image_attrs(i) for i in store.ids())
 
 
 def test_process_image_writes_what_the_masker_and_priors_give(glas, tmp_path, tiny_sam_checkpoint):
@@ -105,6 +119,9 @@ def test_cluster_run_equals_in_process_run(glas, tmp_path, tiny_sam_checkpoint):
     assert {r.masker_loads for r in cluster.results} == {1}
 
     store = open_store(tmp_path / "dask.zarr")
+    # How the masks were made, where that can change their last bits (CPU thread count).
+    made_on = {"torch": torch.__version__, "device": "cpu", "torch_threads": 1}
+    assert {store.image_attrs(i)["made_on"] == made_on for i in store.ids()} == {True}
     assert store.ids(split="testA") == ["testA_1", "testA_2"]
     assert store.attrs["dataset"]["splits"] == {"testA": 2, "testB": 1, "train": 3}
     masker = store.attrs["masker"]
@@ -311,13 +328,7 @@ def test_strip_and_attach_images_for_sharing(glas, tmp_path):
 
     from precompute.types import SamaugError
 
-    cfg = PriorsConfig(
-        dataset="glas",
-        data_root=str(glas),
-        store=str(tmp_path / "full.zarr"),
-        masker="superpixel",
-        workers=0,
-    )
+    cfg = superpixel_config(glas, tmp_path / "full.zarr")
     run(cfg)
     shared = tmp_path / "shared.zarr"
     out = subprocess.run(

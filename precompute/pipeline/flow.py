@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from precompute import store
-from precompute.pipeline.workers import masker, masker_loads, reader, worker_name
+from precompute.pipeline.workers import made_on, masker, masker_loads, reader, worker_name
 from precompute.prefetch import prefetch
 from precompute.priors import compute_priors
 from precompute.types import ImageRef, Masked, Record, SamaugError
@@ -107,6 +107,7 @@ def write_masked(
         record.source,
         seconds,
         storage_options=config.storage_options,
+        made_on=made_on(config),
     )
     seconds["write"] = time.perf_counter() - start
     stages = ("read", "encoder", "decoder", "postprocess", "mask", "priors", "write")

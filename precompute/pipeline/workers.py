@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 _READERS: dict = {}
 _MASKERS: dict = {}
 _MASKER_LOADS = {"count": 0}
+_MADE_ON: dict = {}
 
 
 def worker_name() -> str:
@@ -98,9 +99,13 @@ def worker_environment(threads: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count, "OPENBLAS_NUM_THREADS": count}
 
 
+def _masker_key(config: PriorsConfig) -> tuple:
+    return (config.masker, config.checkpoint, config.masker_settings, config.device, config.runtime)
+
+
 def masker(config: PriorsConfig):
     """This process's masker for the config, built (and its model loaded) on first use."""
-    key = (config.masker, config.checkpoint, config.masker_settings, config.device, config.runtime)
+    key = _masker_key(config)
     if key not in _MASKERS:
         kind = masker_kind(config.masker)
         device = None
@@ -113,8 +118,31 @@ def masker(config: PriorsConfig):
         _MASKERS[key] = build_masker(
             config.masker, config.checkpoint, config.settings, device, config.runtime
         )
+        _MADE_ON[key] = _how_it_runs(device)
         _MASKER_LOADS["count"] += 1
     return _MASKERS[key]
+
+
+def _how_it_runs(device) -> dict:
+    """What besides the checkpoint and settings can change a model's last bits: the torch
+    version, the device and, on a CPU, torch's thread count. {} without a model."""
+    if device is None:
+        return {}
+    import torch
+
+    facts = {"torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        facts["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        facts["torch_threads"] = torch.get_num_threads()
+    return facts
+
+
+def made_on(config: PriorsConfig) -> dict:
+    """How this process runs the config's masker (``_how_it_runs``), once it is built: each
+    image's ``made_on`` attribute. CPU masks can differ in boundary pixels between thread
+    counts (a ViT's matrix products round differently); this says which count made them."""
+    return dict(_MADE_ON.get(_masker_key(config), {}))
 
 
 def setup(config: PriorsConfig) -> None:

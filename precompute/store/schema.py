@@ -229,7 +229,7 @@ def image_attrs_problem(attrs: Any) -> str | None:
     image_sum = attrs.get("image_sha256")
     if not (isinstance(image_sum, str) and _SHA256.fullmatch(image_sum)):
         return "attribute 'image_sha256' is not a sha256 hex digest"
-    for key in ("source", "seconds"):
+    for key in ("source", "seconds", "made_on"):
         if not isinstance(attrs.get(key, {}), dict):
             return f"attribute {key!r} is not a mapping"
     return None

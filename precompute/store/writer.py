@@ -147,11 +147,13 @@ def write_image(
     source: Mapping[str, str],
     seconds: Mapping[str, float],
     storage_options: dict | None = None,
+    made_on: Mapping[str, object] | None = None,
 ) -> None:
     """Write one image group, completion marker last. One task owns one group.
 
     image (H, W, 3) uint8, label (H, W) int32 or None, seg_prior (H, W) float32,
-    boundary_prior (H, W) uint8. Any earlier, incomplete group of this ID is deleted first.
+    boundary_prior (H, W) uint8. made_on: how the masker ran (``workers.made_on``), kept
+    when given. Any earlier, incomplete group of this ID is deleted first.
     Refuses (SamaugError) an ID that is not an image ID and a group folder that is a link.
     On an object store the marker (the group's ``zarr.json`` with ``complete: true``) is
     the last object written: its existence commits the image.
@@ -192,6 +194,7 @@ def write_image(
             "source": dict(source),
             "sha256": checksums,
             "seconds": {k: round(float(v), 4) for k, v in seconds.items()},
+            **({"made_on": dict(made_on)} if made_on else {}),
         }
     )
     # The marker goes in its own, last metadata write: a crash before it leaves no marker.
