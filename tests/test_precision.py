@@ -5,6 +5,7 @@ the signature), older stores without a recorded precision resume as fp32, --imag
 from __future__ import annotations
 
 import pytest
+import torch
 
 from precompute.maskers import MaskerRuntime, portable_provenance
 from precompute.pipeline import PriorsConfig, run
@@ -88,6 +89,8 @@ def test_store_compare_prints_the_agreement(stores):
     figures = dict(line.split(": ") for line in same.stdout.strip().splitlines())
     assert figures["images"] == "2" and figures["matched_fraction_iou_0.9"] == "1.0"
     assert figures["masks_gained"] == figures["masks_lost"] == "0"
+    made_on = f"cpu, 1 torch thread, torch {torch.__version__}"
+    assert figures["made_on_a"] == figures["made_on_b"] == made_on
     other = samaug("store", "compare", stores["fp32"], stores["bf16"])
     figures = dict(line.split(": ") for line in other.stdout.strip().splitlines())
     assert 0.0 <= float(figures["matched_fraction_iou_0.9"]) <= 1.0

@@ -78,7 +78,8 @@ def store_compare(
 ) -> None:
     """How far two stores of the same images agree (e.g. made in fp32 and in bf16): the
     fraction of A's masks matched in B at IoU >= 0.9, masks gained and lost, the largest
-    seg prior difference, the fraction of boundary prior pixels that differ."""
+    seg prior difference, the fraction of boundary prior pixels that differ, and how each
+    store's masks were made (device, CPU threads, torch version)."""
     from precompute.agreement import Agreement
     from precompute.store import open_store
     from precompute.types import SamaugError
@@ -98,6 +99,23 @@ def store_compare(
         )
     for name, value in agreement.lines():
         typer.echo(f"{name}: {value}")
+    # How each store's masks were made, where that can change their last bits.
+    for name, store in (("made_on_a", a), ("made_on_b", b)):
+        made = {_made_on_text(store.image_attrs(i).get("made_on") or {}) for i in shared}
+        typer.echo(f"{name}: {'; '.join(sorted(made))}")
+
+
+def _made_on_text(facts: dict) -> str:
+    """An image's ``made_on`` attribute in words (see store_schema.md)."""
+    if not facts:
+        return "not recorded"
+    device = str(facts.get("device", "?"))
+    if "device_name" in facts:
+        device += f" ({facts['device_name']})"
+    if "torch_threads" in facts:
+        threads = facts["torch_threads"]
+        device += f", {threads} torch thread{'s' if threads != 1 else ''}"
+    return f"{device}, torch {facts.get('torch', '?')}"
 
 
 @app.command("repair")
