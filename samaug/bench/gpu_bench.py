@@ -3,11 +3,12 @@
 For ViT-B- and ViT-H-shaped SAMs with random weights (the decoder scaled so that hundreds
 of masks survive, ``random_sam``) on a 1024 x 1024 image at 32 x 32 points, one
 ``name: value`` a line: seconds per image of ``SamAutomaticMaskGenerator`` and of ours in
-fp32, bf16 and compiled; the model's FLOPs (``torch.utils.flop_counter``) over the card's
-peak (the floor), the fraction of that floor reached, peak device memory; then images per
-second through ``samaug priors`` with one GPU and with every visible GPU (dask-cuda's
-``LocalCUDACluster`` where it is installed). About 5 minutes on one H100 (``--quick``:
-ViT-B only, no compile, under 2). Without CUDA it says so in one line and exits 2.
+fp32 (and whether its masks and values are the stock generator's), bf16 and compiled; the
+model's FLOPs (``torch.utils.flop_counter``) over the card's peak (the floor), the fraction
+of that floor reached, peak device memory; then images per second through ``samaug
+priors`` with one GPU and with every visible GPU (dask-cuda's ``LocalCUDACluster`` where
+it is installed). About 5 minutes on one H100 (``--quick``: ViT-B only, no compile, under
+2). Without CUDA it says so in one line and exits 2.
 """
 
 from __future__ import annotations
@@ -45,13 +46,16 @@ def bench_shape(shape: str, image: np.ndarray, quick: bool) -> None:
 
     from precompute.maskers.random_sam import build_random_sam
     from precompute.maskers.sam import SamMasker, SamMaskerSettings, reference_generate
+    from precompute.types import Masked
+    from samaug.bench.masker_bench import identical
 
     device = torch.device("cuda")
     with torch.device(device):
         model = build_random_sam(shape)
     card = torch.cuda.get_device_name(device)
     fp32 = SamMaskerSettings(points_per_side=32, **SETTINGS)
-    stock = _seconds(lambda: reference_generate(model, image, fp32), repeat=1)
+    stock_masks = []
+    stock = _seconds(lambda: stock_masks.append(reference_generate(model, image, fp32)), 1)
     emit(f"gpu_{shape}_stock_s", stock)
     flops = model_flops(model, image.shape[0])
     variants = {"fp32": ({}, {}), "bf16": ({"precision": "bf16"}, {})}
@@ -70,7 +74,11 @@ def bench_shape(shape: str, image: np.ndarray, quick: bool) -> None:
         figures = floor(flops, seconds, peak_flops(card, settings.precision))
         for key, value in figures.items():
             emit(f"gpu_{shape}_{name}_{key}", value)
-    emit(f"gpu_{shape}_masks", len(masker.generate(image).masks))
+        if name == "fp32":  # fp32 is exact: the same masks and values as the stock generator
+            ours = masker.generate(image)
+            found = ours.masks if isinstance(ours, Masked) else ours
+            emit(f"gpu_{shape}_fp32_identical", identical(stock_masks[-1], found))
+            emit(f"gpu_{shape}_masks", len(found))
 
 
 def bench_pipeline(directory: Path, images: int) -> None:
