@@ -187,6 +187,7 @@ def test_hostile_root_attributes_are_one_error_on_open(toy, key, value, message)
         ("sha256", ["x"], "'sha256' is not a map"),
         ("sha256", {"../../etc": "0" * 64}, "'sha256' lists ../../etc, not arrays"),
         ("split", None, "'split' is None"),
+        ("made_on", ["cpu", 2], "'made_on' is not a mapping"),
         ("complete", "true", "no completion marker"),
     ],
 )
