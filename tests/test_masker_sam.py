@@ -308,6 +308,34 @@ def test_one_mask_per_upscale_gives_the_same_masks(models, thresholding):
     assert_identical(ours, reference_generate(blobs, image, s))
 
 
+@pytest.mark.skipif(
+    "OpenMP" not in torch.__config__.parallel_info(), reason="torch threads are not per thread"
+)
+def test_post_processing_threads_change_nothing(models, monkeypatch):
+    # On a CPU with two torch threads, sub-batches of a few masks are upscaled and
+    # thresholded side by side, each thread running torch with one thread, and the
+    # output is unpacked by both: the same masks as one thread doing it all, and as
+    # the reference; the caller's torch thread count is left as it was.
+    blobs = models["blobs"]
+    image = noise((131, 97), seed=4)
+    s = settings(box_nms_thresh=1.0)
+    masker = SamMasker(blobs, s, info={}, upscale_bytes=3 * 4 * 131 * 97)
+    pool = masker.host_pool()
+    assert pool is not None and masker.host_pool() is pool
+    assert sorted(pool.map(lambda _: torch.get_num_threads(), range(8))) == [1] * 8
+    side_by_side = masker.generate(image)
+    assert torch.get_num_threads() == 2
+    assert {t.name.split("_")[0] for t in pool._threads} == {"samaug-postprocess"}
+    assert len(pool._threads) == 2
+    monkeypatch.setattr(masker, "host_pool", lambda: None)
+    alone = masker.generate(image)
+    assert len(side_by_side) > 150
+    assert_identical(side_by_side, alone)
+    assert_identical(side_by_side, reference_generate(blobs, image, s))
+    torch.set_num_threads(1)
+    assert SamMasker(blobs, s, info={}).host_pool() is None
+
+
 def test_empty_union_scores_zero_where_segment_anything_says_nan(models):
     blobs = models["blobs"]
     image = noise((64, 80), seed=4)

@@ -14,8 +14,10 @@ ahead on a thread (``sam_stream``).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,6 +94,12 @@ def points_per_batch(setting: int | str, model: Sam, device: torch.device) -> in
     return int(min(1024, max(64, (free // 2 // per_prompt) // 64 * 64)))
 
 
+@functools.cache
+def _threads_per_thread() -> bool:
+    """Whether ``torch.set_num_threads`` sets the calling thread's count only (OpenMP)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 class SamMasker:
     """SAM's automatic mask generator, with exactly the reference's output, faster.
 
@@ -157,6 +165,8 @@ class SamMasker:
         self.upscale_bytes = upscale_bytes
         self.last_timings: dict[str, float] = {}
         self.threshold = threshold_numpy if self.device.type == "cpu" else threshold_torch
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_threads = 0
         self.image_batch = image_batch
         self.on_device = self.device.type == "cuda" if on_device is None else on_device
         self.points_per_batch = points_per_batch(s.points_per_batch, self.model, self.device)
@@ -181,6 +191,23 @@ class SamMasker:
     def provenance(self) -> dict[str, Any]:
         """What the store records: kind, every setting, and the checkpoint's identity."""
         return {"kind": "sam", "settings": asdict(self.settings), **self.info}
+
+    def host_pool(self) -> ThreadPoolExecutor | None:
+        """Threads that post-process a batch's sub-batches (and unpack the output) side by
+        side on a CPU, one per torch thread of the caller, each running torch with one
+        thread; None on a GPU, with one thread, or where torch's thread count is not per
+        thread (a parallel backend other than OpenMP). Results do not depend on it."""
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or threads < 2 or not _threads_per_thread():
+            return None
+        if self._pool is None or self._pool_threads != threads:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(
+                threads, "samaug-postprocess", initializer=torch.set_num_threads, initargs=(1,)
+            )
+            self._pool_threads = threads
+        return self._pool
 
     def _sync(self) -> None:
         if self.device.type == "cuda" and not self.on_device:
@@ -271,7 +298,7 @@ class SamMasker:
                 kept.boxes.float(), scores, torch.zeros(len(kept)), self.settings.crop_nms_thresh
             )
             kept = kept.select(keep)
-        result = to_maskset(kept, chunks, orig_size)
+        result = to_maskset(kept, chunks, orig_size, self.host_pool())
         timings["postprocess"] += time.perf_counter() - start
         self.last_timings = timings
         return result

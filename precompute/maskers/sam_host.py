@@ -14,7 +14,12 @@ masker_speedup, measured by ``bench_masker``):
 - it encodes each kept mask to an uncompressed RLE (Python list per mask), deep-copies
   those lists when it concatenates batches and crops, and decodes them again with a
   Python loop per run (about half its time); here kept masks wait bit-packed (on a GPU:
-  as bool tensors on the device) and are unpacked once into the output array.
+  as bool tensors on the device) and are unpacked once into the output array;
+- it does all of this in the caller's thread (torch's upscaling on every core, numpy's
+  counts on one). Here, on a CPU with n torch threads, n threads (``SamMasker.host_pool``)
+  post-process a batch's sub-batches side by side, each running torch with one thread
+  (an OpenMP thread count is per thread, and a 1-channel upscaling rounds alike at any
+  count), and share the unpacking of the output; results come back in order.
 
 Everything that decides which masks are kept (the model calls with the same point
 batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and torchvision's
@@ -24,6 +29,7 @@ batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and to
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +44,9 @@ from precompute.maskers.sam_masks import (
     upscale_logits,
 )
 from precompute.types import MaskSet
+
+# Masks unpacked at a time into the output: a few megabytes, in cache.
+UNPACK_ROWS = 8
 
 if TYPE_CHECKING:
     from precompute.maskers.sam import Encoded, SamMasker
@@ -77,8 +86,8 @@ def process_batch(
     orig_box = [0, 0, orig_size[1], orig_size[0]]
     low_res = low_res.flatten(0, 1)
     found: list[tuple[torch.Tensor, ...]] = []
-    for first in range(0, len(candidates), step):
-        index = candidates[first : first + step]
+
+    def survivors(index: torch.Tensor):
         logits = upscale_logits(model, low_res[index], encoded.input_size, encoded.original_size)
         t = masker.threshold(logits, threshold, offset, s.stability_score_thresh)
         del logits
@@ -90,6 +99,13 @@ def process_batch(
             binary, area, index, score, boxes = (
                 v[keep] for v in (binary, area, index, score, boxes)
             )
+        return binary, area, index, score, boxes
+
+    parts = [candidates[first : first + step] for first in range(0, len(candidates), step)]
+    pool = masker.host_pool()
+    for binary, area, index, score, boxes in (
+        pool.map(survivors, parts) if pool is not None else map(survivors, parts)
+    ):
         if len(index) == 0:
             continue
         chunk = torch.full((len(index),), len(chunks))
@@ -115,9 +131,11 @@ def to_maskset(
     kept: Candidates,
     chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
     orig_size: tuple[int, ...],
+    pool: ThreadPoolExecutor | None = None,
 ) -> MaskSet:
     """The kept masks as a MaskSet: one gather per upscaled sub-batch into the
-    (N, H, W) output, placing each crop's masks in the image frame."""
+    (N, H, W) output, placing each crop's masks in the image frame; ``pool``'s threads
+    unpack side by side where given."""
     height, width = orig_size
     n = len(kept)
     chunk = kept.chunk.numpy()
@@ -130,7 +148,15 @@ def to_maskset(
         for c in np.unique(chunk):
             at = np.flatnonzero(chunk == c)
             bits[at] = chunks[c][0].bits[row[at]]
-        flat = np.unpackbits(bits, axis=1, count=height * width)
+        flat = np.empty((n, height * width), np.uint8)
+
+        def unpack(first: int) -> None:
+            rows = slice(first, first + UNPACK_ROWS)
+            flat[rows] = np.unpackbits(bits[rows], axis=1, count=height * width)
+
+        # numpy unpacks without the GIL: the threads share the work (and the page faults
+        # of the fresh output).
+        list((pool.map if pool is not None else map)(unpack, range(0, n, UNPACK_ROWS)))
         masks = flat.view(bool).reshape(n, height, width)
     else:
         masks = np.zeros((n, height, width), bool)
