@@ -153,7 +153,9 @@ def bench_throughput(directory: Path, images: int, points: int) -> None:
         steady[name] = (len(written) - 1) / (written[-1] - written[0])
         emit(f"images_per_s_{name}", rate[name])
         emit(f"images_per_s_{name}_steady", steady[name])
-    # The scaling regression check: two workers on two cores (target >= 1.7).
+    # Two workers over one of two threads (the target >= 1.7: out of reach while one
+    # worker uses its second core, README Benchmarks), and over one of one thread (the
+    # scaling of workers, about 2 on two cores: the regression check).
     emit("images_per_s_2_workers_over_1", rate["2_workers"] / rate["1_worker"])
     emit("images_per_s_2_workers_over_1_steady", steady["2_workers"] / steady["1_worker"])
     emit(
