@@ -8,6 +8,7 @@ that NMS, crops and the crop-edge filter have something to decide.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import fields
 
 import numpy as np
@@ -315,7 +316,7 @@ def test_post_processing_threads_change_nothing(models, monkeypatch):
     # On a CPU with two torch threads, sub-batches of a few masks are upscaled and
     # thresholded side by side, each thread running torch with one thread, and the
     # output is unpacked by both: the same masks as one thread doing it all, and as
-    # the reference; the caller's torch thread count is left as it was.
+    # the reference.
     blobs = models["blobs"]
     image = noise((131, 97), seed=4)
     s = settings(box_nms_thresh=1.0)
@@ -324,7 +325,13 @@ def test_post_processing_threads_change_nothing(models, monkeypatch):
     assert pool is not None and masker.host_pool() is pool
     assert sorted(pool.map(lambda _: torch.get_num_threads(), range(8))) == [1] * 8
     side_by_side = masker.generate(image)
+    # The caller's count, and the one threads started later take, are left as they were.
     assert torch.get_num_threads() == 2
+    started_later = []
+    later = threading.Thread(target=lambda: started_later.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert started_later == [2]
     assert {t.name.split("_")[0] for t in pool._threads} == {"samaug-postprocess"}
     assert len(pool._threads) == 2
     monkeypatch.setattr(masker, "host_pool", lambda: None)
@@ -333,7 +340,10 @@ def test_post_processing_threads_change_nothing(models, monkeypatch):
     assert_identical(side_by_side, alone)
     assert_identical(side_by_side, reference_generate(blobs, image, s))
     torch.set_num_threads(1)
-    assert SamMasker(blobs, s, info={}).host_pool() is None
+    try:
+        assert SamMasker(blobs, s, info={}).host_pool() is None
+    finally:
+        torch.set_num_threads(2)
 
 
 def test_empty_union_scores_zero_where_segment_anything_says_nan(models):

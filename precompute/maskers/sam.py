@@ -15,6 +15,7 @@ ahead on a thread (``sam_stream``).
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +99,13 @@ def points_per_batch(setting: int | str, model: Sam, device: torch.device) -> in
 def _threads_per_thread() -> bool:
     """Whether ``torch.set_num_threads`` sets the calling thread's count only (OpenMP)."""
     return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _one_torch_thread() -> None:
+    """This thread's torch runs single-threaded (asked once, so torch's first use in the
+    thread does not set it again from the process-wide count)."""
+    torch.set_num_threads(1)
+    torch.get_num_threads()
 
 
 class SamMasker:
@@ -203,9 +211,13 @@ class SamMasker:
         if self._pool is None or self._pool_threads != threads:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(
-                threads, "samaug-postprocess", initializer=torch.set_num_threads, initargs=(1,)
-            )
+            self._pool = ThreadPoolExecutor(threads, "samaug-postprocess", _one_torch_thread)
+            # torch.set_num_threads also sets the count that threads started later take
+            # (and MKL's): start every thread of the pool now, then give the process back
+            # the caller's count.
+            started = threading.Barrier(threads)
+            list(self._pool.map(lambda _: started.wait(), range(threads)))
+            torch.set_num_threads(threads)
             self._pool_threads = threads
         return self._pool
 
