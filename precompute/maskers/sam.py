@@ -182,6 +182,8 @@ class SamMasker:
         if compile:
             self.encoder = torch.compile(self.encoder, dynamic=False)
             self.decoder = torch.compile(self.decoder, dynamic=False)
+        # Started now, while no other thread of ours runs torch (see host_pool).
+        self.host_pool()
 
     @classmethod
     def from_checkpoint(
@@ -214,7 +216,7 @@ class SamMasker:
             self._pool = ThreadPoolExecutor(threads, "samaug-postprocess", _one_torch_thread)
             # torch.set_num_threads also sets the count that threads started later take
             # (and MKL's): start every thread of the pool now, then give the process back
-            # the caller's count.
+            # the caller's count. (The constructor does this before any encoding starts.)
             started = threading.Barrier(threads)
             list(self._pool.map(lambda _: started.wait(), range(threads)))
             torch.set_num_threads(threads)
