@@ -26,16 +26,20 @@ def pytest_configure(config) -> None:
     )
 
 
+def _torch_threads(count: int):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module's tests (``pytest.mark.usefixtures``): with tiny models
     a second thread only adds synchronisation, very costly on a shared CPU."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from _torch_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +47,7 @@ def two_torch_threads():
     """Two torch threads for a module's tests (``pytest.mark.usefixtures``): where masks
     are compared with segment_anything's generator, which with one thread upscales them
     with a kernel that rounds differently (``sam_masks.upscale_logits``)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+    yield from _torch_threads(2)
 
 
 @pytest.fixture(scope="session")

@@ -223,6 +223,15 @@ class SamMasker:
             self._pool_threads = threads
         return self._pool
 
+    def host_map(self, fn, items):
+        """``map(fn, items)`` in order, on ``host_pool``'s threads where there are some."""
+        pool = self.host_pool()
+        return (pool.map if pool is not None else map)(fn, items)
+
+    def masks_per_upscale(self, height: int, width: int) -> int:
+        """How many masks of height x width float logits fit ``upscale_bytes`` (at least 1)."""
+        return max(1, self.upscale_bytes // (4 * height * width))
+
     def _sync(self) -> None:
         if self.device.type == "cuda" and not self.on_device:
             torch.cuda.synchronize(self.device)
@@ -312,7 +321,7 @@ class SamMasker:
                 kept.boxes.float(), scores, torch.zeros(len(kept)), self.settings.crop_nms_thresh
             )
             kept = kept.select(keep)
-        result = to_maskset(kept, chunks, orig_size, self.host_pool())
+        result = to_maskset(kept, chunks, orig_size, self.host_map)
         timings["postprocess"] += time.perf_counter() - start
         self.last_timings = timings
         return result

@@ -80,7 +80,7 @@ def _batch(masker, low_res, iou, encoded, edges, first: int) -> list[torch.Tenso
     per_point = low_res.shape[1]
     low_res = low_res.flatten(0, 1)
     height, width = encoded.original_size
-    step = max(1, masker.upscale_bytes // (4 * height * width))
+    step = masker.masks_per_upscale(height, width)
     parts = []
     for row in range(0, len(low_res), step):
         logits = upscale_logits(

@@ -29,7 +29,7 @@ batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and to
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -81,7 +81,7 @@ def process_batch(
     # Only masks that pass the IoU filter are upscaled, a few at a time (each its own
     # 1-channel image: its upscaled logits depend on nothing but itself).
     crop_h, crop_w = encoded.original_size
-    step = max(1, masker.upscale_bytes // (4 * crop_h * crop_w))
+    step = masker.masks_per_upscale(crop_h, crop_w)
     threshold, offset = model.mask_threshold, s.stability_score_offset
     orig_box = [0, 0, orig_size[1], orig_size[0]]
     low_res = low_res.flatten(0, 1)
@@ -102,10 +102,7 @@ def process_batch(
         return binary, area, index, score, boxes
 
     parts = [candidates[first : first + step] for first in range(0, len(candidates), step)]
-    pool = masker.host_pool()
-    for binary, area, index, score, boxes in (
-        pool.map(survivors, parts) if pool is not None else map(survivors, parts)
-    ):
+    for binary, area, index, score, boxes in masker.host_map(survivors, parts):
         if len(index) == 0:
             continue
         chunk = torch.full((len(index),), len(chunks))
@@ -131,11 +128,11 @@ def to_maskset(
     kept: Candidates,
     chunks: list[tuple[torch.Tensor | PackedMasks, list[int]]],
     orig_size: tuple[int, ...],
-    pool: ThreadPoolExecutor | None = None,
+    host_map: Callable = map,
 ) -> MaskSet:
     """The kept masks as a MaskSet: one gather per upscaled sub-batch into the
-    (N, H, W) output, placing each crop's masks in the image frame; ``pool``'s threads
-    unpack side by side where given."""
+    (N, H, W) output, placing each crop's masks in the image frame; ``host_map``
+    (``SamMasker.host_map``) spreads the unpacking over threads."""
     height, width = orig_size
     n = len(kept)
     chunk = kept.chunk.numpy()
@@ -156,7 +153,7 @@ def to_maskset(
 
         # numpy unpacks without the GIL: the threads share the work (and the page faults
         # of the fresh output).
-        list((pool.map if pool is not None else map)(unpack, range(0, n, UNPACK_ROWS)))
+        list(host_map(unpack, range(0, n, UNPACK_ROWS)))
         masks = flat.view(bool).reshape(n, height, width)
     else:
         masks = np.zeros((n, height, width), bool)
