@@ -14,8 +14,6 @@ ahead on a thread (``sam_stream``).
 
 from __future__ import annotations
 
-import functools
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +36,12 @@ from segment_anything.utils.amg import (
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
-from precompute.maskers.sam_host import process_batch, to_maskset
+from precompute.maskers.sam_host import (
+    process_batch,
+    start_host_threads,
+    threads_per_thread,
+    to_maskset,
+)
 from precompute.maskers.sam_loader import (
     architecture_name,
     build_sam_from_checkpoint,
@@ -93,19 +96,6 @@ def points_per_batch(setting: int | str, model: Sam, device: torch.device) -> in
     side = encoder.img_size // encoder.patch_embed.proj.kernel_size[0]
     per_prompt = 16 * 4 * model.prompt_encoder.embed_dim * side * side
     return int(min(1024, max(64, (free // 2 // per_prompt) // 64 * 64)))
-
-
-@functools.cache
-def _threads_per_thread() -> bool:
-    """Whether ``torch.set_num_threads`` sets the calling thread's count only (OpenMP)."""
-    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-def _one_torch_thread() -> None:
-    """This thread's torch runs single-threaded (asked once, so torch's first use in the
-    thread does not set it again from the process-wide count)."""
-    torch.set_num_threads(1)
-    torch.get_num_threads()
 
 
 class SamMasker:
@@ -208,19 +198,13 @@ class SamMasker:
         thread; None on a GPU, with one thread, or where torch's thread count is not per
         thread (a parallel backend other than OpenMP). Results do not depend on it."""
         threads = torch.get_num_threads()
-        if self.device.type != "cpu" or threads < 2 or not _threads_per_thread():
+        if self.device.type != "cpu" or threads < 2 or not threads_per_thread():
             return None
         if self._pool is None or self._pool_threads != threads:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(threads, "samaug-postprocess", _one_torch_thread)
-            # torch.set_num_threads also sets the count that threads started later take
-            # (and MKL's): start every thread of the pool now, then give the process back
-            # the caller's count. (The constructor does this before any encoding starts.)
-            started = threading.Barrier(threads)
-            list(self._pool.map(lambda _: started.wait(), range(threads)))
-            torch.set_num_threads(threads)
-            self._pool_threads = threads
+            # The constructor starts them, before any encoding thread runs torch.
+            self._pool, self._pool_threads = start_host_threads(threads), threads
         return self._pool
 
     def host_map(self, fn, items):

@@ -28,8 +28,11 @@ batches, ``postprocess_masks``, the thresholds, ``is_box_near_crop_edge`` and to
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,6 +53,32 @@ UNPACK_ROWS = 8
 
 if TYPE_CHECKING:
     from precompute.maskers.sam import Encoded, SamMasker
+
+
+@functools.cache
+def threads_per_thread() -> bool:
+    """Whether ``torch.set_num_threads`` sets the calling thread's count only (OpenMP)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _one_torch_thread() -> None:
+    """This thread's torch runs single-threaded (asked once, so torch's first use in the
+    thread does not set it again from the process-wide count)."""
+    torch.set_num_threads(1)
+    torch.get_num_threads()
+
+
+def start_host_threads(threads: int) -> ThreadPoolExecutor:
+    """``threads`` threads, each running torch with one thread, all started now.
+
+    torch.set_num_threads also sets the count that threads started later take (and
+    MKL's): every thread of the pool is started at once, then the process is given back
+    the caller's count (``threads``)."""
+    pool = ThreadPoolExecutor(threads, "samaug-postprocess", _one_torch_thread)
+    started = threading.Barrier(threads)
+    list(pool.map(lambda _: started.wait(), range(threads)))
+    torch.set_num_threads(threads)
+    return pool
 
 
 def process_batch(
